@@ -1,0 +1,338 @@
+/* SPDX-License-Identifier: MIT */
+/* bench_util.h -- helpers shared by ct_bench.c (libcanceltoken) and
+ * cpp_bench.cpp (C++20 <stop_token>) so that both sides take time, memory
+ * and wake-up latency in exactly the same way and print results in the same
+ * line format:
+ *
+ *     key,unit,median,min,max,note
+ *
+ * one line per figure, where median/min/max are taken over the repetitions
+ * of the workload and note is free text without commas.  Lines that begin
+ * with '#' are comments.  Everything here is static inline and compiles as
+ * C11 and as C++20. */
+#ifndef CT_BENCH_UTIL_H
+#define CT_BENCH_UTIL_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* A compiler barrier.  Put in the body of a timing loop, it makes the
+ * compiler assume any memory may have changed, so a load in the loop (the
+ * token's state word) must be done again on every iteration instead of
+ * being hoisted out; it emits no instruction. */
+#define BU_BARRIER() __asm__ __volatile__("" ::: "memory")
+
+/* Both programs time with this one function: CLOCK_MONOTONIC, as ct_now(). */
+static inline int64_t bu_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
+}
+
+static inline void bu_die(const char *what) {
+  fprintf(stderr, "bench: fatal: %s\n", what);
+  exit(2);
+}
+
+static inline void *bu_xmalloc(size_t n) {
+  void *p = malloc(n ? n : 1);
+  if (p == NULL)
+    bu_die("out of memory");
+  return p;
+}
+
+/* ---- statistics -------------------------------------------------------- */
+
+static inline int bu_cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static inline void bu_sort(double *v, size_t n) {
+  qsort(v, n, sizeof *v, bu_cmp_double);
+}
+
+/* Nearest-rank percentile of an already sorted array (q in 0..1]. */
+static inline double bu_percentile(const double *sorted, size_t n, double q) {
+  size_t rank;
+  if (n == 0)
+    return 0.0;
+  rank = (size_t)(q * (double)n + 0.999999);
+  if (rank < 1)
+    rank = 1;
+  if (rank > n)
+    rank = n;
+  return sorted[rank - 1];
+}
+
+/* Print one result line: the median, min and max of n repetitions.  Sorts
+ * v in place. */
+static inline void bu_emit(const char *key, const char *unit, double *v,
+                           size_t n, const char *note) {
+  double med;
+  if (n == 0)
+    return;
+  bu_sort(v, n);
+  med = (n % 2) ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
+  printf("%s,%s,%.4f,%.4f,%.4f,%s\n", key, unit, med, v[0], v[n - 1],
+         note ? note : "");
+  fflush(stdout);
+}
+
+/* ---- memory ------------------------------------------------------------ */
+
+/* Resident set size in bytes, from /proc/self/statm (second field, pages). */
+static inline long bu_rss_bytes(void) {
+  long size = 0, res = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f == NULL)
+    return -1;
+  if (fscanf(f, "%ld %ld", &size, &res) != 2)
+    res = -1;
+  fclose(f);
+  return res < 0 ? -1 : res * sysconf(_SC_PAGESIZE);
+}
+
+/* Bytes the C allocator has handed out and not had back (glibc).  Only used
+ * as a cross-check note next to the RSS figures. */
+static inline long bu_heap_bytes(void) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 mi = mallinfo2();
+  return (long)(mi.uordblks + mi.hblkhd);
+#else
+  return -1;
+#endif
+}
+
+/* Give freed heap pages back to the kernel so that an RSS delta taken next
+ * counts fresh pages only (and not pages an earlier workload left behind). */
+static inline void bu_trim(void) {
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+}
+
+/* ---- threads ----------------------------------------------------------- */
+
+static inline long bu_gettid(void) { return (long)syscall(SYS_gettid); }
+
+/* The scheduler state letter of one of our threads ('R', 'S', ...), read
+ * from /proc/self/task/<tid>/stat; '?' when it cannot be read. */
+static inline char bu_thread_state(long tid) {
+  char path[64], buf[512];
+  const char *p;
+  ssize_t len;
+  int fd;
+  snprintf(path, sizeof path, "/proc/self/task/%ld/stat", tid);
+  fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return '?';
+  len = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (len <= 0)
+    return '?';
+  buf[len] = '\0';
+  p = strrchr(buf, ')'); /* the command name may contain anything */
+  if (p == NULL || p[1] != ' ')
+    return '?';
+  return p[2];
+}
+
+/* ---- wake-up latency harness ---------------------------------------------
+ *
+ * One waiter thread and the main thread play `rounds` rounds.  In round i:
+ *   main:   prepare(i)  -- make a fresh one-shot object (untimed)
+ *           publish go = i + 1
+ *   waiter: sees go, publishes ready = i + 1, calls wait(i), which blocks;
+ *   main:   sees ready, then polls the waiter's scheduler state until it is
+ *           'S' (asleep in the kernel: futex, epoll_wait, ...), so that
+ *           every round measures a real wake-up from sleep and never a
+ *           waiter that had not yet gone to sleep;
+ *           t0 = now; fire(i)
+ *   waiter: wait(i) returns; t1 = now; publishes done = i + 1
+ *   main:   latency = t1 - t0; cleanup(i)
+ * The same harness drives every variant in both programs.  The main thread
+ * yields (it does not sleep) while it waits for `done`, so on a machine
+ * with one core the waiter still gets the CPU at once. */
+
+typedef struct bu_wake_ops {
+  void *ctx;
+  void (*prepare)(void *ctx, size_t i);
+  void (*wait)(void *ctx, size_t i);
+  void (*fire)(void *ctx, size_t i);
+  void (*cleanup)(void *ctx, size_t i);
+} bu_wake_ops;
+
+typedef struct bu_wake_shared {
+  const bu_wake_ops *ops;
+  size_t rounds;
+  size_t go, ready, done; /* accessed with __atomic builtins */
+  long tid;
+  int64_t *woke;
+} bu_wake_shared;
+
+static inline void *bu_wake_waiter(void *arg) {
+  bu_wake_shared *s = (bu_wake_shared *)arg;
+  size_t i;
+  __atomic_store_n(&s->tid, bu_gettid(), __ATOMIC_RELEASE);
+  for (i = 0; i < s->rounds; i++) {
+    while (__atomic_load_n(&s->go, __ATOMIC_ACQUIRE) != i + 1)
+      sched_yield();
+    __atomic_store_n(&s->ready, i + 1, __ATOMIC_RELEASE);
+    s->ops->wait(s->ops->ctx, i);
+    s->woke[i] = bu_now();
+    __atomic_store_n(&s->done, i + 1, __ATOMIC_RELEASE);
+  }
+  return NULL;
+}
+
+/* Runs the rounds; lat[0..rounds) receives the latencies in ns, sorted.
+ * Returns the number of rounds whose waiter was not seen asleep before the
+ * trigger (expected 0; reported in the note). */
+static inline size_t bu_wake_run(const bu_wake_ops *ops, size_t rounds,
+                                 double *lat) {
+  bu_wake_shared s;
+  pthread_t th;
+  size_t i, unsettled = 0;
+  memset(&s, 0, sizeof s);
+  s.ops = ops;
+  s.rounds = rounds;
+  s.woke = (int64_t *)bu_xmalloc(rounds * sizeof *s.woke);
+  if (pthread_create(&th, NULL, bu_wake_waiter, &s) != 0)
+    bu_die("pthread_create");
+  while (__atomic_load_n(&s.tid, __ATOMIC_ACQUIRE) == 0)
+    sched_yield();
+  for (i = 0; i < rounds; i++) {
+    int64_t t0;
+    int tries = 0;
+    ops->prepare(ops->ctx, i);
+    __atomic_store_n(&s.go, i + 1, __ATOMIC_RELEASE);
+    while (__atomic_load_n(&s.ready, __ATOMIC_ACQUIRE) != i + 1)
+      sched_yield();
+    /* Wait (at most ~1 s) until the waiter sleeps in the kernel. */
+    while (bu_thread_state(s.tid) != 'S') {
+      if (++tries > 100000) {
+        unsettled++;
+        break;
+      }
+      if (tries > 100) {
+        struct timespec ts = {0, 10000};
+        nanosleep(&ts, NULL);
+      } else {
+        sched_yield();
+      }
+    }
+    t0 = bu_now();
+    ops->fire(ops->ctx, i);
+    while (__atomic_load_n(&s.done, __ATOMIC_ACQUIRE) != i + 1)
+      sched_yield();
+    lat[i] = (double)(s.woke[i] - t0);
+    ops->cleanup(ops->ctx, i);
+  }
+  pthread_join(th, NULL);
+  free(s.woke);
+  bu_sort(lat, rounds);
+  return unsettled;
+}
+
+/* ---- configuration ------------------------------------------------------ */
+
+/* Sizes shared by both programs, so that --quick means the same thing. */
+typedef struct bu_config {
+  int quick;
+  size_t reps;        /* repetitions of each workload */
+  size_t check_iters; /* checks per timing loop */
+  size_t fanout_n;    /* direct children of one root */
+  size_t chain_n;     /* links in the deep chain */
+  size_t churn_n;     /* create/destroy cycles */
+  size_t mem_n;       /* live children for the memory figure */
+  size_t wake_rounds; /* rounds of the wake-up latency harness */
+  size_t poll_n;      /* calls of the poll loop */
+  const char *only;   /* comma-separated workload groups, or NULL for all */
+} bu_config;
+
+static inline void bu_usage(const char *prog) {
+  fprintf(stderr,
+          "usage: %s [--quick] [--reps N] [--only GROUP[,GROUP...]]\n"
+          "groups: memory check fanout chain churn wake poll\n"
+          "prints key,unit,median,min,max,note lines on stdout\n",
+          prog);
+  exit(2);
+}
+
+static inline bu_config bu_parse_args(int argc, char **argv) {
+  bu_config c;
+  int i;
+  long reps = 0;
+  memset(&c, 0, sizeof c);
+  for (i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--quick") == 0)
+      c.quick = 1;
+    else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
+      reps = strtol(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+      c.only = argv[++i];
+    else
+      bu_usage(argv[0]);
+  }
+  if (c.quick) {
+    c.reps = 3;
+    c.check_iters = 5000000;
+    c.fanout_n = 100000;
+    c.chain_n = 10000;
+    c.churn_n = 100000;
+    c.mem_n = 100000;
+    c.wake_rounds = 200;
+    c.poll_n = 50000;
+  } else {
+    c.reps = 5;
+    c.check_iters = 100000000;
+    c.fanout_n = 1000000;
+    c.chain_n = 100000;
+    c.churn_n = 1000000;
+    c.mem_n = 1000000;
+    c.wake_rounds = 2000;
+    c.poll_n = 1000000;
+  }
+  if (reps > 0)
+    c.reps = (size_t)reps;
+  return c;
+}
+
+/* Is workload group g selected by --only? */
+static inline int bu_selected(const bu_config *c, const char *g) {
+  size_t gl = strlen(g);
+  const char *p = c->only;
+  if (p == NULL)
+    return 1;
+  while (*p) {
+    const char *e = strchr(p, ',');
+    size_t l = e ? (size_t)(e - p) : strlen(p);
+    if (l == gl && memcmp(p, g, l) == 0)
+      return 1;
+    if (e == NULL)
+      break;
+    p = e + 1;
+  }
+  return 0;
+}
+
+static inline void bu_print_config(const char *prog, const bu_config *c) {
+  printf("# %s quick=%d reps=%zu check_iters=%zu fanout_n=%zu chain_n=%zu "
+         "churn_n=%zu mem_n=%zu wake_rounds=%zu poll_n=%zu\n",
+         prog, c->quick, c->reps, c->check_iters, c->fanout_n, c->chain_n,
+         c->churn_n, c->mem_n, c->wake_rounds, c->poll_n);
+  fflush(stdout);
+}
+
+#endif /* CT_BENCH_UTIL_H */

@@ -1,0 +1,526 @@
+/* SPDX-License-Identifier: MIT */
+/* ct_bench.c -- the libcanceltoken side of the benchmark suite: times the
+ * workloads that cpp_bench.cpp times with C++20 <stop_token>, plus the raw
+ * baselines (pthread condition variable, plain poll(2)) measured in the same
+ * process, and prints key,unit,median,min,max,note lines (bench_util.h).
+ * bench/run.py runs both programs and joins their results. */
+#define _GNU_SOURCE
+#include "canceltoken.h"
+
+#include "bench_util.h"
+
+#include <poll.h>
+#include <sys/epoll.h>
+
+/* Fail loudly on an unexpected library error: a benchmark over a broken
+ * call would report nonsense. */
+#define CT_OK(expr)                                                           \
+  do {                                                                        \
+    int rc_ = (expr);                                                         \
+    if (rc_ < 0) {                                                            \
+      fprintf(stderr, "ct_bench: %s:%d: %s -> %s\n", __FILE__, __LINE__,      \
+              #expr, ct_err_name(rc_));                                       \
+      exit(2);                                                                \
+    }                                                                         \
+  } while (0)
+
+static void progress(const char *what) {
+  fprintf(stderr, "ct_bench: %s\n", what);
+}
+
+/* ---- 1. check cost ----------------------------------------------------- */
+
+/* The measured loop.  noinline keeps it the same code for every token; the
+ * barrier forces one load of the state word per iteration (see
+ * BU_BARRIER).  The loop overhead (increment, compare, branch) is included
+ * in the figure, exactly as in cpp_bench's loop. */
+__attribute__((noinline)) static size_t check_loop(const ct_token *t,
+                                                   size_t n) {
+  size_t i, hits = 0;
+  for (i = 0; i < n; i++) {
+    if (ct_token_triggered(t))
+      hits++;
+    BU_BARRIER();
+  }
+  return hits;
+}
+
+static double time_check(const ct_token *t, size_t n) {
+  int64_t t0 = bu_now();
+  size_t hits = check_loop(t, n);
+  int64_t t1 = bu_now();
+  if (hits != 0)
+    bu_die("check loop saw a triggered token");
+  return (double)(t1 - t0) / (double)n;
+}
+
+/* A chain root -> l[0] -> ... -> l[depth-1]; each link a child of the
+ * previous one.  Returns the array of links; *root receives the root. */
+static ct_token **make_chain(ct_token **root, size_t depth) {
+  ct_token **l = (ct_token **)bu_xmalloc(depth * sizeof *l);
+  size_t i;
+  CT_OK(ct_token_new(root, "root"));
+  for (i = 0; i < depth; i++)
+    CT_OK(ct_token_new_child(&l[i], "link", i ? l[i - 1] : *root));
+  return l;
+}
+
+static void free_chain(ct_token *root, ct_token **l, size_t depth) {
+  size_t i;
+  ct_token_unref(root);
+  for (i = 0; i < depth; i++)
+    ct_token_unref(l[i]);
+  free(l);
+}
+
+static void bench_check(const bu_config *c) {
+  static const size_t depths[] = {10, 100, 10000};
+  double *v = (double *)bu_xmalloc(c->reps * sizeof *v);
+  ct_token *t;
+  size_t r, d;
+
+  progress("check");
+  CT_OK(ct_token_new(&t, "plain"));
+  time_check(t, c->check_iters / 10); /* warm-up */
+  for (r = 0; r < c->reps; r++)
+    v[r] = time_check(t, c->check_iters);
+  bu_emit("check.plain", "ns/check", v, c->reps, "ct_token_triggered()");
+  ct_token_unref(t);
+
+  for (d = 0; d < sizeof depths / sizeof depths[0]; d++) {
+    char key[64], note[96];
+    ct_token *root;
+    ct_token **l = make_chain(&root, depths[d]);
+    const ct_token *leaf = l[depths[d] - 1];
+    time_check(leaf, c->check_iters / 10);
+    for (r = 0; r < c->reps; r++)
+      v[r] = time_check(leaf, c->check_iters);
+    snprintf(key, sizeof key, "check.depth%zu", depths[d]);
+    snprintf(note, sizeof note, "leaf of a ct_token_new_child chain");
+    bu_emit(key, "ns/check", v, c->reps, note);
+    free_chain(root, l, depths[d]);
+  }
+  free(v);
+}
+
+/* ---- 2. fan-out and deep chain ------------------------------------------ */
+
+/* One root with n direct children made by ct_token_new_child (use_chain_n
+ * 0) or ct_token_chain_n(n=1) (use_chain_n 1).  Times creation, the trigger
+ * of the root (which returns once every child is triggered) and
+ * destruction, each per child. */
+static void bench_fanout(const bu_config *c, int use_chain_n) {
+  size_t n = c->fanout_n, r, i;
+  double *vc = (double *)bu_xmalloc(c->reps * sizeof *vc);
+  double *vt = (double *)bu_xmalloc(c->reps * sizeof *vt);
+  double *vd = (double *)bu_xmalloc(c->reps * sizeof *vd);
+  ct_token **kids = (ct_token **)bu_xmalloc(n * sizeof *kids);
+  const char *pfx = use_chain_n ? "fanout_chain1" : "fanout";
+  char key[64], note[96];
+
+  progress(use_chain_n ? "fanout (ct_token_chain_n n=1)"
+                       : "fanout (ct_token_new_child)");
+  for (r = 0; r < c->reps; r++) {
+    ct_token *root;
+    int64_t t0, t1, t2, t3, t4;
+    CT_OK(ct_token_new(&root, "root"));
+    t0 = bu_now();
+    if (use_chain_n) {
+      for (i = 0; i < n; i++)
+        CT_OK(ct_token_chain_n(&kids[i], &root, 1));
+    } else {
+      for (i = 0; i < n; i++)
+        CT_OK(ct_token_new_child(&kids[i], "child", root));
+    }
+    t1 = bu_now();
+    CT_OK(ct_token_trigger(root));
+    t2 = bu_now();
+    for (i = 0; i < n; i++)
+      if (!ct_token_triggered(kids[i]))
+        bu_die("fanout: a child was not triggered by its root");
+    t3 = bu_now();
+    for (i = 0; i < n; i++)
+      ct_token_unref(kids[i]);
+    ct_token_unref(root);
+    t4 = bu_now();
+    vc[r] = (double)(t1 - t0) / (double)n;
+    vt[r] = (double)(t2 - t1) / (double)n;
+    vd[r] = (double)(t4 - t3) / (double)n;
+  }
+  snprintf(note, sizeof note, "n=%zu %s", n,
+           use_chain_n ? "ct_token_chain_n(n=1)" : "ct_token_new_child");
+  snprintf(key, sizeof key, "%s.create", pfx);
+  bu_emit(key, "ns/child", vc, c->reps, note);
+  snprintf(key, sizeof key, "%s.trigger", pfx);
+  bu_emit(key, "ns/child", vt, c->reps, note);
+  snprintf(key, sizeof key, "%s.destroy", pfx);
+  bu_emit(key, "ns/child", vd, c->reps, note);
+  free(kids);
+  free(vc);
+  free(vt);
+  free(vd);
+}
+
+/* A chain of chain_n links, each a child of the previous.  The trigger of
+ * the root returns when the last link is triggered.  Destruction drops the
+ * references in creation order, so the last unref (of the leaf) frees the
+ * whole chain at once -- the header promises that this does not recurse. */
+static void bench_chain(const bu_config *c) {
+  size_t n = c->chain_n, r;
+  double *vc = (double *)bu_xmalloc(c->reps * sizeof *vc);
+  double *vt = (double *)bu_xmalloc(c->reps * sizeof *vt);
+  double *vd = (double *)bu_xmalloc(c->reps * sizeof *vd);
+  char note[96];
+
+  progress("deep chain");
+  for (r = 0; r < c->reps; r++) {
+    ct_token *root, **l;
+    int64_t t0, t1, t2, t3;
+    t0 = bu_now();
+    l = make_chain(&root, n);
+    t1 = bu_now();
+    CT_OK(ct_token_trigger(root));
+    t2 = bu_now();
+    if (!ct_token_triggered(l[n - 1]))
+      bu_die("chain: the leaf was not triggered by the root");
+    free_chain(root, l, n);
+    t3 = bu_now();
+    vc[r] = (double)(t1 - t0) / (double)n;
+    vt[r] = (double)(t2 - t1) / (double)n;
+    vd[r] = (double)(t3 - t2) / (double)n;
+  }
+  snprintf(note, sizeof note, "depth=%zu ct_token_new_child", n);
+  bu_emit("chain.create", "ns/link", vc, c->reps, note);
+  bu_emit("chain.trigger", "ns/link", vt, c->reps, note);
+  bu_emit("chain.destroy", "ns/link", vd, c->reps, note);
+  free(vc);
+  free(vt);
+  free(vd);
+}
+
+/* ---- 3. churn ------------------------------------------------------------ */
+
+/* Create a child of one long-lived parent and destroy it, churn_n times.
+ * The RSS delta over the loop shows whether the parent keeps anything per
+ * dead child.  A short warm-up runs first so that one-time growth (the
+ * parent's first child slot, the allocator's first chunk of that size) is
+ * not counted as churn growth. */
+static void bench_churn(const bu_config *c, int use_chain_n) {
+  size_t n = c->churn_n, r, i;
+  double *vt = (double *)bu_xmalloc(c->reps * sizeof *vt);
+  double *vm = (double *)bu_xmalloc(c->reps * sizeof *vm);
+  const char *key = use_chain_n ? "churn_chain1" : "churn";
+  char k2[64], note[96];
+  ct_token *parent, *ch;
+
+  progress(use_chain_n ? "churn (ct_token_chain_n n=1)"
+                       : "churn (ct_token_new_child)");
+  CT_OK(ct_token_new(&parent, "server"));
+  for (i = 0; i < 1000; i++) {
+    if (use_chain_n)
+      CT_OK(ct_token_chain_n(&ch, &parent, 1));
+    else
+      CT_OK(ct_token_new_child(&ch, "request", parent));
+    ct_token_unref(ch);
+  }
+  for (r = 0; r < c->reps; r++) {
+    long m0, m1;
+    int64_t t0, t1;
+    m0 = bu_rss_bytes();
+    t0 = bu_now();
+    if (use_chain_n) {
+      for (i = 0; i < n; i++) {
+        CT_OK(ct_token_chain_n(&ch, &parent, 1));
+        ct_token_unref(ch);
+      }
+    } else {
+      for (i = 0; i < n; i++) {
+        CT_OK(ct_token_new_child(&ch, "request", parent));
+        ct_token_unref(ch);
+      }
+    }
+    t1 = bu_now();
+    m1 = bu_rss_bytes();
+    vt[r] = (double)(t1 - t0) / (double)n;
+    vm[r] = (double)(m1 - m0) / 1024.0;
+  }
+  ct_token_unref(parent);
+  snprintf(note, sizeof note, "n=%zu %s", n,
+           use_chain_n ? "ct_token_chain_n(n=1)+unref"
+                       : "ct_token_new_child+unref");
+  bu_emit(key, "ns/cycle", vt, c->reps, note);
+  snprintf(k2, sizeof k2, "%s.rss", key);
+  bu_emit(k2, "KiB", vm, c->reps, "RSS after minus RSS before the loop");
+  free(vt);
+  free(vm);
+}
+
+/* ---- 4. memory ----------------------------------------------------------- */
+
+/* Bytes per live child, from the RSS delta over mem_n live children of one
+ * root.  The array that holds the children is allocated and touched before
+ * the first reading, so only the children (token, link, name and whatever
+ * else the library allocates for them) are counted.  This group runs first
+ * and trims the heap before each repetition, so that freed pages of an
+ * earlier repetition are not reused silently. */
+static void bench_memory(const bu_config *c) {
+  size_t n = c->mem_n, r, i;
+  double *vm = (double *)bu_xmalloc(c->reps * sizeof *vm);
+  double *vh = (double *)bu_xmalloc(c->reps * sizeof *vh);
+  ct_token **kids = (ct_token **)bu_xmalloc(n * sizeof *kids);
+  char note[128];
+
+  progress("memory");
+  memset(kids, 0, n * sizeof *kids);
+  for (r = 0; r < c->reps; r++) {
+    ct_token *root;
+    long m0, m1, h0, h1;
+    CT_OK(ct_token_new(&root, "root"));
+    bu_trim();
+    m0 = bu_rss_bytes();
+    h0 = bu_heap_bytes();
+    for (i = 0; i < n; i++)
+      CT_OK(ct_token_new_child(&kids[i], "child", root));
+    m1 = bu_rss_bytes();
+    h1 = bu_heap_bytes();
+    vm[r] = (double)(m1 - m0) / (double)n;
+    vh[r] = (double)(h1 - h0) / (double)n;
+    for (i = 0; i < n; i++)
+      ct_token_unref(kids[i]);
+    ct_token_unref(root);
+  }
+  bu_sort(vh, c->reps);
+  snprintf(note, sizeof note,
+           "n=%zu ct_token_new_child; malloc'd %.0f B/child", n,
+           vh[c->reps / 2]);
+  bu_emit("memory.child", "B/child", vm, c->reps, note);
+  free(kids);
+  free(vm);
+  free(vh);
+}
+
+/* ---- 5. wake-up latency -------------------------------------------------- */
+
+typedef struct wake_ctx {
+  ct_token *t;
+  int ep;
+  /* raw baseline */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int flag;
+} wake_ctx;
+
+static void w_new(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  (void)i;
+  CT_OK(ct_token_new(&w->t, "wake"));
+}
+static void w_wait(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  (void)i;
+  if (ct_token_wait(w->t, CT_FOREVER) != 0)
+    bu_die("ct_token_wait did not return 0");
+}
+static void w_fire(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  (void)i;
+  if (ct_token_trigger(w->t) != 1)
+    bu_die("ct_token_trigger did not return 1");
+}
+static void w_free(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  (void)i;
+  ct_token_unref(w->t);
+  w->t = NULL;
+}
+
+/* epoll on the token's descriptor.  Creating the descriptor and adding it
+ * to the epoll set happen in prepare, untimed, as a program would do them
+ * long before it is cancelled. */
+static void e_new(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  struct epoll_event ev;
+  int fd;
+  (void)i;
+  CT_OK(ct_token_new(&w->t, "wake-fd"));
+  fd = ct_token_fd(w->t);
+  CT_OK(fd);
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) != 0)
+    bu_die("epoll_ctl ADD");
+}
+static void e_wait(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  struct epoll_event ev;
+  int k;
+  (void)i;
+  do
+    k = epoll_wait(w->ep, &ev, 1, -1);
+  while (k < 0 && errno == EINTR);
+  if (k != 1)
+    bu_die("epoll_wait");
+}
+static void e_free(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  (void)i;
+  epoll_ctl(w->ep, EPOLL_CTL_DEL, ct_token_fd(w->t), NULL);
+  ct_token_unref(w->t);
+  w->t = NULL;
+}
+
+/* The raw baseline: pthread mutex + condition variable + flag. */
+static void c_new(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  (void)i;
+  w->flag = 0; /* published to the waiter by the harness's release store */
+}
+static void c_wait(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  (void)i;
+  pthread_mutex_lock(&w->mu);
+  while (!w->flag)
+    pthread_cond_wait(&w->cv, &w->mu);
+  pthread_mutex_unlock(&w->mu);
+}
+static void c_fire(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  (void)i;
+  pthread_mutex_lock(&w->mu);
+  w->flag = 1;
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+static void c_free(void *p, size_t i) {
+  (void)p;
+  (void)i;
+}
+
+static void bench_wake(const bu_config *c) {
+  enum { NV = 3 };
+  static const char *const names[NV] = {"wake.wait", "wake.epoll",
+                                        "wake.condvar"};
+  static const char *const notes[NV] = {
+      "ct_token_wait <- ct_token_trigger",
+      "epoll_wait on ct_token_fd <- ct_token_trigger",
+      "baseline: pthread mutex+cond+flag"};
+  wake_ctx w;
+  bu_wake_ops ops[NV];
+  double *p50[NV], *p99[NV];
+  double *lat = (double *)bu_xmalloc(c->wake_rounds * sizeof *lat);
+  size_t r, k, unsettled = 0;
+
+  progress("wake-up latency");
+  memset(&w, 0, sizeof w);
+  pthread_mutex_init(&w.mu, NULL);
+  pthread_cond_init(&w.cv, NULL);
+  w.ep = epoll_create1(EPOLL_CLOEXEC);
+  if (w.ep < 0)
+    bu_die("epoll_create1");
+  ops[0] = (bu_wake_ops){&w, w_new, w_wait, w_fire, w_free};
+  ops[1] = (bu_wake_ops){&w, e_new, e_wait, w_fire, e_free};
+  ops[2] = (bu_wake_ops){&w, c_new, c_wait, c_fire, c_free};
+  for (k = 0; k < NV; k++) {
+    p50[k] = (double *)bu_xmalloc(c->reps * sizeof(double));
+    p99[k] = (double *)bu_xmalloc(c->reps * sizeof(double));
+  }
+  /* Variants interleave within each repetition, so drift in machine load
+   * hits them alike. */
+  for (r = 0; r < c->reps; r++) {
+    for (k = 0; k < NV; k++) {
+      unsettled += bu_wake_run(&ops[k], c->wake_rounds, lat);
+      p50[k][r] = bu_percentile(lat, c->wake_rounds, 0.50);
+      p99[k][r] = bu_percentile(lat, c->wake_rounds, 0.99);
+    }
+  }
+  for (k = 0; k < NV; k++) {
+    char key[64], note[160];
+    snprintf(note, sizeof note, "%s; rounds=%zu%s", notes[k], c->wake_rounds,
+             unsettled ? "; WARNING some waiters not seen asleep" : "");
+    snprintf(key, sizeof key, "%s.p50", names[k]);
+    bu_emit(key, "ns", p50[k], c->reps, note);
+    snprintf(key, sizeof key, "%s.p99", names[k]);
+    bu_emit(key, "ns", p99[k], c->reps, note);
+    free(p50[k]);
+    free(p99[k]);
+  }
+  close(w.ep);
+  pthread_cond_destroy(&w.cv);
+  pthread_mutex_destroy(&w.mu);
+  free(lat);
+}
+
+/* ---- 6. cancellable poll --------------------------------------------------- */
+
+/* ct_poll and poll(2) on the read end of a pipe that always holds one
+ * unread byte, so every call returns at once with POLLIN.  The token is
+ * never triggered.  One untimed call first lets the library create whatever
+ * it creates lazily (the token's descriptor). */
+static void bench_poll(const bu_config *c) {
+  size_t n = c->poll_n, r, i;
+  double *vc = (double *)bu_xmalloc(c->reps * sizeof *vc);
+  double *vp = (double *)bu_xmalloc(c->reps * sizeof *vp);
+  int fds[2];
+  struct pollfd pfd;
+  ct_token *t;
+  char note[96];
+
+  progress("poll");
+  if (pipe(fds) != 0 || write(fds[1], "x", 1) != 1)
+    bu_die("pipe");
+  CT_OK(ct_token_new(&t, "poll"));
+  pfd.fd = fds[0];
+  pfd.events = POLLIN;
+  pfd.revents = 0;
+  if (ct_poll(t, &pfd, 1, CT_FOREVER) != 1 || !(pfd.revents & POLLIN))
+    bu_die("ct_poll on a ready pipe did not return 1/POLLIN");
+  for (r = 0; r < c->reps; r++) {
+    int64_t t0, t1, t2;
+    t0 = bu_now();
+    for (i = 0; i < n; i++)
+      if (ct_poll(t, &pfd, 1, CT_FOREVER) != 1)
+        bu_die("ct_poll");
+    t1 = bu_now();
+    for (i = 0; i < n; i++)
+      if (poll(&pfd, 1, -1) != 1)
+        bu_die("poll");
+    t2 = bu_now();
+    vc[r] = (double)(t1 - t0) / (double)n;
+    vp[r] = (double)(t2 - t1) / (double)n;
+  }
+  snprintf(note, sizeof note, "n=%zu ct_poll(t, 1 ready pipe, CT_FOREVER)", n);
+  bu_emit("poll.ct", "ns/call", vc, c->reps, note);
+  snprintf(note, sizeof note, "n=%zu baseline: poll(2) on the same pipe", n);
+  bu_emit("poll.plain", "ns/call", vp, c->reps, note);
+  ct_token_unref(t);
+  close(fds[0]);
+  close(fds[1]);
+  free(vc);
+  free(vp);
+}
+
+int main(int argc, char **argv) {
+  bu_config c = bu_parse_args(argc, argv);
+  bu_print_config("ct_bench", &c);
+  /* memory first, while the heap is fresh (see bench_memory). */
+  if (bu_selected(&c, "memory"))
+    bench_memory(&c);
+  if (bu_selected(&c, "check"))
+    bench_check(&c);
+  if (bu_selected(&c, "fanout")) {
+    bench_fanout(&c, 0);
+    bench_fanout(&c, 1);
+  }
+  if (bu_selected(&c, "chain"))
+    bench_chain(&c);
+  if (bu_selected(&c, "churn")) {
+    bench_churn(&c, 0);
+    bench_churn(&c, 1);
+  }
+  if (bu_selected(&c, "wake"))
+    bench_wake(&c);
+  if (bu_selected(&c, "poll"))
+    bench_poll(&c);
+  return 0;
+}

@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * callback.c -- registering callbacks, running them on trigger, and
+ * unregistering them with std::stop_callback's guarantee.
+ *
+ * Design notes:
+ *  - The storage is the caller's (struct ct_callback), so registering
+ *    allocates nothing and cannot run out of memory.
+ *  - Exactly once: a callback leaves the token's list under the token's
+ *    lock, either popped by the thread that processes the trigger (which
+ *    then runs it) or removed by ct_callback_unregister() (which then
+ *    guarantees it never runs).  The popper pops one callback at a time and
+ *    runs it with no lock held, so a callback may call anything, including
+ *    unregistering a callback that has not run yet.
+ *  - Unregistering a running callback waits for it (futex on cb->state)
+ *    unless it runs in this very thread -- the callback unregistering
+ *    itself, or an outer callback unregistered from a nested one -- in
+ *    which case we set the runner's stack flag `destroyed` so the runner
+ *    does not touch the storage after the callback returns (the storage may
+ *    be freed by then).  Same idea as libstdc++'s _M_destroyed.
+ */
+#include "internal.h"
+
+_Static_assert(sizeof(struct ct_cb) <= sizeof(ct_callback),
+               "struct ct_callback is too small for struct ct_cb");
+_Static_assert(_Alignof(struct ct_cb) <= _Alignof(ct_callback),
+               "struct ct_callback is under-aligned");
+
+static inline struct ct_cb *cb_of(ct_callback *c) { return (struct ct_cb *)c; }
+
+int ct_callback_register(ct_callback *c, ct_token *t, ct_callback_fn fn,
+                         void *arg) {
+  if (!c || !t || !fn)
+    return -EINVAL;
+  struct ct_cb *cb = cb_of(c);
+  if (atomic_load_explicit(&cb->state, memory_order_relaxed) != CB_IDLE)
+    return -EINVAL; /* already registered (or not zero-initialised) */
+  cb->token = t;
+  cb->fn = fn;
+  cb->arg = arg;
+  cb->destroyed = NULL;
+
+  ct__lock(&t->lock);
+  /* The RMW on the state word decides, against the trigger's fetch_or, whether
+   * the trigger will see our registration (see internal.h). */
+  uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
+  if (!(s & CT_ST_INTEREST))
+    s = atomic_fetch_or_explicit(&t->state, CT_ST_INTEREST,
+                                 memory_order_acq_rel);
+  if (s & CT_ST_TRIGGERED) {
+    ct__unlock(&t->lock);
+    atomic_store_explicit(&cb->state, CB_INLINE, memory_order_relaxed);
+    fn(t, arg);
+    return 1;
+  }
+  /* A reference, so the caller may drop its own and unregister later. */
+  ct_token_ref(t);
+  cb->next = t->callbacks;
+  if (cb->next)
+    cb->next->pprev = &cb->next;
+  cb->pprev = &t->callbacks;
+  t->callbacks = cb;
+  atomic_store_explicit(&cb->state, CB_LISTED, memory_order_relaxed);
+  ct__unlock(&t->lock);
+  return 0;
+}
+
+/* Run t's callbacks, one at a time; t is triggered and referenced by the
+ * caller.  New registrations see TRIGGERED and run inline instead. */
+void ct__run_callbacks(ct_token *t) {
+  for (;;) {
+    bool destroyed = false;
+    ct__lock(&t->lock);
+    struct ct_cb *cb = t->callbacks;
+    if (!cb) {
+      ct__unlock(&t->lock);
+      return;
+    }
+    t->callbacks = cb->next;
+    if (cb->next)
+      cb->next->pprev = &t->callbacks;
+    cb->pprev = NULL;
+    cb->runner = pthread_self();
+    cb->destroyed = &destroyed;
+    /* relaxed: readers of RUNNING either hold the lock (unregister) or only
+     * wait for it to change. */
+    atomic_store_explicit(&cb->state, CB_RUNNING, memory_order_relaxed);
+    ct_callback_fn fn = cb->fn;
+    void *arg = cb->arg;
+    ct__unlock(&t->lock);
+
+    fn(t, arg);
+
+    if (destroyed)
+      continue; /* unregistered from inside: cb may be gone */
+    /* Clear the stack pointer under the lock: an unregister in another
+     * thread reads it under the lock. */
+    ct__lock(&t->lock);
+    cb->destroyed = NULL;
+    ct__unlock(&t->lock);
+    /* release: the callback's effects happen before the unregistering
+     * thread returns.  After this store cb may be freed at any moment, so
+     * we only use its address for the wake (see ct__futex_wake). */
+    uint32_t old =
+        atomic_exchange_explicit(&cb->state, CB_DONE, memory_order_release);
+    if (old & CB_WAITING)
+      ct__futex_wake(&cb->state, INT_MAX);
+  }
+}
+
+int ct_callback_unregister(ct_callback *c) {
+  if (!c)
+    return -EINVAL;
+  struct ct_cb *cb = cb_of(c);
+  uint32_t s = atomic_load_explicit(&cb->state, memory_order_acquire);
+  if (s == CB_IDLE)
+    return -EINVAL;
+  if (s == CB_INLINE) {
+    memset(c, 0, sizeof *c);
+    return 1;
+  }
+  ct_token *t = cb->token; /* kept alive by the registration's reference */
+  int ran = 1;
+  ct__lock(&t->lock);
+  s = atomic_load_explicit(&cb->state, memory_order_acquire);
+  if (s == CB_LISTED) {
+    *cb->pprev = cb->next;
+    if (cb->next)
+      cb->next->pprev = cb->pprev;
+    ran = 0;
+  } else if ((s & ~(uint32_t)CB_WAITING) == CB_RUNNING &&
+             pthread_equal(cb->runner, pthread_self())) {
+    /* Running in this thread, further up the stack: tell the runner. */
+    if (cb->destroyed)
+      *cb->destroyed = true;
+  } else if ((s & ~(uint32_t)CB_WAITING) == CB_RUNNING) {
+    ct__unlock(&t->lock);
+    /* Wait for the runner in another thread to finish. */
+    for (;;) {
+      s = atomic_load_explicit(&cb->state, memory_order_acquire);
+      if (s == CB_DONE)
+        break;
+      if (!(s & CB_WAITING) &&
+          !atomic_compare_exchange_weak_explicit(&cb->state, &s,
+                                                 s | CB_WAITING,
+                                                 memory_order_acquire,
+                                                 memory_order_acquire))
+        continue;
+      ct__futex_wait(&cb->state, CB_RUNNING | CB_WAITING, CT_FOREVER);
+    }
+    ct__lock(&t->lock);
+  }
+  ct__unlock(&t->lock);
+  memset(c, 0, sizeof *c);
+  ct_token_unref(t);
+  return ran;
+}

@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * internal.h -- the token's layout and the primitives every source file of
+ * the core shares: the futex lock, the allocator, reference counts.
+ *
+ * Design notes (read these before touching token.c, callback.c, wait.c or
+ * deadline.c):
+ *
+ *  State word.  Every token starts with one 32-bit atomic word, `state`:
+ *    bit 0  TRIGGERED  set once, by the thread that won the token's `cause`
+ *                      CAS; never cleared.  ct_token_triggered() reads it.
+ *    bit 1  WAITERS    some thread sleeps (or slept) in a futex on `state`:
+ *                      the trigger must FUTEX_WAKE.  Sticky.
+ *    bit 2  INTEREST   the token has, or had, children, callbacks or a
+ *                      descriptor: the trigger must take the token's lock and
+ *                      look.  Set under the lock with an RMW on this same
+ *                      word, so that "registered before the trigger" and
+ *                      "saw the trigger" are decided by the single total
+ *                      order of RMWs on one location -- no Dekker-style
+ *                      store/load race is possible.
+ *    bit 3  PROXY      ct_token_mark_proxy() was called.
+ *    bit 4  NAMED      the token stores its own name (immutable).
+ *    bits 8..15        reason, bits 16..23 detail; written by the same
+ *                      fetch_or that sets TRIGGERED.
+ *
+ *  Claiming.  A token is triggered by whoever wins CAS(cause, NULL, src).
+ *  The winner then publishes with fetch_or(state, TRIGGERED|reason) (release),
+ *  so a reader that sees TRIGGERED (acquire) also sees cause and reason.
+ *  Exactly one thread claims each token, so exactly one thread processes it:
+ *  wakes its waiters, marks its children, writes its descriptor and runs its
+ *  callbacks.  Propagation to descendants uses an explicit work list threaded
+ *  through `work_next` (no recursion): a token is put on a work list only by
+ *  the thread that claimed it, so one link field suffices.
+ *
+ *  Lifetime.  A child holds a reference on each parent, so ancestors outlive
+ *  descendants and `cause` (always the token itself or an ancestor) stays
+ *  valid.  A parent's children list holds no references: a child whose count
+ *  reaches zero unlinks itself under the parent's lock before it is freed,
+ *  so anyone walking the list under that lock may touch every child on it.
+ *  Such a walker takes a reference with ref_get_unless_zero() if it must use
+ *  the child after dropping the lock; a child at zero is dying, and since
+ *  its children, callbacks and waiters would all hold references, it has
+ *  nothing left to process.
+ *
+ *  Locks.  Each token has a 4-byte futex lock guarding its children list,
+ *  its callbacks list and the creation of its descriptor.  LOCK ORDER: no
+ *  thread ever holds two token locks at once.  The deadline heap's mutex is
+ *  never held together with a token lock either.  Callbacks run with no
+ *  lock held.  Hence no lock-order deadlock is possible inside the library.
+ */
+#ifndef CT_INTERNAL_H
+#define CT_INTERNAL_H
+
+#include "canceltoken.h"
+
+#include <assert.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CT_ST_TRIGGERED 0x01u
+#define CT_ST_WAITERS 0x02u
+#define CT_ST_INTEREST 0x04u
+#define CT_ST_PROXY 0x08u
+#define CT_ST_NAMED 0x10u
+#define CT_ST_REASON_SHIFT 8
+#define CT_ST_DETAIL_SHIFT 16
+#define CT_ST_CAUSE_MASK 0x00ffff01u /* TRIGGERED | reason | detail */
+
+#define CT_HIDDEN __attribute__((visibility("hidden")))
+#define CT_LIKELY(x) __builtin_expect(!!(x), 1)
+#define CT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- futex lock: 0 free, 1 held, 2 held with sleepers (Drepper's
+ * "Futexes Are Tricky", mutex #2).  4 bytes instead of pthread's 40, which
+ * matters at a million tokens. */
+typedef _Atomic uint32_t ct_lock;
+
+CT_HIDDEN void ct__lock_slow(ct_lock *l);
+CT_HIDDEN long ct__futex_wait(_Atomic uint32_t *addr, uint32_t val,
+                              int64_t deadline);
+CT_HIDDEN void ct__futex_wake(_Atomic uint32_t *addr, int n);
+
+static inline void ct__lock(ct_lock *l) {
+  uint32_t c = 0;
+  /* acquire: everything the previous holder wrote before releasing is
+   * visible to us. */
+  if (CT_LIKELY(atomic_compare_exchange_strong_explicit(
+          l, &c, 1, memory_order_acquire, memory_order_relaxed)))
+    return;
+  ct__lock_slow(l);
+}
+
+static inline void ct__unlock(ct_lock *l) {
+  /* release: publishes our writes to the next holder.  A 2 means somebody
+   * sleeps (or is about to: it set 2 before sleeping, and FUTEX_WAIT
+   * rechecks the value), so wake one. */
+  if (atomic_exchange_explicit(l, 0, memory_order_release) == 2)
+    ct__futex_wake(l, 1);
+}
+
+/* ---- the token ---- */
+struct ct_link {          /* one parent edge of a child */
+  struct ct_link *next;   /* in parent->children; guarded by parent->lock */
+  struct ct_link **pprev; /* NULL when not on the list */
+  ct_token *parent;       /* holds a reference */
+  ct_token *child;        /* borrowed: the child owns this link */
+};
+
+struct ct_ext; /* rarely used parts, allocated on demand: see token.c */
+
+struct ct_token {
+  _Atomic uint32_t state; /* MUST stay first: ct_token_triggered() reads it */
+  _Atomic uint32_t refs;
+  ct_lock lock;
+  uint32_t nlinks;               /* immutable */
+  _Atomic(ct_token *) cause;     /* set once by the claiming CAS */
+  struct ct_link *children;      /* guarded by lock */
+  struct ct_cb *callbacks;       /* guarded by lock */
+  _Atomic(struct ct_ext *) ext;  /* set once by CAS, freed at destroy */
+  ct_token *work_next;           /* owned by the holder of the work item */
+  struct ct_link links[];        /* nlinks, then the name if NAMED */
+};
+
+struct ct_ext {
+  int fd;                 /* eventfd or -1; created under the token's lock */
+  _Atomic(char *) name;   /* composed chain name, set once by CAS */
+  size_t name_size;       /* bytes allocated for name */
+  size_t heap_idx;        /* deadline heap slot or SIZE_MAX; guarded by the
+                             deadline mutex */
+  _Atomic bool armed;     /* a deadline was ever set: destroy must look in
+                             the heap (set once, under the deadline mutex) */
+};
+
+/* The internal form of struct ct_callback. */
+struct ct_cb {
+  struct ct_cb *next;
+  struct ct_cb **pprev;       /* guarded by token->lock */
+  ct_token *token;
+  ct_callback_fn fn;
+  void *arg;
+  _Atomic uint32_t state;     /* CB_* below */
+  uint32_t unused_;
+  bool *destroyed;            /* runner's stack flag; guarded by token->lock */
+  pthread_t runner;           /* guarded by token->lock */
+};
+
+enum {
+  CB_IDLE = 0,    /* never registered, or unregistered (storage is zeroed) */
+  CB_LISTED = 1,  /* on the token's list, holds a reference */
+  CB_RUNNING = 2, /* popped; fn runs in thread `runner` */
+  CB_DONE = 3,    /* fn returned; reference still held */
+  CB_INLINE = 4,  /* ran at registration; no reference held */
+  CB_WAITING = 8  /* flag on CB_RUNNING: somebody sleeps until it ends */
+};
+
+/* ---- allocation (one hook, for failure injection) ---- */
+CT_HIDDEN void *ct__alloc(size_t n);
+CT_HIDDEN void ct__free(void *p, size_t n);
+
+/* ---- shared helpers ---- */
+CT_HIDDEN bool ct__valid_deadline(int64_t deadline);
+CT_HIDDEN bool ct__utf8_valid(const char *s, size_t n);
+CT_HIDDEN struct ct_ext *ct__ext(ct_token *t);
+CT_HIDDEN bool ct__ref_unless_zero(ct_token *t);
+CT_HIDDEN void ct__run_callbacks(ct_token *t);
+CT_HIDDEN void ct__deadline_remove(ct_token *t, struct ct_ext *ext);
+CT_HIDDEN void ct__eventfd_signal(int fd);
+
+#endif /* CT_INTERNAL_H */

@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * util.c -- the pieces of the core that are not about tokens: the error
+ * table, the monotonic clock, the allocator hook, UTF-8 validation and the
+ * futex primitives the lock and the waits are built on.
+ */
+#include "internal.h"
+
+#include <linux/futex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- errors: one table, CT_ERRNO_MAP, gives names and messages ---- */
+
+const char *ct_err_name(int err) {
+  switch (-err) {
+#define CT_NAME_CASE(e, msg)                                                  \
+  case e:                                                                     \
+    return #e;
+    CT_ERRNO_MAP(CT_NAME_CASE)
+#undef CT_NAME_CASE
+  case 0:
+    return "OK";
+  default:
+    return "EUNKNOWN";
+  }
+}
+
+const char *ct_strerror(int err) {
+  static _Thread_local char buf[96];
+  switch (-err) {
+#define CT_MSG_CASE(e, msg)                                                   \
+  case e:                                                                     \
+    return msg;
+    CT_ERRNO_MAP(CT_MSG_CASE)
+#undef CT_MSG_CASE
+  case 0:
+    return "success";
+  default:
+    /* The GNU strerror_r may return a static string instead of filling buf. */
+    return strerror_r(err < 0 ? -err : err, buf, sizeof buf);
+  }
+}
+
+/* ---- time ---- */
+
+int64_t ct_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for this clock */
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t ct_deadline_after(int64_t ns) {
+  int64_t now = ct_now();
+  if (ns <= 0)
+    return now;
+  if (ns > INT64_MAX - now)
+    return INT64_MAX;
+  return now + ns;
+}
+
+bool ct__valid_deadline(int64_t deadline) {
+  return deadline >= 0 || deadline == CT_FOREVER;
+}
+
+/* ---- allocation ---- */
+
+static void *default_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  (void)osize;
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, nsize);
+}
+
+/* Plain globals: ct_set_allocator() is documented as not thread-safe and
+ * for use before any token exists. */
+static ct_alloc_fn alloc_fn = default_alloc;
+static void *alloc_ud;
+
+void ct_set_allocator(ct_alloc_fn fn, void *ud) {
+  alloc_fn = fn ? fn : default_alloc;
+  alloc_ud = fn ? ud : NULL;
+}
+
+void *ct__alloc(size_t n) { return alloc_fn(alloc_ud, NULL, 0, n); }
+
+void ct__free(void *p, size_t n) {
+  if (p)
+    alloc_fn(alloc_ud, p, n, 0);
+}
+
+/* ---- UTF-8: strict (no overlongs, no surrogates, nothing past U+10FFFF) */
+
+bool ct__utf8_valid(const char *str, size_t n) {
+  const unsigned char *s = (const unsigned char *)str;
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = s[i];
+    size_t len;
+    uint32_t cp, min;
+    if (c < 0x80) {
+      i++;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      len = 2, cp = c & 0x1f, min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3, cp = c & 0x0f, min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (n - i < len)
+      return false;
+    for (size_t k = 1; k < len; k++) {
+      if ((s[i + k] & 0xc0) != 0x80)
+        return false;
+      cp = (cp << 6) | (s[i + k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+/* ---- futexes ---- */
+
+/* Sleep while *addr == val, until woken or until the absolute monotonic
+ * deadline (CT_FOREVER: no limit).  Returns 0 (woken, or the value had
+ * changed, or a signal interrupted: callers recheck in a loop) or
+ * -ETIMEDOUT.  FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time,
+ * so a loop that rechecks never stretches the deadline. */
+long ct__futex_wait(_Atomic uint32_t *addr, uint32_t val, int64_t deadline) {
+  struct timespec ts, *tp = NULL;
+  if (deadline != CT_FOREVER) {
+    ts.tv_sec = deadline / 1000000000;
+    ts.tv_nsec = deadline % 1000000000;
+    tp = &ts;
+  }
+  long r = syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT_BITSET_PRIVATE,
+                   val, tp, NULL, FUTEX_BITSET_MATCH_ANY);
+  if (r < 0 && errno == ETIMEDOUT)
+    return -ETIMEDOUT;
+  return 0;
+}
+
+/* Wake up to n sleepers on addr.  The address may have been freed by the
+ * time we get here (a waiter that saw the new value without sleeping may
+ * free the object at once): the kernel only hashes the address, so the
+ * worst outcome is a spurious wake-up of an unrelated futex, which every
+ * futex waiter tolerates by rechecking. */
+void ct__futex_wake(_Atomic uint32_t *addr, int n) {
+  syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+void ct__lock_slow(ct_lock *l) {
+  /* Spin briefly: critical sections are a few dozen instructions, except a
+   * fan-out walk, for which we then sleep. */
+  for (int i = 0; i < 100; i++) {
+    uint32_t c = 0;
+    if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
+        atomic_compare_exchange_weak_explicit(l, &c, 1, memory_order_acquire,
+                                              memory_order_relaxed))
+      return;
+    cpu_relax();
+  }
+  /* Mark contended (2) before sleeping so the holder's unlock wakes us.
+   * Having set 2 ourselves we must keep 2 when we win, since another sleeper
+   * may still be queued. */
+  while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0)
+    ct__futex_wait(l, 2, CT_FOREVER);
+}
