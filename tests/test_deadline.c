@@ -1,1 +1,161 @@
-int main(void){return 0;}
+/* SPDX-License-Identifier: MIT
+ *
+ * test_deadline.c -- tokens that trigger themselves at a monotonic time:
+ * reason, callbacks in the timer thread, no keep-alive, earliest deadline
+ * wins, many deadlines, and deadlines after fork().
+ */
+#include "test_util.h"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void test_deadline_fires(void **state) {
+  (void)state;
+  ct_token *t;
+  int64_t when = ct_deadline_after(20 * MS);
+  ASSERT_OK(ct_token_new_deadline(&t, "timeout", when));
+  assert_false(ct_token_triggered(t));
+  ASSERT_OK(ct_token_wait(t, CT_FOREVER));
+  assert_true(ct_now() >= when); /* never early */
+  assert_int_equal(ct_token_reason(t, NULL), CT_REASON_DEADLINE);
+  assert_ptr_equal(ct_token_triggered_token(t), t);
+  char buf[64];
+  ct_token_message(t, buf, sizeof buf);
+  assert_string_equal(buf, "Cancellation requested by timeout token");
+  ct_token_unref(t);
+}
+
+struct seen {
+  pthread_t thread;
+  _Atomic int ran;
+};
+static void note_cb(ct_token *t, void *arg) {
+  (void)t;
+  struct seen *s = arg;
+  s->thread = pthread_self();
+  atomic_store(&s->ran, 1);
+}
+
+static void test_deadline_runs_callbacks_fd_and_children(void **state) {
+  (void)state;
+  ct_token *t, *child;
+  ct_callback cb = {0};
+  struct seen s = {0};
+  ASSERT_OK(ct_token_new(&t, "t"));
+  ASSERT_OK(ct_token_new_child(&child, "child", t));
+  ASSERT_OK(ct_callback_register(&cb, child, note_cb, &s));
+  int fd = ct_token_fd(child);
+  assert_true(fd >= 0);
+  ASSERT_OK(ct_token_set_deadline(t, ct_deadline_after(10 * MS)));
+  struct pollfd p = {fd, POLLIN, 0};
+  assert_int_equal(poll(&p, 1, -1), 1);
+  ASSERT_OK(ct_token_wait(child, CT_FOREVER));
+  assert_int_equal(ct_token_reason(child, NULL), CT_REASON_DEADLINE);
+  assert_ptr_equal(ct_token_triggered_token(child), t);
+  ASSERT_ERR(ct_callback_unregister(&cb), 1); /* waits if still running */
+  assert_int_equal(s.ran, 1);
+  assert_false(pthread_equal(s.thread, pthread_self()));
+  ct_token_unref(child);
+  ct_token_unref(t);
+}
+
+static void test_earliest_deadline_stays(void **state) {
+  (void)state;
+  ct_token *a, *b;
+  ASSERT_OK(ct_token_new(&a, "a"));
+  ASSERT_OK(ct_token_new(&b, "b"));
+  ASSERT_OK(ct_token_set_deadline(a, ct_deadline_after(3600 * 1000 * MS)));
+  ASSERT_OK(ct_token_set_deadline(a, ct_deadline_after(10 * MS)));
+  ASSERT_OK(ct_token_set_deadline(b, ct_deadline_after(10 * MS)));
+  ASSERT_OK(ct_token_set_deadline(b, ct_deadline_after(3600 * 1000 * MS)));
+  ASSERT_OK(ct_token_wait(a, CT_FOREVER));
+  ASSERT_OK(ct_token_wait(b, CT_FOREVER));
+  ct_token_unref(a);
+  ct_token_unref(b);
+}
+
+static void test_past_deadline_triggers_in_call(void **state) {
+  (void)state;
+  ct_token *t;
+  ASSERT_OK(ct_token_new(&t, "t"));
+  assert_int_equal(ct_token_set_deadline(t, ct_now()), 1);
+  assert_true(ct_token_triggered(t));
+  assert_int_equal(ct_token_set_deadline(t, ct_deadline_after(MS)), 0);
+  ct_token_unref(t);
+  ASSERT_OK(ct_token_new_deadline(&t, "t", 0));
+  assert_true(ct_token_triggered(t));
+  assert_int_equal(ct_token_reason(t, NULL), CT_REASON_DEADLINE);
+  ct_token_unref(t);
+}
+
+/* A deadline does not keep its token alive, and the token's memory,
+ * heap entry included, is released by the last unref. */
+static void test_unref_cancels_deadline(void **state) {
+  (void)state;
+  ct_token *warm;
+  ASSERT_OK(ct_token_new(&warm, "warm")); /* starts the thread, sizes the heap */
+  ASSERT_OK(ct_token_set_deadline(warm, ct_deadline_after(3600 * 1000 * MS)));
+  long before = atomic_load(&t_live_bytes);
+  for (int i = 0; i < 1000; i++) {
+    ct_token *t;
+    ASSERT_OK(ct_token_new_deadline(&t, "t", ct_deadline_after((i % 10) * MS + MS)));
+    ct_token_unref(t);
+  }
+  assert_int_equal(atomic_load(&t_live_bytes), before);
+  ASSERT_OK(ct_sleep(warm, ct_deadline_after(20 * MS))); /* let them pass */
+  ct_token_unref(warm);
+}
+
+static void test_many_deadlines(void **state) {
+  (void)state;
+  enum { N = 10000 };
+  ct_token **t = malloc(N * sizeof *t);
+  int64_t base = ct_now();
+  for (int i = 0; i < N; i++) {
+    char nm[16];
+    snprintf(nm, sizeof nm, "d%d", i);
+    /* scattered over 0..50 ms, in no particular order */
+    ASSERT_OK(ct_token_new_deadline(&t[i], nm, base + ((i * 7919) % 50) * MS + MS));
+  }
+  for (int i = 0; i < N; i++) {
+    ASSERT_OK(ct_token_wait(t[i], CT_FOREVER));
+    assert_int_equal(ct_token_reason(t[i], NULL), CT_REASON_DEADLINE);
+  }
+  for (int i = 0; i < N; i++)
+    ct_token_unref(t[i]);
+  free(t);
+}
+
+static void test_deadline_after_fork(void **state) {
+  (void)state;
+  ct_token *t;
+  ASSERT_OK(ct_token_new_deadline(&t, "parent", ct_deadline_after(3600 * 1000 * MS)));
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    ct_token *c;
+    if (ct_token_new_deadline(&c, "child", ct_deadline_after(5 * MS)) != 0)
+      _exit(2);
+    /* a generous bound, only so that a broken build fails, not hangs */
+    _exit(ct_token_wait(c, ct_deadline_after(30000 * MS)) == 0 ? 0 : 1);
+  }
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  ct_token_unref(t);
+}
+
+int main(void) {
+  t_use_counting_allocator();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_deadline_fires),
+      cmocka_unit_test(test_deadline_runs_callbacks_fd_and_children),
+      cmocka_unit_test(test_earliest_deadline_stays),
+      cmocka_unit_test(test_past_deadline_triggers_in_call),
+      cmocka_unit_test(test_unref_cancels_deadline),
+      cmocka_unit_test(test_many_deadlines),
+      cmocka_unit_test(test_deadline_after_fork),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,317 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Run the libcanceltoken benchmark suite and join its two halves.
+
+Runs ct_bench (libcanceltoken, plus raw baselines) and then cpp_bench
+(C++20 <stop_token>) one after the other -- never together, so they do not
+compete for the CPUs -- parses their `key,unit,median,min,max,note` lines,
+pairs each of our figures with its C++ (or baseline) counterpart, prints a
+table and writes results.csv and results.json.  Builds nothing itself.
+Standard library only.  Reports; asserts nothing about the figures.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+
+# The table: (section, workload, our key, peer program, peer key, peer
+# description, ratio meaningful?).  Peer program "cpp" is cpp_bench;
+# "ct" means a baseline measured by ct_bench in the same process.
+EMUL = "C++ chain emulated: child stop_source + stop_callback on parent calling request_stop()"
+ROWS = [
+    ("check", "check, plain token", "check.plain", "cpp", "check.plain",
+     "vs C++ stop_token::stop_requested()", True),
+    ("check", "check, chained depth 10", "check.depth10", "cpp",
+     "check.depth10", "vs " + EMUL, True),
+    ("check", "check, chained depth 100", "check.depth100", "cpp",
+     "check.depth100", "vs " + EMUL, True),
+    ("check", "check, chained depth 10000", "check.depth10000", "cpp",
+     "check.depth10000", "vs " + EMUL, True),
+    ("fanout", "fan-out: create child (new_child)", "fanout.create", "cpp",
+     "fanout.create", "vs C++ heap Child (stop_source + stop_callback)", True),
+    ("fanout", "fan-out: trigger root (new_child)", "fanout.trigger", "cpp",
+     "fanout.trigger", "vs C++ request_stop() running 1 callback per child",
+     True),
+    ("fanout", "fan-out: destroy child (new_child)", "fanout.destroy", "cpp",
+     "fanout.destroy", "vs C++ heap Child", True),
+    ("fanout", "fan-out: create child (chain_n n=1)", "fanout_chain1.create",
+     "cpp", "fanout.create", "vs C++ heap Child", True),
+    ("fanout", "fan-out: trigger root (chain_n n=1)", "fanout_chain1.trigger",
+     "cpp", "fanout.trigger", "vs C++ request_stop()", True),
+    ("fanout", "fan-out: destroy child (chain_n n=1)", "fanout_chain1.destroy",
+     "cpp", "fanout.destroy", "vs C++ heap Child", True),
+    ("chain", "deep chain: create link", "chain.create", "cpp", "chain.create",
+     "vs " + EMUL, True),
+    ("chain", "deep chain: trigger root", "chain.trigger", "cpp",
+     "chain.trigger", "vs C++ emulated chain (request_stop recurses per link)",
+     True),
+    ("chain", "deep chain: destroy link", "chain.destroy", "cpp",
+     "chain.destroy", "vs C++ emulated chain", True),
+    ("churn", "churn: child create+destroy", "churn", "cpp", "churn",
+     "vs C++ Child on the stack (1 allocation)", True),
+    ("churn", "churn: child create+destroy", "churn", "cpp", "churn_heap",
+     "vs C++ Child on the heap (2 allocations)", True),
+    ("churn", "churn: RSS delta over loop", "churn.rss", "cpp", "churn.rss",
+     "should be ~0 on both sides", False),
+    ("churn", "churn: chain_n(n=1) create+destroy", "churn_chain1", "cpp",
+     "churn", "vs C++ Child on the stack", True),
+    ("churn", "churn: chain_n(n=1) RSS delta", "churn_chain1.rss", "cpp",
+     "churn.rss", "should be ~0 on both sides", False),
+    ("memory", "memory per live child (RSS)", "memory.child", "cpp",
+     "memory.child", "vs C++ heap Child", True),
+    ("wake", "wake: ct_token_wait p50", "wake.wait.p50", "cpp",
+     "wake.wait.p50", "vs C++ condition_variable_any::wait(stop_token)", True),
+    ("wake", "wake: ct_token_wait p99", "wake.wait.p99", "cpp",
+     "wake.wait.p99", "vs C++ condition_variable_any::wait(stop_token)", True),
+    ("wake", "wake: ct_token_wait p50", "wake.wait.p50", "ct",
+     "wake.condvar.p50", "vs baseline pthread mutex+cond+flag (same process)",
+     True),
+    ("wake", "wake: ct_token_wait p99", "wake.wait.p99", "ct",
+     "wake.condvar.p99", "vs baseline pthread mutex+cond+flag (same process)",
+     True),
+    ("wake", "wake: epoll on ct_token_fd p50", "wake.epoll.p50", "cpp",
+     "wake.epoll.p50", "vs C++ epoll on eventfd written by stop_callback",
+     True),
+    ("wake", "wake: epoll on ct_token_fd p99", "wake.epoll.p99", "cpp",
+     "wake.epoll.p99", "vs C++ epoll on eventfd written by stop_callback",
+     True),
+    ("poll", "ct_poll, ready pipe", "poll.ct", "ct", "poll.plain",
+     "vs baseline plain poll(2) on the pipe (same process)", True),
+    ("poll", "ct_poll, ready pipe", "poll.ct", "cpp", "poll.cpp",
+     "vs C++ stop_requested() + poll({pipe, stop eventfd})", True),
+]
+
+
+def parse(text):
+    """key -> dict(unit, median, min, max, note); plus comment lines."""
+    res, comments = {}, []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            comments.append(line.lstrip("# "))
+            continue
+        parts = line.split(",", 5)
+        if len(parts) < 5:
+            print("run.py: ignoring malformed line: %r" % line,
+                  file=sys.stderr)
+            continue
+        try:
+            med, lo, hi = (float(x) for x in parts[2:5])
+        except ValueError:
+            print("run.py: ignoring malformed line: %r" % line,
+                  file=sys.stderr)
+            continue
+        res[parts[0]] = {"unit": parts[1], "median": med, "min": lo,
+                         "max": hi, "note": parts[5] if len(parts) > 5 else ""}
+    return res, comments
+
+
+def run(path, args, timeout):
+    """Run one benchmark binary; its stderr (progress) goes to ours."""
+    cmd = [path] + args
+    print("run.py: running %s" % " ".join(cmd), file=sys.stderr, flush=True)
+    status = "ok"
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None,
+                           timeout=timeout, check=False)
+        out = p.stdout
+        if p.returncode < 0:
+            status = "killed by signal %s" % signal.Signals(-p.returncode).name
+        elif p.returncode != 0:
+            status = "exit status %d" % p.returncode
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout or b""
+        status = "timed out after %d s" % timeout
+    except OSError as e:
+        out = b""
+        status = "could not run: %s" % e
+    if status != "ok":
+        print("run.py: %s: %s (results so far are kept)" % (path, status),
+              file=sys.stderr)
+    return out.decode("utf-8", "replace"), status
+
+
+def num(x):
+    if x is None:
+        return "-"
+    a = abs(x)
+    if a >= 100:
+        return "%.0f" % x
+    if a >= 10:
+        return "%.1f" % x
+    return "%.2f" % x
+
+
+def cell(r):
+    if r is None:
+        return "n/a"
+    return "%s [%s..%s]" % (num(r["median"]), num(r["min"]), num(r["max"]))
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="few, small repetitions (CI smoke run)")
+    ap.add_argument("--ct-bench", default="./ct_bench",
+                    help="path of the ct_bench binary")
+    ap.add_argument("--cpp-bench", default="./cpp_bench",
+                    help="path of the cpp_bench binary")
+    ap.add_argument("--out-dir", default=None,
+                    help="where results.csv/.json go (default: the "
+                         "directory of ct_bench)")
+    ap.add_argument("--csv", default=None, help="CSV output path")
+    ap.add_argument("--json", default=None, help="JSON output path")
+    ap.add_argument("--reps", type=int, default=0,
+                    help="override the number of repetitions")
+    ap.add_argument("--only", default=None,
+                    help="workload groups, comma-separated: memory check "
+                         "fanout chain churn wake poll")
+    ap.add_argument("--timeout", type=int, default=0,
+                    help="per-binary timeout in seconds")
+    a = ap.parse_args()
+
+    for p in (a.ct_bench, a.cpp_bench):
+        if not os.access(p, os.X_OK):
+            ap.error("%s is not an executable (build with -DCT_BUILD_BENCH=ON "
+                     "and pass --ct-bench/--cpp-bench)" % p)
+    out_dir = a.out_dir or os.path.dirname(os.path.abspath(a.ct_bench))
+    stem = "results-quick" if a.quick else "results"
+    csv_path = a.csv or os.path.join(out_dir, stem + ".csv")
+    json_path = a.json or os.path.join(out_dir, stem + ".json")
+    timeout = a.timeout or (180 if a.quick else 900)
+
+    bargs = []
+    if a.quick:
+        bargs.append("--quick")
+    if a.reps > 0:
+        bargs += ["--reps", str(a.reps)]
+    if a.only:
+        bargs += ["--only", a.only]
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    progs, status, comments = {}, {}, {}
+    for name, path in (("ct", a.ct_bench), ("cpp", a.cpp_bench)):
+        text, status[name] = run(path, bargs, timeout)
+        progs[name], comments[name] = parse(text)
+    elapsed = (datetime.datetime.now(datetime.timezone.utc) -
+               started).total_seconds()
+
+    rows, used = [], set()
+    for sec, label, okey, pprog, pkey, pdesc, ratio_ok in ROWS:
+        ours = progs["ct"].get(okey)
+        peer = progs[pprog].get(pkey)
+        if ours is None and peer is None:
+            continue
+        used.add(("ct", okey))
+        used.add((pprog, pkey))
+        unit = (ours or peer)["unit"]
+        if ours and peer and ours["unit"] != peer["unit"]:
+            print("run.py: unit mismatch for %s/%s" % (okey, pkey),
+                  file=sys.stderr)
+        ratio = None
+        if ratio_ok and ours and peer and peer["median"] > 0:
+            ratio = ours["median"] / peer["median"]
+        notes = [pdesc]
+        if ours and ours["note"]:
+            notes.append("ours: " + ours["note"])
+        rows.append({"section": sec, "workload": label, "unit": unit,
+                     "ours_key": okey, "ours": ours,
+                     "peer": "C++" if pprog == "cpp" else "baseline",
+                     "peer_key": pkey, "peer_result": peer,
+                     "ratio": ratio, "note": "; ".join(notes)})
+    # Anything a binary printed that the table does not name: show it alone.
+    for pname, res in progs.items():
+        for key, r in res.items():
+            if (pname, key) in used:
+                continue
+            rows.append({"section": "other", "workload": key,
+                         "unit": r["unit"],
+                         "ours_key": key if pname == "ct" else "",
+                         "ours": r if pname == "ct" else None,
+                         "peer": "C++" if pname == "cpp" else "",
+                         "peer_key": key if pname == "cpp" else "",
+                         "peer_result": r if pname == "cpp" else None,
+                         "ratio": None, "note": r["note"]})
+
+    # ---- table ----
+    head = ["workload", "unit", "ours median [min..max]",
+            "C++/baseline median [min..max]", "ratio", "note"]
+    table = [head]
+    for r in rows:
+        table.append([r["workload"], r["unit"], cell(r["ours"]),
+                      cell(r["peer_result"]),
+                      "%.2f" % r["ratio"] if r["ratio"] is not None else "-",
+                      r["note"]])
+    widths = [max(len(t[i]) for t in table) for i in range(len(head) - 1)]
+    mode = "quick" if a.quick else "full"
+    print()
+    print("libcanceltoken vs C++20 <stop_token> -- %s mode, %s, %d CPUs, "
+          "Linux %s, %s" % (mode, started.strftime("%Y-%m-%d %H:%M UTC"),
+                             os.cpu_count() or 0, platform.release(),
+                             cpu_model()))
+    for name in ("ct", "cpp"):
+        for c in comments[name]:
+            print("  " + c)
+    print("  each cell: median [min..max] over the repetitions; ratio = "
+          "ours / peer median, same run (< 1: ours faster or smaller)")
+    print()
+    for i, t in enumerate(table):
+        print("  ".join(t[j].ljust(widths[j]) if j < len(widths) else t[j]
+                        for j in range(len(t))).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths) + "  ----")
+    print()
+    for name in ("ct", "cpp"):
+        if status[name] != "ok":
+            print("WARNING: %s_bench %s; its figures are missing or partial"
+                  % (name, status[name]))
+    print("total run time %.1f s" % elapsed)
+
+    # ---- files ----
+    os.makedirs(os.path.dirname(os.path.abspath(csv_path)), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["section", "workload", "unit", "ours_key", "ours_median",
+                    "ours_min", "ours_max", "peer", "peer_key", "peer_median",
+                    "peer_min", "peer_max", "ratio", "note"])
+        for r in rows:
+            o, p = r["ours"] or {}, r["peer_result"] or {}
+            w.writerow([r["section"], r["workload"], r["unit"], r["ours_key"],
+                        o.get("median", ""), o.get("min", ""),
+                        o.get("max", ""), r["peer"], r["peer_key"],
+                        p.get("median", ""), p.get("min", ""),
+                        p.get("max", ""),
+                        "%.4f" % r["ratio"] if r["ratio"] is not None else "",
+                        r["note"]])
+    meta = {"mode": mode, "started": started.isoformat(),
+            "elapsed_s": round(elapsed, 2), "cpus": os.cpu_count(),
+            "kernel": platform.release(), "cpu": cpu_model(),
+            "config": comments, "status": status}
+    with open(json_path, "w") as f:
+        json.dump({"meta": meta, "rows": rows, "raw": progs}, f, indent=1)
+    print("wrote %s and %s" % (csv_path, json_path))
+    return 0 if all(s == "ok" for s in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
