@@ -150,7 +150,10 @@ static inline char bu_thread_state(long tid) {
 
 /* ---- wake-up latency harness ---------------------------------------------
  *
- * One waiter thread and the main thread play `rounds` rounds.  In round i:
+ * One waiter thread and the main thread play rounds.  The variants being
+ * compared take turns round by round (A B C A B C ...), so that a change in
+ * machine load during the run hits all of them alike.  In round i, with
+ * variant v = i % nvariants:
  *   main:   prepare(i)  -- make a fresh one-shot object (untimed)
  *           publish go = i + 1
  *   waiter: sees go, publishes ready = i + 1, calls wait(i), which blocks;
@@ -175,7 +178,8 @@ typedef struct bu_wake_ops {
 
 typedef struct bu_wake_shared {
   const bu_wake_ops *ops;
-  size_t rounds;
+  size_t nops;
+  size_t rounds;          /* in all, over every variant */
   size_t go, ready, done; /* accessed with __atomic builtins */
   long tid;
   int64_t *woke;
@@ -186,36 +190,40 @@ static inline void *bu_wake_waiter(void *arg) {
   size_t i;
   __atomic_store_n(&s->tid, bu_gettid(), __ATOMIC_RELEASE);
   for (i = 0; i < s->rounds; i++) {
+    const bu_wake_ops *o = &s->ops[i % s->nops];
     while (__atomic_load_n(&s->go, __ATOMIC_ACQUIRE) != i + 1)
       sched_yield();
     __atomic_store_n(&s->ready, i + 1, __ATOMIC_RELEASE);
-    s->ops->wait(s->ops->ctx, i);
+    o->wait(o->ctx, i);
     s->woke[i] = bu_now();
     __atomic_store_n(&s->done, i + 1, __ATOMIC_RELEASE);
   }
   return NULL;
 }
 
-/* Runs the rounds; lat[0..rounds) receives the latencies in ns, sorted.
+/* Runs `rounds` rounds of each of the nops variants, interleaved;
+ * lat[v][0..rounds) receives variant v's latencies in ns, sorted.
  * Returns the number of rounds whose waiter was not seen asleep before the
  * trigger (expected 0; reported in the note). */
-static inline size_t bu_wake_run(const bu_wake_ops *ops, size_t rounds,
-                                 double *lat) {
+static inline size_t bu_wake_run(const bu_wake_ops *ops, size_t nops,
+                                 size_t rounds, double *const *lat) {
   bu_wake_shared s;
   pthread_t th;
-  size_t i, unsettled = 0;
+  size_t i, v, unsettled = 0;
   memset(&s, 0, sizeof s);
   s.ops = ops;
-  s.rounds = rounds;
-  s.woke = (int64_t *)bu_xmalloc(rounds * sizeof *s.woke);
+  s.nops = nops;
+  s.rounds = rounds * nops;
+  s.woke = (int64_t *)bu_xmalloc(s.rounds * sizeof *s.woke);
   if (pthread_create(&th, NULL, bu_wake_waiter, &s) != 0)
     bu_die("pthread_create");
   while (__atomic_load_n(&s.tid, __ATOMIC_ACQUIRE) == 0)
     sched_yield();
-  for (i = 0; i < rounds; i++) {
+  for (i = 0; i < s.rounds; i++) {
+    const bu_wake_ops *o = &ops[i % nops];
     int64_t t0;
     int tries = 0;
-    ops->prepare(ops->ctx, i);
+    o->prepare(o->ctx, i);
     __atomic_store_n(&s.go, i + 1, __ATOMIC_RELEASE);
     while (__atomic_load_n(&s.ready, __ATOMIC_ACQUIRE) != i + 1)
       sched_yield();
@@ -233,15 +241,16 @@ static inline size_t bu_wake_run(const bu_wake_ops *ops, size_t rounds,
       }
     }
     t0 = bu_now();
-    ops->fire(ops->ctx, i);
+    o->fire(o->ctx, i);
     while (__atomic_load_n(&s.done, __ATOMIC_ACQUIRE) != i + 1)
       sched_yield();
-    lat[i] = (double)(s.woke[i] - t0);
-    ops->cleanup(ops->ctx, i);
+    lat[i % nops][i / nops] = (double)(s.woke[i] - t0);
+    o->cleanup(o->ctx, i);
   }
   pthread_join(th, NULL);
   free(s.woke);
-  bu_sort(lat, rounds);
+  for (v = 0; v < nops; v++)
+    bu_sort(lat[v], rounds);
   return unsettled;
 }
 

@@ -361,17 +361,23 @@ void bench_wake(const bu_config *c) {
     bu_die("epoll_create1");
   bu_wake_ops ops[NV] = {{&w, cv_new, cv_wait, cv_fire, cv_free},
                          {&w, ep_new, ep_wait, cv_fire, ep_free}};
-  std::vector<double> p50[NV], p99[NV];
-  std::vector<double> lat(c->wake_rounds);
+  std::vector<double> p50[NV], p99[NV], lat[NV];
+  double *latp[NV];
   size_t unsettled = 0;
+  for (size_t k = 0; k < NV; k++) {
+    lat[k].resize(c->wake_rounds);
+    latp[k] = lat[k].data();
+  }
 
   progress("wake-up latency");
-  for (size_t r = 0; r < c->reps; r++)
+  /* The variants take turns round by round (see bu_wake_run). */
+  for (size_t r = 0; r < c->reps; r++) {
+    unsettled += bu_wake_run(ops, NV, c->wake_rounds, latp);
     for (size_t k = 0; k < NV; k++) {
-      unsettled += bu_wake_run(&ops[k], c->wake_rounds, lat.data());
-      p50[k].push_back(bu_percentile(lat.data(), c->wake_rounds, 0.50));
-      p99[k].push_back(bu_percentile(lat.data(), c->wake_rounds, 0.99));
+      p50[k].push_back(bu_percentile(latp[k], c->wake_rounds, 0.50));
+      p99[k].push_back(bu_percentile(latp[k], c->wake_rounds, 0.99));
     }
+  }
   for (size_t k = 0; k < NV; k++) {
     char key[64], note[192];
     snprintf(note, sizeof note, "%s; rounds=%zu%s", notes[k], c->wake_rounds,

@@ -392,23 +392,33 @@ static void c_fire(void *p, size_t i) {
   pthread_cond_signal(&w->cv);
   pthread_mutex_unlock(&w->mu);
 }
+/* The same, signalling after the unlock: the woken waiter then never finds
+ * the mutex still held by the signaller and has to sleep a second time. */
+static void c_fire_unlocked(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  (void)i;
+  pthread_mutex_lock(&w->mu);
+  w->flag = 1;
+  pthread_mutex_unlock(&w->mu);
+  pthread_cond_signal(&w->cv);
+}
 static void c_free(void *p, size_t i) {
   (void)p;
   (void)i;
 }
 
 static void bench_wake(const bu_config *c) {
-  enum { NV = 3 };
+  enum { NV = 4 };
   static const char *const names[NV] = {"wake.wait", "wake.epoll",
-                                        "wake.condvar"};
+                                        "wake.condvar", "wake.condvar_unl"};
   static const char *const notes[NV] = {
       "ct_token_wait <- ct_token_trigger",
       "epoll_wait on ct_token_fd <- ct_token_trigger",
-      "baseline: pthread mutex+cond+flag"};
+      "baseline: pthread mutex+cond+flag; signal under the mutex",
+      "baseline: pthread mutex+cond+flag; signal after unlock"};
   wake_ctx w;
   bu_wake_ops ops[NV];
-  double *p50[NV], *p99[NV];
-  double *lat = (double *)bu_xmalloc(c->wake_rounds * sizeof *lat);
+  double *p50[NV], *p99[NV], *lat[NV];
   size_t r, k, unsettled = 0;
 
   progress("wake-up latency");
@@ -421,17 +431,18 @@ static void bench_wake(const bu_config *c) {
   ops[0] = (bu_wake_ops){&w, w_new, w_wait, w_fire, w_free};
   ops[1] = (bu_wake_ops){&w, e_new, e_wait, w_fire, e_free};
   ops[2] = (bu_wake_ops){&w, c_new, c_wait, c_fire, c_free};
+  ops[3] = (bu_wake_ops){&w, c_new, c_wait, c_fire_unlocked, c_free};
   for (k = 0; k < NV; k++) {
     p50[k] = (double *)bu_xmalloc(c->reps * sizeof(double));
     p99[k] = (double *)bu_xmalloc(c->reps * sizeof(double));
+    lat[k] = (double *)bu_xmalloc(c->wake_rounds * sizeof(double));
   }
-  /* Variants interleave within each repetition, so drift in machine load
-   * hits them alike. */
+  /* The variants take turns round by round (see bu_wake_run). */
   for (r = 0; r < c->reps; r++) {
+    unsettled += bu_wake_run(ops, NV, c->wake_rounds, lat);
     for (k = 0; k < NV; k++) {
-      unsettled += bu_wake_run(&ops[k], c->wake_rounds, lat);
-      p50[k][r] = bu_percentile(lat, c->wake_rounds, 0.50);
-      p99[k][r] = bu_percentile(lat, c->wake_rounds, 0.99);
+      p50[k][r] = bu_percentile(lat[k], c->wake_rounds, 0.50);
+      p99[k][r] = bu_percentile(lat[k], c->wake_rounds, 0.99);
     }
   }
   for (k = 0; k < NV; k++) {
@@ -444,11 +455,11 @@ static void bench_wake(const bu_config *c) {
     bu_emit(key, "ns", p99[k], c->reps, note);
     free(p50[k]);
     free(p99[k]);
+    free(lat[k]);
   }
   close(w.ep);
   pthread_cond_destroy(&w.cv);
   pthread_mutex_destroy(&w.mu);
-  free(lat);
 }
 
 /* ---- 6. cancellable poll --------------------------------------------------- */
@@ -475,19 +486,28 @@ static void bench_poll(const bu_config *c) {
   pfd.revents = 0;
   if (ct_poll(t, &pfd, 1, CT_FOREVER) != 1 || !(pfd.revents & POLLIN))
     bu_die("ct_poll on a ready pipe did not return 1/POLLIN");
+  /* The two loops alternate in slices of n/50 calls, so that a change in
+   * machine load during a repetition hits both alike. */
   for (r = 0; r < c->reps; r++) {
-    int64_t t0, t1, t2;
-    t0 = bu_now();
-    for (i = 0; i < n; i++)
-      if (ct_poll(t, &pfd, 1, CT_FOREVER) != 1)
-        bu_die("ct_poll");
-    t1 = bu_now();
-    for (i = 0; i < n; i++)
-      if (poll(&pfd, 1, -1) != 1)
-        bu_die("poll");
-    t2 = bu_now();
-    vc[r] = (double)(t1 - t0) / (double)n;
-    vp[r] = (double)(t2 - t1) / (double)n;
+    size_t slice = n / 50 ? n / 50 : 1, done;
+    int64_t tc = 0, tp = 0;
+    for (done = 0; done < n; done += slice) {
+      size_t m = n - done < slice ? n - done : slice;
+      int64_t t0, t1, t2;
+      t0 = bu_now();
+      for (i = 0; i < m; i++)
+        if (ct_poll(t, &pfd, 1, CT_FOREVER) != 1)
+          bu_die("ct_poll");
+      t1 = bu_now();
+      for (i = 0; i < m; i++)
+        if (poll(&pfd, 1, -1) != 1)
+          bu_die("poll");
+      t2 = bu_now();
+      tc += t1 - t0;
+      tp += t2 - t1;
+    }
+    vc[r] = (double)tc / (double)n;
+    vp[r] = (double)tp / (double)n;
   }
   snprintf(note, sizeof note, "n=%zu ct_poll(t, 1 ready pipe, CT_FOREVER)", n);
   bu_emit("poll.ct", "ns/call", vc, c->reps, note);

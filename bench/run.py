@@ -175,6 +175,15 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+def loadavg():
+    """The 1-minute load average, or None."""
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -215,6 +224,7 @@ def main():
     if a.only:
         bargs += ["--only", a.only]
 
+    load_before = loadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     progs, status, comments = {}, {}, {}
     for name, path in (("ct", a.ct_bench), ("cpp", a.cpp_bench)):
@@ -222,6 +232,7 @@ def main():
         progs[name], comments[name] = parse(text)
     elapsed = (datetime.datetime.now(datetime.timezone.utc) -
                started).total_seconds()
+    load_after = loadavg()
 
     rows, used = [], set()
     for sec, label, okey, pprog, pkey, pdesc, ratio_ok in ROWS:
@@ -289,6 +300,11 @@ def main():
     for name in ("ct", "cpp"):
         for c in comments[name]:
             print("  " + c)
+    print("  load average (1 min) before %s, after %s; our own run adds "
+          "up to ~1-2" % (load_before, load_after))
+    if load_before is not None and load_before > 0.5:
+        print("  WARNING: the machine was busy before the run started; "
+              "figures may be noisy")
     print("  each cell: median [min..max] over the repetitions; ratio = "
           "ours / peer median, same run (< 1: ours faster or smaller)")
     print()
@@ -325,6 +341,7 @@ def main():
     meta = {"mode": mode, "started": started.isoformat(),
             "elapsed_s": round(elapsed, 2), "cpus": os.cpu_count(),
             "kernel": platform.release(), "cpu": cpu_model(),
+            "loadavg_before": load_before, "loadavg_after": load_after,
             "config": comments, "status": status}
     with open(json_path, "w") as f:
         json.dump({"meta": meta,

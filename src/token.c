@@ -317,15 +317,16 @@ static void destroy_one(ct_token *t, ct_token **dying) {
     ct_token *p = l->parent;
     if (!p)
       continue;
-    /* pprev is written only by this token's own creation (before it was
-     * published) and here, so reading it unlocked is safe. */
+    /* Under p's lock: unlinking a neighbour rewrites our pprev.  A link
+     * that was never put on the list (the child was born triggered) has
+     * pprev NULL for ever. */
+    ct__lock(&p->lock);
     if (l->pprev) {
-      ct__lock(&p->lock);
       *l->pprev = l->next;
       if (l->next)
         l->next->pprev = l->pprev;
-      ct__unlock(&p->lock);
     }
+    ct__unlock(&p->lock);
     /* acq_rel: release our uses of p to its destroyer; acquire if we are
      * the destroyer. */
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
