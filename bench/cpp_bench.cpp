@@ -12,6 +12,10 @@
  * previous one's token. */
 #include "bench_util.h"
 
+/* libstdc++ 12's stop_source() passes *this to a constructor that ignores
+ * it, which g++ -O2 reports as a possibly uninitialized use. */
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -134,12 +138,13 @@ void bench_check(const bu_config *c) {
 
 void bench_fanout(const bu_config *c) {
   size_t n = c->fanout_n;
-  std::vector<double> vc(c->reps), vt(c->reps), vd(c->reps);
+  std::vector<double> vc(c->reps + 1), vt(c->reps + 1), vd(c->reps + 1);
   std::vector<std::unique_ptr<Child>> kids(n);
   char note[96];
 
   progress("fanout");
-  for (size_t r = 0; r < c->reps; r++) {
+  /* Repetition 0 is a warm-up, as in ct_bench. */
+  for (size_t r = 0; r <= c->reps; r++) {
     auto root = std::make_unique<std::stop_source>();
     std::stop_token tok = root->get_token();
     int64_t t0 = bu_now();
@@ -163,44 +168,49 @@ void bench_fanout(const bu_config *c) {
   }
   snprintf(note, sizeof note,
            "n=%zu child = stop_source + stop_callback on root (heap)", n);
-  bu_emit("fanout.create", "ns/child", vc.data(), c->reps, note);
-  bu_emit("fanout.trigger", "ns/child", vt.data(), c->reps, note);
-  bu_emit("fanout.destroy", "ns/child", vd.data(), c->reps, note);
+  bu_emit("fanout.create", "ns/child", vc.data() + 1, c->reps, note);
+  bu_emit("fanout.trigger", "ns/child", vt.data() + 1, c->reps, note);
+  bu_emit("fanout.destroy", "ns/child", vd.data() + 1, c->reps, note);
 }
 
-/* Build, stop and destroy the emulated chain, all on a big stack (see
- * on_big_stack).  Links are destroyed in creation order, as on our side. */
+/* Build the emulated chain, stop its root on a big stack (see
+ * on_big_stack), destroy it.  Building and destroying happen on the main
+ * thread, so that the allocations come from the same (main) malloc arena
+ * as on our side.  Links are destroyed in creation order, as on our side.
+ * Repetition 0 is a warm-up, as in ct_bench. */
 void bench_chain(const bu_config *c) {
   size_t n = c->chain_n;
-  std::vector<double> vc(c->reps), vt(c->reps), vd(c->reps);
+  std::vector<double> vc(c->reps + 1), vt(c->reps + 1), vd(c->reps + 1);
   char note[128];
 
   progress("deep chain");
-  on_big_stack([&] {
-    for (size_t r = 0; r < c->reps; r++) {
-      auto root = std::make_unique<std::stop_source>();
-      int64_t t0 = bu_now();
-      auto l = make_chain(*root, n);
-      int64_t t1 = bu_now();
+  for (size_t r = 0; r <= c->reps; r++) {
+    auto root = std::make_unique<std::stop_source>();
+    int64_t t0 = bu_now();
+    auto l = make_chain(*root, n);
+    int64_t t1 = bu_now(), t2 = 0, t1b = 0;
+    on_big_stack([&] {
+      t1b = bu_now();
       root->request_stop();
-      int64_t t2 = bu_now();
-      if (!l[n - 1]->src.stop_requested())
-        bu_die("chain: the leaf was not stopped by the root");
-      root.reset();
-      for (size_t i = 0; i < n; i++)
-        l[i].reset();
-      int64_t t3 = bu_now();
-      vc[r] = (double)(t1 - t0) / (double)n;
-      vt[r] = (double)(t2 - t1) / (double)n;
-      vd[r] = (double)(t3 - t2) / (double)n;
-    }
-  });
+      t2 = bu_now();
+    });
+    if (!l[n - 1]->src.stop_requested())
+      bu_die("chain: the leaf was not stopped by the root");
+    int64_t t2b = bu_now();
+    root.reset();
+    for (size_t i = 0; i < n; i++)
+      l[i].reset();
+    int64_t t3 = bu_now();
+    vc[r] = (double)(t1 - t0) / (double)n;
+    vt[r] = (double)(t2 - t1b) / (double)n;
+    vd[r] = (double)(t3 - t2b) / (double)n;
+  }
   snprintf(note, sizeof note,
            "depth=%zu emulated; stop recurses once per link (512 MiB stack)",
            n);
-  bu_emit("chain.create", "ns/link", vc.data(), c->reps, note);
-  bu_emit("chain.trigger", "ns/link", vt.data(), c->reps, note);
-  bu_emit("chain.destroy", "ns/link", vd.data(), c->reps, note);
+  bu_emit("chain.create", "ns/link", vc.data() + 1, c->reps, note);
+  bu_emit("chain.trigger", "ns/link", vt.data() + 1, c->reps, note);
+  bu_emit("chain.destroy", "ns/link", vd.data() + 1, c->reps, note);
 }
 
 /* ---- 3. churn ------------------------------------------------------------ */
@@ -370,7 +380,9 @@ void bench_wake(const bu_config *c) {
   }
 
   progress("wake-up latency");
-  /* The variants take turns round by round (see bu_wake_run). */
+  /* The variants take turns round by round (see bu_wake_run); a short
+   * untimed run first, as in ct_bench. */
+  bu_wake_run(ops, NV, c->wake_rounds / 10, latp);
   for (size_t r = 0; r < c->reps; r++) {
     unsettled += bu_wake_run(ops, NV, c->wake_rounds, latp);
     for (size_t k = 0; k < NV; k++) {
@@ -415,6 +427,9 @@ void bench_poll(const bu_config *c) {
   pfd[0].events = POLLIN;
   pfd[1].fd = efd;
   pfd[1].events = POLLIN;
+  for (size_t i = 0; i < n / 50; i++) /* warm-up, as in ct_bench */
+    if (tok.stop_requested() || poll(pfd, 2, -1) != 1)
+      bu_die("poll warm-up");
   for (size_t r = 0; r < c->reps; r++) {
     int64_t t0 = bu_now();
     for (size_t i = 0; i < n; i++) {

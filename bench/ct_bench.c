@@ -111,16 +111,18 @@ static void bench_check(const bu_config *c) {
  * destruction, each per child. */
 static void bench_fanout(const bu_config *c, int use_chain_n) {
   size_t n = c->fanout_n, r, i;
-  double *vc = (double *)bu_xmalloc(c->reps * sizeof *vc);
-  double *vt = (double *)bu_xmalloc(c->reps * sizeof *vt);
-  double *vd = (double *)bu_xmalloc(c->reps * sizeof *vd);
+  double *vc = (double *)bu_xmalloc((c->reps + 1) * sizeof *vc);
+  double *vt = (double *)bu_xmalloc((c->reps + 1) * sizeof *vt);
+  double *vd = (double *)bu_xmalloc((c->reps + 1) * sizeof *vd);
   ct_token **kids = (ct_token **)bu_xmalloc(n * sizeof *kids);
   const char *pfx = use_chain_n ? "fanout_chain1" : "fanout";
   char key[64], note[96];
 
   progress(use_chain_n ? "fanout (ct_token_chain_n n=1)"
                        : "fanout (ct_token_new_child)");
-  for (r = 0; r < c->reps; r++) {
+  /* Repetition 0 is a warm-up (first-touch page faults of a fresh heap)
+   * and is not reported. */
+  for (r = 0; r <= c->reps; r++) {
     ct_token *root;
     int64_t t0, t1, t2, t3, t4;
     CT_OK(ct_token_new(&root, "root"));
@@ -150,11 +152,11 @@ static void bench_fanout(const bu_config *c, int use_chain_n) {
   snprintf(note, sizeof note, "n=%zu %s", n,
            use_chain_n ? "ct_token_chain_n(n=1)" : "ct_token_new_child");
   snprintf(key, sizeof key, "%s.create", pfx);
-  bu_emit(key, "ns/child", vc, c->reps, note);
+  bu_emit(key, "ns/child", vc + 1, c->reps, note);
   snprintf(key, sizeof key, "%s.trigger", pfx);
-  bu_emit(key, "ns/child", vt, c->reps, note);
+  bu_emit(key, "ns/child", vt + 1, c->reps, note);
   snprintf(key, sizeof key, "%s.destroy", pfx);
-  bu_emit(key, "ns/child", vd, c->reps, note);
+  bu_emit(key, "ns/child", vd + 1, c->reps, note);
   free(kids);
   free(vc);
   free(vt);
@@ -167,13 +169,15 @@ static void bench_fanout(const bu_config *c, int use_chain_n) {
  * whole chain at once -- the header promises that this does not recurse. */
 static void bench_chain(const bu_config *c) {
   size_t n = c->chain_n, r;
-  double *vc = (double *)bu_xmalloc(c->reps * sizeof *vc);
-  double *vt = (double *)bu_xmalloc(c->reps * sizeof *vt);
-  double *vd = (double *)bu_xmalloc(c->reps * sizeof *vd);
+  double *vc = (double *)bu_xmalloc((c->reps + 1) * sizeof *vc);
+  double *vt = (double *)bu_xmalloc((c->reps + 1) * sizeof *vt);
+  double *vd = (double *)bu_xmalloc((c->reps + 1) * sizeof *vd);
   char note[96];
 
   progress("deep chain");
-  for (r = 0; r < c->reps; r++) {
+  /* Repetition 0 is a warm-up (first-touch page faults of a fresh heap)
+   * and is not reported. */
+  for (r = 0; r <= c->reps; r++) {
     ct_token *root, **l;
     int64_t t0, t1, t2, t3;
     t0 = bu_now();
@@ -190,9 +194,9 @@ static void bench_chain(const bu_config *c) {
     vd[r] = (double)(t3 - t2) / (double)n;
   }
   snprintf(note, sizeof note, "depth=%zu ct_token_new_child", n);
-  bu_emit("chain.create", "ns/link", vc, c->reps, note);
-  bu_emit("chain.trigger", "ns/link", vt, c->reps, note);
-  bu_emit("chain.destroy", "ns/link", vd, c->reps, note);
+  bu_emit("chain.create", "ns/link", vc + 1, c->reps, note);
+  bu_emit("chain.trigger", "ns/link", vt + 1, c->reps, note);
+  bu_emit("chain.destroy", "ns/link", vd + 1, c->reps, note);
   free(vc);
   free(vt);
   free(vd);
@@ -437,7 +441,9 @@ static void bench_wake(const bu_config *c) {
     p99[k] = (double *)bu_xmalloc(c->reps * sizeof(double));
     lat[k] = (double *)bu_xmalloc(c->wake_rounds * sizeof(double));
   }
-  /* The variants take turns round by round (see bu_wake_run). */
+  /* The variants take turns round by round (see bu_wake_run).  A short
+   * untimed run first warms up the thread, the futexes and the epoll set. */
+  bu_wake_run(ops, NV, c->wake_rounds / 10, lat);
   for (r = 0; r < c->reps; r++) {
     unsettled += bu_wake_run(ops, NV, c->wake_rounds, lat);
     for (k = 0; k < NV; k++) {
@@ -486,6 +492,9 @@ static void bench_poll(const bu_config *c) {
   pfd.revents = 0;
   if (ct_poll(t, &pfd, 1, CT_FOREVER) != 1 || !(pfd.revents & POLLIN))
     bu_die("ct_poll on a ready pipe did not return 1/POLLIN");
+  for (i = 0; i < n / 50; i++) /* warm-up */
+    if (ct_poll(t, &pfd, 1, CT_FOREVER) != 1 || poll(&pfd, 1, -1) != 1)
+      bu_die("poll warm-up");
   /* The two loops alternate in slices of n/50 calls, so that a change in
    * machine load during a repetition hits both alike. */
   for (r = 0; r < c->reps; r++) {

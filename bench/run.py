@@ -2,12 +2,19 @@
 # SPDX-License-Identifier: MIT
 """Run the libcanceltoken benchmark suite and join its two halves.
 
-Runs ct_bench (libcanceltoken, plus raw baselines) and then cpp_bench
-(C++20 <stop_token>) one after the other -- never together, so they do not
-compete for the CPUs -- parses their `key,unit,median,min,max,note` lines,
-pairs each of our figures with its C++ (or baseline) counterpart, prints a
-table and writes results.csv and results.json.  Builds nothing itself.
-Standard library only.  Reports; asserts nothing about the figures.
+ct_bench measures libcanceltoken, plus raw baselines in the same process.
+cpp_bench measures C++20 <stop_token>.  Each repetition is one fresh process
+of each binary, run with --reps 1, and the two binaries take turns:
+ct, cpp, then cpp, ct, and so on.  They never run at the same time, so
+they do not compete for the CPUs.  A slow drift in machine load therefore
+hits both sides alike, and every memory figure starts from a fresh heap.
+
+The binaries print `key,unit,median,min,max,note` lines.  This script
+collects those lines over the repetitions and takes each figure's median,
+min and max.  It pairs each of our figures with its C++ (or baseline)
+counterpart, prints a table and writes results.csv and results.json.
+It builds nothing itself and needs only the standard library.  It reports
+figures and asserts nothing about them.
 """
 
 import argparse
@@ -78,11 +85,19 @@ ROWS = [
     ("wake", "wake: ct_token_wait p99", "wake.wait.p99", "cpp",
      "wake.wait.p99", "vs C++ condition_variable_any::wait(stop_token)", True),
     ("wake", "wake: ct_token_wait p50", "wake.wait.p50", "ct",
-     "wake.condvar.p50", "vs baseline pthread mutex+cond+flag (same process)",
+     "wake.condvar.p50", "vs baseline pthread mutex+cond+flag, signal under the mutex (same "
+     "process)",
      True),
     ("wake", "wake: ct_token_wait p99", "wake.wait.p99", "ct",
-     "wake.condvar.p99", "vs baseline pthread mutex+cond+flag (same process)",
+     "wake.condvar.p99", "vs baseline pthread mutex+cond+flag, signal under the mutex (same "
+     "process)",
      True),
+    ("wake", "wake: ct_token_wait p50", "wake.wait.p50", "ct",
+     "wake.condvar_unl.p50", "vs baseline pthread condvar, signal after "
+     "unlock (same process)", True),
+    ("wake", "wake: ct_token_wait p99", "wake.wait.p99", "ct",
+     "wake.condvar_unl.p99", "vs baseline pthread condvar, signal after "
+     "unlock (same process)", True),
     ("wake", "wake: epoll on ct_token_fd p50", "wake.epoll.p50", "cpp",
      "wake.epoll.p50", "vs C++ epoll on eventfd written by stop_callback",
      True),
@@ -198,12 +213,12 @@ def main():
     ap.add_argument("--csv", default=None, help="CSV output path")
     ap.add_argument("--json", default=None, help="JSON output path")
     ap.add_argument("--reps", type=int, default=0,
-                    help="override the number of repetitions")
+                    help="repetitions (default 5, quick 3)")
     ap.add_argument("--only", default=None,
                     help="workload groups, comma-separated: memory check "
                          "fanout chain churn wake poll")
     ap.add_argument("--timeout", type=int, default=0,
-                    help="per-binary timeout in seconds")
+                    help="timeout of one binary run, in seconds")
     a = ap.parse_args()
 
     for p in (a.ct_bench, a.cpp_bench):
@@ -214,25 +229,52 @@ def main():
     stem = "results-quick" if a.quick else "results"
     csv_path = a.csv or os.path.join(out_dir, stem + ".csv")
     json_path = a.json or os.path.join(out_dir, stem + ".json")
-    timeout = a.timeout or (180 if a.quick else 900)
+    timeout = a.timeout or (60 if a.quick else 300)
+    reps = a.reps if a.reps > 0 else (3 if a.quick else 5)
 
-    bargs = []
+    bargs = ["--reps", "1"]
     if a.quick:
         bargs.append("--quick")
-    if a.reps > 0:
-        bargs += ["--reps", str(a.reps)]
     if a.only:
         bargs += ["--only", a.only]
 
     load_before = loadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
-    progs, status, comments = {}, {}, {}
-    for name, path in (("ct", a.ct_bench), ("cpp", a.cpp_bench)):
-        text, status[name] = run(path, bargs, timeout)
-        progs[name], comments[name] = parse(text)
+    paths = {"ct": a.ct_bench, "cpp": a.cpp_bench}
+    status = {"ct": "ok", "cpp": "ok"}
+    comments = {"ct": [], "cpp": []}
+    samples = {"ct": {}, "cpp": {}}  # prog -> key -> [one result per rep]
+    for r in range(reps):
+        for name in (("ct", "cpp") if r % 2 == 0 else ("cpp", "ct")):
+            if status[name] != "ok":
+                continue  # a binary that failed once is not run again
+            text, st = run(paths[name], bargs, timeout)
+            if st != "ok":
+                status[name] = "%s (in repetition %d)" % (st, r + 1)
+            res, com = parse(text)
+            if not comments[name]:
+                comments[name] = com
+            for key, val in res.items():
+                samples[name].setdefault(key, []).append(val)
     elapsed = (datetime.datetime.now(datetime.timezone.utc) -
                started).total_seconds()
     load_after = loadavg()
+
+    # median, min and max over the repetitions of each figure
+    progs = {}
+    for name, keys in samples.items():
+        progs[name] = {}
+        for key, vals in keys.items():
+            xs = sorted(v["median"] for v in vals)
+            n = len(xs)
+            med = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+            progs[name][key] = {"unit": vals[0]["unit"], "median": med,
+                                "min": xs[0], "max": xs[-1], "reps": n,
+                                "samples": [v["median"] for v in vals],
+                                "note": vals[0]["note"]}
+            for v in vals:  # keep a warning printed by any repetition
+                if "WARNING" in v["note"]:
+                    progs[name][key]["note"] = v["note"]
 
     rows, used = [], set()
     for sec, label, okey, pprog, pkey, pdesc, ratio_ok in ROWS:
@@ -299,14 +341,16 @@ def main():
                              cpu_model()))
     for name in ("ct", "cpp"):
         for c in comments[name]:
-            print("  " + c)
+            print("  " + c.replace(" reps=1", ""))  # run.py repeats instead
     print("  load average (1 min) before %s, after %s; our own run adds "
           "up to ~1-2" % (load_before, load_after))
     if load_before is not None and load_before > 0.5:
         print("  WARNING: the machine was busy before the run started; "
               "figures may be noisy")
-    print("  each cell: median [min..max] over the repetitions; ratio = "
-          "ours / peer median, same run (< 1: ours faster or smaller)")
+    print("  each cell: median [min..max] over %d repetitions (one fresh "
+          "process of each binary per repetition, taking turns); ratio = "
+          "ours / peer median, same run (< 1: ours faster or smaller)"
+          % reps)
     print()
     for i, t in enumerate(table):
         print("  ".join(t[j].ljust(widths[j]) if j < len(widths) else t[j]
@@ -338,7 +382,7 @@ def main():
                         p.get("max", ""),
                         "%.4f" % r["ratio"] if r["ratio"] is not None else "",
                         r["note"]])
-    meta = {"mode": mode, "started": started.isoformat(),
+    meta = {"mode": mode, "reps": reps, "started": started.isoformat(),
             "elapsed_s": round(elapsed, 2), "cpus": os.cpu_count(),
             "kernel": platform.release(), "cpu": cpu_model(),
             "loadavg_before": load_before, "loadavg_after": load_after,
