@@ -169,6 +169,37 @@ CT_EXTERN int ct_token_trigger(ct_token *t);
 CT_EXTERN int ct_token_trigger_reason(ct_token *t, ct_reason reason,
                                       int detail);
 
+/* Trigger t naming another token, `cause`, as the one that caused it:
+ * ct_token_triggered_token(t) and that of every token chained to t then
+ * return `cause`.  For proxies, whose owner reports which of its tokens
+ * fired.  t takes a reference on cause, dropped when t is freed, so cause
+ * may be any live token.  Returns 1 or 0 as ct_token_trigger(); -EINVAL for
+ * NULL t or cause, or a bad reason or detail (as ct_token_trigger_reason).
+ * Ownership: both borrowed.  Any thread; callbacks: yes. */
+CT_EXTERN int ct_token_trigger_with_cause(ct_token *t, ct_token *cause,
+                                          ct_reason reason, int detail);
+
+/* Prepare ct_token_trigger_async(): start the library thread that runs
+ * what a signal handler may not (callbacks, descendants, descriptors).
+ * Idempotent.  Returns 0, or -EAGAIN (no thread), -EMFILE/-ENFILE (no
+ * descriptor).  Any thread; not async-signal-safe; callbacks: yes. */
+CT_EXTERN int ct_async_init(void);
+
+/* Trigger t from a signal handler.  ASYNC-SIGNAL-SAFE: it uses only
+ * lock-free atomics, futex(2) and write(2).  It marks t triggered (so
+ * ct_token_triggered() is true when it returns) and wakes the threads
+ * blocked in ct_token_wait()/ct_sleep() on t itself at once; t's
+ * descendants, its descriptor and every callback are handled moments later
+ * by the library thread started by ct_async_init(), never inside the
+ * handler.  Returns 1 if this call triggered t, 0 if it was already
+ * triggered, -EINVAL for NULL or a bad reason or detail, -EAGAIN if
+ * ct_async_init() has not succeeded (t is then left untouched).
+ * Ownership: t borrowed; it must stay alive while a handler may use it
+ * (hold a reference for as long as the handler is installed).  errno is
+ * preserved. */
+CT_EXTERN int ct_token_trigger_async(ct_token *t, ct_reason reason,
+                                     int detail);
+
 /* Layout of the first word of every token.  The inline check below reads
  * it; it is part of the ABI.  Do not touch it. */
 struct ct_token_public_ {

@@ -20,6 +20,8 @@
  *                      store/load race is possible.
  *    bit 3  PROXY      ct_token_mark_proxy() was called.
  *    bit 4  NAMED      the token stores its own name (immutable).
+ *    bit 5  OWNS_CAUSE `cause` was given by ct_token_trigger_with_cause()
+ *                      and t holds a reference on it (set with TRIGGERED).
  *    bits 8..15        reason, bits 16..23 detail; written by the same
  *                      fetch_or that sets TRIGGERED.
  *
@@ -33,8 +35,8 @@
  *  the thread that claimed it, so one link field suffices.
  *
  *  Lifetime.  A child holds a reference on each parent, so ancestors outlive
- *  descendants and `cause` (always the token itself or an ancestor) stays
- *  valid.  A parent's children list holds no references: a child whose count
+ *  descendants and `cause` (the token itself, an ancestor, or a token the
+ *  trigger handed a reference to: OWNS_CAUSE) stays valid.  A parent's children list holds no references: a child whose count
  *  reaches zero unlinks itself under the parent's lock before it is freed,
  *  so anyone walking the list under that lock may touch every child on it.
  *  Such a walker takes a reference with ref_get_unless_zero() if it must use
@@ -67,6 +69,7 @@
 #define CT_ST_INTEREST 0x04u
 #define CT_ST_PROXY 0x08u
 #define CT_ST_NAMED 0x10u
+#define CT_ST_OWNS_CAUSE 0x20u /* cause is not an ancestor: t holds a ref */
 #define CT_ST_REASON_SHIFT 8
 #define CT_ST_DETAIL_SHIFT 16
 #define CT_ST_CAUSE_MASK 0x00ffff01u /* TRIGGERED | reason | detail */
@@ -170,5 +173,8 @@ CT_HIDDEN bool ct__ref_unless_zero(ct_token *t);
 CT_HIDDEN void ct__run_callbacks(ct_token *t);
 CT_HIDDEN void ct__deadline_remove(ct_token *t, struct ct_ext *ext);
 CT_HIDDEN void ct__eventfd_signal(int fd);
+CT_HIDDEN bool ct__claim(ct_token *t, ct_token *src, uint32_t bits,
+                         bool *interest);
+CT_HIDDEN void ct__drain(ct_token *t);
 
 #endif /* CT_INTERNAL_H */

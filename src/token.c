@@ -110,8 +110,7 @@ static int check_name(const char *name, size_t *len) {
 /* Try to trigger t on behalf of src with the given state bits (TRIGGERED,
  * reason, detail).  Returns true if this call won; then *interest says
  * whether t has children, callbacks or a descriptor to process. */
-static bool claim(ct_token *t, ct_token *src, uint32_t bits,
-                  bool *interest) {
+bool ct__claim(ct_token *t, ct_token *src, uint32_t bits, bool *interest) {
   ct_token *expected = NULL;
   /* acq_rel: the winner is ordered after every earlier claim attempt; the
    * cause it stores is published by the release fetch_or below. */
@@ -151,7 +150,7 @@ static void process(ct_token *t, ct_token **work) {
     ct_token *c = l->child;
     bool interest;
     /* c cannot be freed while we hold t's lock: it must unlink first. */
-    if (claim(c, src, bits, &interest) && interest &&
+    if (ct__claim(c, src, bits, &interest) && interest &&
         ct__ref_unless_zero(c)) {
       c->work_next = *work;
       *work = c;
@@ -165,19 +164,9 @@ static void process(ct_token *t, ct_token **work) {
   ct__run_callbacks(t);
 }
 
-int ct_token_trigger_reason(ct_token *t, ct_reason reason, int detail) {
-  if (!t || reason == CT_REASON_NONE || (unsigned)reason > 255 ||
-      detail < 0 || detail > 255)
-    return -EINVAL;
-  uint32_t bits = CT_ST_TRIGGERED | (uint32_t)reason << CT_ST_REASON_SHIFT |
-                  (uint32_t)detail << CT_ST_DETAIL_SHIFT;
-  bool interest;
-  if (!claim(t, t, bits, &interest))
-    return 0;
-  if (!interest)
-    return 1;
-  /* Our own reference: a callback may drop the caller's last one. */
-  ref_get(t);
+/* Process t, claimed by the caller who also holds a reference on it for
+ * us (dropped here), and everything its trigger reaches. */
+void ct__drain(ct_token *t) {
   ct_token *work = t;
   t->work_next = NULL;
   while (work) {
@@ -186,6 +175,51 @@ int ct_token_trigger_reason(ct_token *t, ct_reason reason, int detail) {
     x->work_next = NULL;
     process(x, &work);
     ct_token_unref(x);
+  }
+}
+
+static int reason_bits(ct_reason reason, int detail, uint32_t *bits) {
+  if (reason == CT_REASON_NONE || (unsigned)reason > 255 || detail < 0 ||
+      detail > 255)
+    return -EINVAL;
+  *bits = CT_ST_TRIGGERED | (uint32_t)reason << CT_ST_REASON_SHIFT |
+          (uint32_t)detail << CT_ST_DETAIL_SHIFT;
+  return 0;
+}
+
+int ct_token_trigger_reason(ct_token *t, ct_reason reason, int detail) {
+  uint32_t bits;
+  if (!t || reason_bits(reason, detail, &bits) < 0)
+    return -EINVAL;
+  bool interest;
+  if (!ct__claim(t, t, bits, &interest))
+    return 0;
+  if (interest) {
+    /* Our own reference: a callback may drop the caller's last one. */
+    ref_get(t);
+    ct__drain(t);
+  }
+  return 1;
+}
+
+int ct_token_trigger_with_cause(ct_token *t, ct_token *cause,
+                                ct_reason reason, int detail) {
+  uint32_t bits;
+  if (!t || !cause || reason_bits(reason, detail, &bits) < 0)
+    return -EINVAL;
+  if (cause == t)
+    return ct_token_trigger_reason(t, reason, detail);
+  /* t keeps cause alive (OWNS_CAUSE tells destroy_one to drop it); take
+   * the reference before the claim publishes the pointer. */
+  ref_get(cause);
+  bool interest;
+  if (!ct__claim(t, cause, bits | CT_ST_OWNS_CAUSE, &interest)) {
+    ct_token_unref(cause);
+    return 0;
+  }
+  if (interest) {
+    ref_get(t);
+    ct__drain(t);
   }
   return 1;
 }
@@ -221,7 +255,7 @@ static void link_parents(ct_token *c, ct_token *const *parents) {
     if (s & CT_ST_TRIGGERED) {
       ct__unlock(&p->lock);
       bool interest;
-      claim(c, atomic_load_explicit(&p->cause, memory_order_acquire),
+      ct__claim(c, atomic_load_explicit(&p->cause, memory_order_acquire),
             s & CT_ST_CAUSE_MASK, &interest);
       born_triggered = true;
       continue;
@@ -332,6 +366,14 @@ static void destroy_one(ct_token *t, ct_token **dying) {
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
       p->work_next = *dying;
       *dying = p;
+    }
+  }
+  uint32_t st = atomic_load_explicit(&t->state, memory_order_acquire);
+  if (st & CT_ST_OWNS_CAUSE) {
+    ct_token *c = atomic_load_explicit(&t->cause, memory_order_relaxed);
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
+      c->work_next = *dying;
+      *dying = c;
     }
   }
   struct ct_ext *e = atomic_load_explicit(&t->ext, memory_order_acquire);
