@@ -25,6 +25,7 @@ struct seen {
   _Atomic int ran;
   int was_in_handler;
   pthread_t thread;
+  ct_token *done; /* triggered by the callback, so the test can wait */
 };
 static void note_cb(ct_token *t, void *arg) {
   (void)t;
@@ -32,6 +33,7 @@ static void note_cb(ct_token *t, void *arg) {
   s->was_in_handler = in_handler;
   s->thread = pthread_self();
   atomic_store(&s->ran, 1);
+  ct_token_trigger(s->done);
 }
 
 /* Must run first: before ct_async_init() the call refuses and touches
@@ -55,6 +57,8 @@ static void test_trigger_from_signal_handler(void **state) {
   struct seen s = {0}, cs = {0};
   ASSERT_OK(ct_token_new(&t, "sigtoken"));
   ASSERT_OK(ct_token_new_child(&child, "child", t));
+  ASSERT_OK(ct_token_new(&s.done, "done"));
+  ASSERT_OK(ct_token_new(&cs.done, "cdone"));
   ASSERT_OK(ct_callback_register(&cb, t, note_cb, &s));
   ASSERT_OK(ct_callback_register(&ccb, child, note_cb, &cs));
   int fd = ct_token_fd(child);
@@ -77,7 +81,11 @@ static void test_trigger_from_signal_handler(void **state) {
   assert_int_equal(poll(&p, 1, -1), 1);
   ASSERT_OK(ct_token_wait(child, CT_FOREVER));
   assert_ptr_equal(ct_token_triggered_token(child), t);
-  ASSERT_ERR(ct_callback_unregister(&cb), 1);  /* waits for it if running */
+  /* The child is marked triggered before its callbacks run: wait for them
+   * to say they ran, rather than racing them with unregister. */
+  ASSERT_OK(ct_token_wait(s.done, CT_FOREVER));
+  ASSERT_OK(ct_token_wait(cs.done, CT_FOREVER));
+  ASSERT_ERR(ct_callback_unregister(&cb), 1);
   ASSERT_ERR(ct_callback_unregister(&ccb), 1);
   assert_int_equal(s.ran, 1);
   assert_int_equal(cs.ran, 1);
@@ -87,6 +95,8 @@ static void test_trigger_from_signal_handler(void **state) {
   assert_int_equal(raise(SIGUSR1), 0);
   assert_int_equal(handler_result, 0);
   sigaction(SIGUSR1, &old, NULL);
+  ct_token_unref(s.done);
+  ct_token_unref(cs.done);
   ct_token_unref(child);
   ct_token_unref(t);
 }

@@ -28,12 +28,14 @@ static void test_deadline_fires(void **state) {
 struct seen {
   pthread_t thread;
   _Atomic int ran;
+  ct_token *done; /* triggered by the callback, so the test can wait */
 };
 static void note_cb(ct_token *t, void *arg) {
   (void)t;
   struct seen *s = arg;
   s->thread = pthread_self();
   atomic_store(&s->ran, 1);
+  ct_token_trigger(s->done);
 }
 
 static void test_deadline_runs_callbacks_fd_and_children(void **state) {
@@ -43,6 +45,7 @@ static void test_deadline_runs_callbacks_fd_and_children(void **state) {
   struct seen s = {0};
   ASSERT_OK(ct_token_new(&t, "t"));
   ASSERT_OK(ct_token_new_child(&child, "child", t));
+  ASSERT_OK(ct_token_new(&s.done, "done"));
   ASSERT_OK(ct_callback_register(&cb, child, note_cb, &s));
   int fd = ct_token_fd(child);
   assert_true(fd >= 0);
@@ -52,7 +55,11 @@ static void test_deadline_runs_callbacks_fd_and_children(void **state) {
   ASSERT_OK(ct_token_wait(child, CT_FOREVER));
   assert_int_equal(ct_token_reason(child, NULL), CT_REASON_DEADLINE);
   assert_ptr_equal(ct_token_triggered_token(child), t);
-  ASSERT_ERR(ct_callback_unregister(&cb), 1); /* waits if still running */
+  /* The child is marked triggered before its callbacks run: wait for the
+   * callback to say it ran rather than race it with unregister. */
+  ASSERT_OK(ct_token_wait(s.done, CT_FOREVER));
+  ASSERT_ERR(ct_callback_unregister(&cb), 1);
+  ct_token_unref(s.done);
   assert_int_equal(s.ran, 1);
   assert_false(pthread_equal(s.thread, pthread_self()));
   ct_token_unref(child);
