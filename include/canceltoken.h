@@ -260,6 +260,15 @@ CT_EXTERN const char *ct_token_name(ct_token *t);
  * triggered), -ENOMEM (the name could not be composed). */
 CT_EXTERN int ct_token_message(ct_token *t, char *buf, size_t len);
 
+/* One pointer of user data per token, for language bindings and adapters
+ * (the Python package keeps its CancelToken object here).  The library
+ * never dereferences it and does nothing with it on free.  Set returns 0,
+ * or -EINVAL for NULL t, -ENOMEM.  ct_token_data() returns NULL when none
+ * was set.  Ownership: data is borrowed.  Any thread (the pointer is
+ * published with release/acquire); callbacks: yes. */
+CT_EXTERN int ct_token_set_data(ct_token *t, void *data);
+CT_EXTERN void *ct_token_data(const ct_token *t);
+
 /* ------------------------------------------------------------------------ */
 /* Chaining                                                                 */
 

@@ -135,6 +135,7 @@ struct ct_ext {
   size_t name_size;       /* bytes allocated for name */
   size_t heap_idx;        /* deadline heap slot or SIZE_MAX; guarded by the
                              deadline mutex */
+  _Atomic(void *) data;  /* ct_token_set_data() */
   _Atomic bool armed;     /* a deadline was ever set: destroy must look in
                              the heap (set once, under the deadline mutex) */
 };

@@ -65,6 +65,7 @@ struct ct_ext *ct__ext(ct_token *t) {
   n->name_size = 0;
   n->heap_idx = SIZE_MAX;
   atomic_init(&n->armed, false);
+  atomic_init(&n->data, NULL);
   if (atomic_compare_exchange_strong_explicit(&t->ext, &e, n,
                                               memory_order_acq_rel,
                                               memory_order_acquire))
@@ -333,6 +334,24 @@ int ct_token_mark_proxy(ct_token *t) {
 bool ct_token_is_proxy(const ct_token *t) {
   return t && (atomic_load_explicit(&t->state, memory_order_relaxed) &
                CT_ST_PROXY);
+}
+
+int ct_token_set_data(ct_token *t, void *data) {
+  if (!t)
+    return -EINVAL;
+  struct ct_ext *e = ct__ext(t);
+  if (!e)
+    return -ENOMEM;
+  atomic_store_explicit(&e->data, data, memory_order_release);
+  return 0;
+}
+
+void *ct_token_data(const ct_token *t) {
+  if (!t)
+    return NULL;
+  struct ct_ext *e =
+      atomic_load_explicit(&((ct_token *)t)->ext, memory_order_acquire);
+  return e ? atomic_load_explicit(&e->data, memory_order_acquire) : NULL;
 }
 
 /* ---- references and destruction ---- */

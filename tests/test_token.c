@@ -30,6 +30,21 @@ static void test_new_name_ref(void **state) {
   ct_token_unref(t);
 }
 
+static void test_user_data(void **state) {
+  (void)state;
+  ct_token *t;
+  int x;
+  ASSERT_OK(ct_token_new(&t, "d"));
+  assert_null(ct_token_data(t));
+  assert_null(ct_token_data(NULL));
+  ASSERT_ERR(ct_token_set_data(NULL, &x), -EINVAL);
+  ASSERT_OK(ct_token_set_data(t, &x));
+  assert_ptr_equal(ct_token_data(t), &x);
+  ASSERT_OK(ct_token_set_data(t, NULL));
+  assert_null(ct_token_data(t));
+  ct_token_unref(t);
+}
+
 static void test_bad_input(void **state) {
   (void)state;
   ct_token *t = NULL, *ok;
@@ -357,6 +372,7 @@ int main(void) {
   t_use_counting_allocator();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(test_new_name_ref, teardown_no_leak),
+      cmocka_unit_test_teardown(test_user_data, teardown_no_leak),
       cmocka_unit_test_teardown(test_bad_input, teardown_no_leak),
       cmocka_unit_test_teardown(test_trigger_first_wins, teardown_no_leak),
       cmocka_unit_test_teardown(test_chain_reference_example, teardown_no_leak),
