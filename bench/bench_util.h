@@ -122,6 +122,39 @@ static inline void bu_trim(void) {
 #endif
 }
 
+/* ---- heap layout ----------------------------------------------------------
+ *
+ * How fast a walk over a million small objects runs depends on how they lie
+ * in memory: in address order, the hardware prefetcher hides the cache
+ * misses, but in scattered order every object can cost a miss.  The
+ * fan-out workload therefore measures both layouts on purpose, and builds
+ * each layout the same way on both sides:
+ *   - "fresh": bu_trim() first, so the allocator carves the objects one
+ *     after another out of coalesced free memory, in creation order (and
+ *     every page is touched for the first time);
+ *   - "recycled": the previous generation was destroyed in a random order
+ *     (bu_shuffle, fixed seed), so the allocator's LIFO free lists hand
+ *     the addresses back scattered, as in a long-running server. */
+
+/* idx[0..n) = a pseudo-random permutation of 0..n-1 (xorshift64*, fixed
+ * seed: the same permutation in every run and in both programs). */
+static inline void bu_shuffle(size_t *idx, size_t n) {
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  size_t i;
+  for (i = 0; i < n; i++)
+    idx[i] = i;
+  for (i = n; i > 1; i--) {
+    size_t j, tmp;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    j = (size_t)((x * 0x2545f4914f6cdd1dull) % i);
+    tmp = idx[i - 1];
+    idx[i - 1] = idx[j];
+    idx[j] = tmp;
+  }
+}
+
 /* ---- threads ----------------------------------------------------------- */
 
 static inline long bu_gettid(void) { return (long)syscall(SYS_gettid); }
@@ -165,8 +198,8 @@ static inline char bu_thread_state(long tid) {
  *   waiter: wait(i) returns; t1 = now; publishes done = i + 1
  *   main:   latency = t1 - t0; cleanup(i)
  * The same harness drives every variant in both programs.  The main thread
- * yields (it does not sleep) while it waits for `done`, so on a machine
- * with one core the waiter still gets the CPU at once. */
+ * yields (it does not sleep) while it waits for `done`, so when both
+ * threads share a CPU the waiter gets it at once. */
 
 typedef struct bu_wake_ops {
   void *ctx;
@@ -179,15 +212,51 @@ typedef struct bu_wake_ops {
 typedef struct bu_wake_shared {
   const bu_wake_ops *ops;
   size_t nops;
+  int waiter_cpu;
   size_t rounds;          /* in all, over every variant */
   size_t go, ready, done; /* accessed with __atomic builtins */
   long tid;
   int64_t *woke;
 } bu_wake_shared;
 
+/* ---- CPU placement ------------------------------------------------------------
+ *
+ * A wake-up latency depends mostly on where the two threads run, so the
+ * harness pins them and reports two regimes:
+ *   - cross-CPU: waiter and trigger on two different CPUs.  The wake-up
+ *     travels as an inter-processor interrupt and the waiter's CPU leaves
+ *     its idle state; on a virtual machine both cost a trip through the
+ *     hypervisor, often ten microseconds or more, which hides the
+ *     mechanism's own cost;
+ *   - same CPU: both threads on one CPU.  The trigger makes the waiter
+ *     runnable; it runs as soon as the triggering thread yields or is
+ *     preempted.  This measures the mechanism's own path (system calls,
+ *     locks, context switches), IPI-free. */
+
+/* The first two CPUs this process may run on; returns how many exist. */
+static inline int bu_two_cpus(int cpu[2]) {
+  cpu_set_t set;
+  int i, n = 0;
+  cpu[0] = cpu[1] = 0;
+  if (sched_getaffinity(0, sizeof set, &set) != 0)
+    return 1;
+  for (i = 0; i < CPU_SETSIZE && n < 2; i++)
+    if (CPU_ISSET(i, &set))
+      cpu[n++] = i;
+  return n;
+}
+
+static inline void bu_pin_self(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
 static inline void *bu_wake_waiter(void *arg) {
   bu_wake_shared *s = (bu_wake_shared *)arg;
   size_t i;
+  bu_pin_self(s->waiter_cpu);
   __atomic_store_n(&s->tid, bu_gettid(), __ATOMIC_RELEASE);
   for (i = 0; i < s->rounds; i++) {
     const bu_wake_ops *o = &s->ops[i % s->nops];
@@ -202,17 +271,24 @@ static inline void *bu_wake_waiter(void *arg) {
 }
 
 /* Runs `rounds` rounds of each of the nops variants, interleaved;
- * lat[v][0..rounds) receives variant v's latencies in ns, sorted.
+ * lat[v][0..rounds) receives variant v's latencies in ns, sorted.  The
+ * calling thread is pinned to trigger_cpu and the waiter to waiter_cpu for
+ * the run; the caller's CPU affinity is restored afterwards.
  * Returns the number of rounds whose waiter was not seen asleep before the
  * trigger (expected 0; reported in the note). */
 static inline size_t bu_wake_run(const bu_wake_ops *ops, size_t nops,
-                                 size_t rounds, double *const *lat) {
+                                 size_t rounds, double *const *lat,
+                                 int trigger_cpu, int waiter_cpu) {
   bu_wake_shared s;
   pthread_t th;
+  cpu_set_t saved;
   size_t i, v, unsettled = 0;
   memset(&s, 0, sizeof s);
   s.ops = ops;
   s.nops = nops;
+  s.waiter_cpu = waiter_cpu;
+  pthread_getaffinity_np(pthread_self(), sizeof saved, &saved);
+  bu_pin_self(trigger_cpu);
   s.rounds = rounds * nops;
   s.woke = (int64_t *)bu_xmalloc(s.rounds * sizeof *s.woke);
   if (pthread_create(&th, NULL, bu_wake_waiter, &s) != 0)
@@ -248,6 +324,7 @@ static inline size_t bu_wake_run(const bu_wake_ops *ops, size_t nops,
     o->cleanup(o->ctx, i);
   }
   pthread_join(th, NULL);
+  pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
   free(s.woke);
   for (v = 0; v < nops; v++)
     bu_sort(lat[v], rounds);

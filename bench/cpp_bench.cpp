@@ -136,41 +136,71 @@ void bench_check(const bu_config *c) {
 
 /* ---- 2. fan-out and deep chain ------------------------------------------ */
 
+/* As bench_fanout in ct_bench.c: per repetition a fresh generation (trim,
+ * create, stop the root, destroy in random order) and a recycled one
+ * (create at scattered addresses, stop, destroy in creation order). */
+int64_t make_children(std::vector<std::unique_ptr<Child>> &kids,
+                      std::unique_ptr<std::stop_source> &root) {
+  root = std::make_unique<std::stop_source>();
+  std::stop_token tok = root->get_token();
+  int64_t t0 = bu_now();
+  for (auto &k : kids)
+    k = std::make_unique<Child>(tok);
+  return bu_now() - t0;
+}
+
+int64_t trigger_children(std::vector<std::unique_ptr<Child>> &kids,
+                         std::stop_source &root) {
+  int64_t t0 = bu_now();
+  root.request_stop();
+  int64_t t1 = bu_now();
+  for (auto &k : kids)
+    if (!k->src.stop_requested())
+      bu_die("fanout: a child was not stopped by its root");
+  return t1 - t0;
+}
+
 void bench_fanout(const bu_config *c) {
+  enum { CREATE, TRIGGER, DESTROY_RANDOM, CREATE2, TRIGGER2, DESTROY, NF };
+  static const char *const what[NF] = {
+      "create",          "trigger",          "destroy_random",
+      "create_recycled", "trigger_recycled", "destroy"};
   size_t n = c->fanout_n;
-  std::vector<double> vc(c->reps + 1), vt(c->reps + 1), vd(c->reps + 1);
+  std::vector<double> v[NF];
   std::vector<std::unique_ptr<Child>> kids(n);
-  char note[96];
+  std::vector<size_t> perm(n);
+  std::unique_ptr<std::stop_source> root;
+  char key[64], note[96];
 
   progress("fanout");
-  /* Repetition 0 is a warm-up, as in ct_bench. */
-  for (size_t r = 0; r <= c->reps; r++) {
-    auto root = std::make_unique<std::stop_source>();
-    std::stop_token tok = root->get_token();
+  bu_shuffle(perm.data(), n);
+  for (size_t r = 0; r < c->reps; r++) {
+    double x[NF];
+    bu_trim();
+    x[CREATE] = (double)make_children(kids, root);
+    x[TRIGGER] = (double)trigger_children(kids, *root);
     int64_t t0 = bu_now();
     for (size_t i = 0; i < n; i++)
-      kids[i] = std::make_unique<Child>(tok);
-    int64_t t1 = bu_now();
-    root->request_stop();
-    int64_t t2 = bu_now();
-    for (size_t i = 0; i < n; i++)
-      if (!kids[i]->src.stop_requested())
-        bu_die("fanout: a child was not stopped by its root");
-    int64_t t3 = bu_now();
+      kids[perm[i]].reset();
+    root.reset();
+    x[DESTROY_RANDOM] = (double)(bu_now() - t0);
+
+    x[CREATE2] = (double)make_children(kids, root);
+    x[TRIGGER2] = (double)trigger_children(kids, *root);
+    t0 = bu_now();
     for (size_t i = 0; i < n; i++)
       kids[i].reset();
-    tok = std::stop_token();
     root.reset();
-    int64_t t4 = bu_now();
-    vc[r] = (double)(t1 - t0) / (double)n;
-    vt[r] = (double)(t2 - t1) / (double)n;
-    vd[r] = (double)(t4 - t3) / (double)n;
+    x[DESTROY] = (double)(bu_now() - t0);
+    for (size_t k = 0; k < NF; k++)
+      v[k].push_back(x[k] / (double)n);
   }
   snprintf(note, sizeof note,
            "n=%zu child = stop_source + stop_callback on root (heap)", n);
-  bu_emit("fanout.create", "ns/child", vc.data() + 1, c->reps, note);
-  bu_emit("fanout.trigger", "ns/child", vt.data() + 1, c->reps, note);
-  bu_emit("fanout.destroy", "ns/child", vd.data() + 1, c->reps, note);
+  for (size_t k = 0; k < NF; k++) {
+    snprintf(key, sizeof key, "fanout.%s", what[k]);
+    bu_emit(key, "ns/child", v[k].data(), c->reps, note);
+  }
 }
 
 /* Build the emulated chain, stop its root on a big stack (see
@@ -359,9 +389,10 @@ void ep_free(void *p, size_t) {
   w->src.reset();
 }
 
-void bench_wake(const bu_config *c) {
+/* As bench_wake in ct_bench.c, in one regime (same_cpu 0 or 1). */
+void bench_wake(const bu_config *c, int same_cpu) {
   constexpr size_t NV = 2;
-  static const char *const names[NV] = {"wake.wait", "wake.epoll"};
+  static const char *const names[NV] = {"wait", "epoll"};
   static const char *const notes[NV] = {
       "condition_variable_any::wait(lock; stop_token; pred) <- request_stop",
       "epoll_wait on eventfd written by a stop_callback <- request_stop"};
@@ -379,24 +410,33 @@ void bench_wake(const bu_config *c) {
     latp[k] = lat[k].data();
   }
 
-  progress("wake-up latency");
+  int cpu[2];
+  progress(same_cpu ? "wake-up latency (same CPU)"
+                    : "wake-up latency (cross-CPU)");
+  if (bu_two_cpus(cpu) < 2 && !same_cpu) {
+    printf("# wake (cross-CPU) skipped: only one CPU available\n");
+    close(w.ep);
+    return;
+  }
+  int tcpu = cpu[0], wcpu = same_cpu ? cpu[0] : cpu[1];
   /* The variants take turns round by round (see bu_wake_run); a short
    * untimed run first, as in ct_bench. */
-  bu_wake_run(ops, NV, c->wake_rounds / 10, latp);
+  bu_wake_run(ops, NV, c->wake_rounds / 10, latp, tcpu, wcpu);
   for (size_t r = 0; r < c->reps; r++) {
-    unsettled += bu_wake_run(ops, NV, c->wake_rounds, latp);
+    unsettled += bu_wake_run(ops, NV, c->wake_rounds, latp, tcpu, wcpu);
     for (size_t k = 0; k < NV; k++) {
       p50[k].push_back(bu_percentile(latp[k], c->wake_rounds, 0.50));
       p99[k].push_back(bu_percentile(latp[k], c->wake_rounds, 0.99));
     }
   }
   for (size_t k = 0; k < NV; k++) {
+    const char *pfx = same_cpu ? "wake_1cpu" : "wake";
     char key[64], note[192];
     snprintf(note, sizeof note, "%s; rounds=%zu%s", notes[k], c->wake_rounds,
              unsettled ? "; WARNING some waiters not seen asleep" : "");
-    snprintf(key, sizeof key, "%s.p50", names[k]);
+    snprintf(key, sizeof key, "%s.%s.p50", pfx, names[k]);
     bu_emit(key, "ns", p50[k].data(), c->reps, note);
-    snprintf(key, sizeof key, "%s.p99", names[k]);
+    snprintf(key, sizeof key, "%s.%s.p99", pfx, names[k]);
     bu_emit(key, "ns", p99[k].data(), c->reps, note);
   }
   close(w.ep);
@@ -466,8 +506,10 @@ int main(int argc, char **argv) {
     bench_churn_one<false>(&c);
     bench_churn_one<true>(&c);
   }
-  if (bu_selected(&c, "wake"))
-    bench_wake(&c);
+  if (bu_selected(&c, "wake")) {
+    bench_wake(&c, 0);
+    bench_wake(&c, 1);
+  }
   if (bu_selected(&c, "poll"))
     bench_poll(&c);
   return 0;

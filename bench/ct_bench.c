@@ -106,61 +106,90 @@ static void bench_check(const bu_config *c) {
 /* ---- 2. fan-out and deep chain ------------------------------------------ */
 
 /* One root with n direct children made by ct_token_new_child (use_chain_n
- * 0) or ct_token_chain_n(n=1) (use_chain_n 1).  Times creation, the trigger
- * of the root (which returns once every child is triggered) and
- * destruction, each per child. */
+ * 0) or ct_token_chain_n(n=1) (use_chain_n 1).  Each repetition plays two
+ * generations (see "heap layout" in bench_util.h):
+ *   1. fresh:    trim; create n children; trigger the root (it returns once
+ *                every child is triggered); destroy the children in a
+ *                random order;
+ *   2. recycled: create n children again, now at scattered addresses;
+ *                trigger; destroy them in creation order.
+ * Every figure is per child. */
+static int64_t make_children(ct_token **kids, size_t n, ct_token **root,
+                             int use_chain_n) {
+  size_t i;
+  int64_t t0;
+  CT_OK(ct_token_new(root, "root"));
+  t0 = bu_now();
+  if (use_chain_n) {
+    for (i = 0; i < n; i++)
+      CT_OK(ct_token_chain_n(&kids[i], root, 1));
+  } else {
+    for (i = 0; i < n; i++)
+      CT_OK(ct_token_new_child(&kids[i], "child", *root));
+  }
+  return bu_now() - t0;
+}
+
+static int64_t trigger_children(ct_token **kids, size_t n, ct_token *root) {
+  size_t i;
+  int64_t t0 = bu_now(), t1;
+  CT_OK(ct_token_trigger(root));
+  t1 = bu_now();
+  for (i = 0; i < n; i++)
+    if (!ct_token_triggered(kids[i]))
+      bu_die("fanout: a child was not triggered by its root");
+  return t1 - t0;
+}
+
 static void bench_fanout(const bu_config *c, int use_chain_n) {
-  size_t n = c->fanout_n, r, i;
-  double *vc = (double *)bu_xmalloc((c->reps + 1) * sizeof *vc);
-  double *vt = (double *)bu_xmalloc((c->reps + 1) * sizeof *vt);
-  double *vd = (double *)bu_xmalloc((c->reps + 1) * sizeof *vd);
+  enum { CREATE, TRIGGER, DESTROY_RANDOM, CREATE2, TRIGGER2, DESTROY, NF };
+  static const char *const what[NF] = {
+      "create",          "trigger",          "destroy_random",
+      "create_recycled", "trigger_recycled", "destroy"};
+  size_t n = c->fanout_n, r, i, k;
+  double *v[NF];
   ct_token **kids = (ct_token **)bu_xmalloc(n * sizeof *kids);
+  size_t *perm = (size_t *)bu_xmalloc(n * sizeof *perm);
   const char *pfx = use_chain_n ? "fanout_chain1" : "fanout";
   char key[64], note[96];
 
   progress(use_chain_n ? "fanout (ct_token_chain_n n=1)"
                        : "fanout (ct_token_new_child)");
-  /* Repetition 0 is a warm-up (first-touch page faults of a fresh heap)
-   * and is not reported. */
-  for (r = 0; r <= c->reps; r++) {
+  bu_shuffle(perm, n);
+  memset(kids, 0, n * sizeof *kids);
+  for (k = 0; k < NF; k++)
+    v[k] = (double *)bu_xmalloc(c->reps * sizeof(double));
+  for (r = 0; r < c->reps; r++) {
     ct_token *root;
-    int64_t t0, t1, t2, t3, t4;
-    CT_OK(ct_token_new(&root, "root"));
+    int64_t t0;
+    bu_trim();
+    v[CREATE][r] = (double)make_children(kids, n, &root, use_chain_n);
+    v[TRIGGER][r] = (double)trigger_children(kids, n, root);
     t0 = bu_now();
-    if (use_chain_n) {
-      for (i = 0; i < n; i++)
-        CT_OK(ct_token_chain_n(&kids[i], &root, 1));
-    } else {
-      for (i = 0; i < n; i++)
-        CT_OK(ct_token_new_child(&kids[i], "child", root));
-    }
-    t1 = bu_now();
-    CT_OK(ct_token_trigger(root));
-    t2 = bu_now();
     for (i = 0; i < n; i++)
-      if (!ct_token_triggered(kids[i]))
-        bu_die("fanout: a child was not triggered by its root");
-    t3 = bu_now();
+      ct_token_unref(kids[perm[i]]);
+    ct_token_unref(root);
+    v[DESTROY_RANDOM][r] = (double)(bu_now() - t0);
+
+    v[CREATE2][r] = (double)make_children(kids, n, &root, use_chain_n);
+    v[TRIGGER2][r] = (double)trigger_children(kids, n, root);
+    t0 = bu_now();
     for (i = 0; i < n; i++)
       ct_token_unref(kids[i]);
     ct_token_unref(root);
-    t4 = bu_now();
-    vc[r] = (double)(t1 - t0) / (double)n;
-    vt[r] = (double)(t2 - t1) / (double)n;
-    vd[r] = (double)(t4 - t3) / (double)n;
+    v[DESTROY][r] = (double)(bu_now() - t0);
+    for (k = 0; k < NF; k++)
+      v[k][r] /= (double)n;
   }
   snprintf(note, sizeof note, "n=%zu %s", n,
            use_chain_n ? "ct_token_chain_n(n=1)" : "ct_token_new_child");
-  snprintf(key, sizeof key, "%s.create", pfx);
-  bu_emit(key, "ns/child", vc + 1, c->reps, note);
-  snprintf(key, sizeof key, "%s.trigger", pfx);
-  bu_emit(key, "ns/child", vt + 1, c->reps, note);
-  snprintf(key, sizeof key, "%s.destroy", pfx);
-  bu_emit(key, "ns/child", vd + 1, c->reps, note);
+  for (k = 0; k < NF; k++) {
+    snprintf(key, sizeof key, "%s.%s", pfx, what[k]);
+    bu_emit(key, "ns/child", v[k], c->reps, note);
+    free(v[k]);
+  }
   free(kids);
-  free(vc);
-  free(vt);
-  free(vd);
+  free(perm);
 }
 
 /* A chain of chain_n links, each a child of the previous.  The trigger of
@@ -411,10 +440,13 @@ static void c_free(void *p, size_t i) {
   (void)i;
 }
 
-static void bench_wake(const bu_config *c) {
+/* Wake-up latency in one regime (see "CPU placement" in bench_util.h):
+ * same_cpu 0, trigger and waiter on two CPUs (keys wake.*), or 1, both on
+ * one CPU (keys wake_1cpu.*). */
+static void bench_wake(const bu_config *c, int same_cpu) {
   enum { NV = 4 };
-  static const char *const names[NV] = {"wake.wait", "wake.epoll",
-                                        "wake.condvar", "wake.condvar_unl"};
+  static const char *const names[NV] = {"wait", "epoll", "condvar",
+                                        "condvar_unl"};
   static const char *const notes[NV] = {
       "ct_token_wait <- ct_token_trigger",
       "epoll_wait on ct_token_fd <- ct_token_trigger",
@@ -424,8 +456,16 @@ static void bench_wake(const bu_config *c) {
   bu_wake_ops ops[NV];
   double *p50[NV], *p99[NV], *lat[NV];
   size_t r, k, unsettled = 0;
+  int cpu[2], tcpu, wcpu;
 
-  progress("wake-up latency");
+  progress(same_cpu ? "wake-up latency (same CPU)"
+                    : "wake-up latency (cross-CPU)");
+  if (bu_two_cpus(cpu) < 2 && !same_cpu) {
+    printf("# wake (cross-CPU) skipped: only one CPU available\n");
+    return;
+  }
+  tcpu = cpu[0];
+  wcpu = same_cpu ? cpu[0] : cpu[1];
   memset(&w, 0, sizeof w);
   pthread_mutex_init(&w.mu, NULL);
   pthread_cond_init(&w.cv, NULL);
@@ -443,21 +483,22 @@ static void bench_wake(const bu_config *c) {
   }
   /* The variants take turns round by round (see bu_wake_run).  A short
    * untimed run first warms up the thread, the futexes and the epoll set. */
-  bu_wake_run(ops, NV, c->wake_rounds / 10, lat);
+  bu_wake_run(ops, NV, c->wake_rounds / 10, lat, tcpu, wcpu);
   for (r = 0; r < c->reps; r++) {
-    unsettled += bu_wake_run(ops, NV, c->wake_rounds, lat);
+    unsettled += bu_wake_run(ops, NV, c->wake_rounds, lat, tcpu, wcpu);
     for (k = 0; k < NV; k++) {
       p50[k][r] = bu_percentile(lat[k], c->wake_rounds, 0.50);
       p99[k][r] = bu_percentile(lat[k], c->wake_rounds, 0.99);
     }
   }
   for (k = 0; k < NV; k++) {
+    const char *pfx = same_cpu ? "wake_1cpu" : "wake";
     char key[64], note[160];
     snprintf(note, sizeof note, "%s; rounds=%zu%s", notes[k], c->wake_rounds,
              unsettled ? "; WARNING some waiters not seen asleep" : "");
-    snprintf(key, sizeof key, "%s.p50", names[k]);
+    snprintf(key, sizeof key, "%s.%s.p50", pfx, names[k]);
     bu_emit(key, "ns", p50[k], c->reps, note);
-    snprintf(key, sizeof key, "%s.p99", names[k]);
+    snprintf(key, sizeof key, "%s.%s.p99", pfx, names[k]);
     bu_emit(key, "ns", p99[k], c->reps, note);
     free(p50[k]);
     free(p99[k]);
@@ -547,8 +588,10 @@ int main(int argc, char **argv) {
     bench_churn(&c, 0);
     bench_churn(&c, 1);
   }
-  if (bu_selected(&c, "wake"))
-    bench_wake(&c);
+  if (bu_selected(&c, "wake")) {
+    bench_wake(&c, 0);
+    bench_wake(&c, 1);
+  }
   if (bu_selected(&c, "poll"))
     bench_poll(&c);
   return 0;

@@ -26,6 +26,7 @@ import platform
 import signal
 import subprocess
 import sys
+import time
 
 # The table: (section, workload, our key, peer program, peer key, peer
 # description, ratio meaningful?).  Peer program "cpp" is cpp_bench;
@@ -45,19 +46,7 @@ ROWS = [
      "check.depth100", "vs " + EMUL, True),
     ("check", "check, chained depth 10000", "check.depth10000", "cpp",
      "check.depth10000", "vs " + EMUL, True),
-    ("fanout", "fan-out: create child (new_child)", "fanout.create", "cpp",
-     "fanout.create", "vs C++ heap Child (stop_source + stop_callback)", True),
-    ("fanout", "fan-out: trigger root (new_child)", "fanout.trigger", "cpp",
-     "fanout.trigger", "vs C++ request_stop() running 1 callback per child",
-     True),
-    ("fanout", "fan-out: destroy child (new_child)", "fanout.destroy", "cpp",
-     "fanout.destroy", "vs C++ heap Child", True),
-    ("fanout", "fan-out: create child (chain_n n=1)", "fanout_chain1.create",
-     "cpp", "fanout.create", "vs C++ heap Child", True),
-    ("fanout", "fan-out: trigger root (chain_n n=1)", "fanout_chain1.trigger",
-     "cpp", "fanout.trigger", "vs C++ request_stop()", True),
-    ("fanout", "fan-out: destroy child (chain_n n=1)", "fanout_chain1.destroy",
-     "cpp", "fanout.destroy", "vs C++ heap Child", True),
+    # the fan-out rows are generated below: see FANOUT
     ("chain", "deep chain: create link", "chain.create", "cpp", "chain.create",
      "vs " + EMUL, True),
     ("chain", "deep chain: trigger root", "chain.trigger", "cpp",
@@ -80,35 +69,61 @@ ROWS = [
      "churn.rss", "should be ~0 on both sides", False),
     ("memory", "memory per live child (RSS)", "memory.child", "cpp",
      "memory.child", "vs C++ heap Child", True),
-    ("wake", "wake: ct_token_wait p50", "wake.wait.p50", "cpp",
-     "wake.wait.p50", "vs C++ condition_variable_any::wait(stop_token)", True),
-    ("wake", "wake: ct_token_wait p99", "wake.wait.p99", "cpp",
-     "wake.wait.p99", "vs C++ condition_variable_any::wait(stop_token)", True),
-    ("wake", "wake: ct_token_wait p50", "wake.wait.p50", "ct",
-     "wake.condvar.p50", "vs baseline pthread mutex+cond+flag, signal under the mutex (same "
-     "process)",
-     True),
-    ("wake", "wake: ct_token_wait p99", "wake.wait.p99", "ct",
-     "wake.condvar.p99", "vs baseline pthread mutex+cond+flag, signal under the mutex (same "
-     "process)",
-     True),
-    ("wake", "wake: ct_token_wait p50", "wake.wait.p50", "ct",
-     "wake.condvar_unl.p50", "vs baseline pthread condvar, signal after "
-     "unlock (same process)", True),
-    ("wake", "wake: ct_token_wait p99", "wake.wait.p99", "ct",
-     "wake.condvar_unl.p99", "vs baseline pthread condvar, signal after "
-     "unlock (same process)", True),
-    ("wake", "wake: epoll on ct_token_fd p50", "wake.epoll.p50", "cpp",
-     "wake.epoll.p50", "vs C++ epoll on eventfd written by stop_callback",
-     True),
-    ("wake", "wake: epoll on ct_token_fd p99", "wake.epoll.p99", "cpp",
-     "wake.epoll.p99", "vs C++ epoll on eventfd written by stop_callback",
-     True),
+    # the wake-up rows are generated below: see WAKE
     ("poll", "ct_poll, ready pipe", "poll.ct", "ct", "poll.plain",
      "vs baseline plain poll(2) on the pipe (same process)", True),
     ("poll", "ct_poll, ready pipe", "poll.ct", "cpp", "poll.cpp",
      "vs C++ stop_requested() + poll({pipe, stop eventfd})", True),
 ]
+
+
+# Fan-out: (figure, label, peer description), for each of our two APIs.
+# "fresh heap": children in address order; "recycled heap": scattered by
+# the random-order destroy of the previous generation (bench_util.h).
+FANOUT = [
+    ("create", "create child, fresh heap",
+     "vs C++ heap Child (stop_source + stop_callback); includes first touch "
+     "of the pages"),
+    ("trigger", "trigger root, fresh heap",
+     "vs C++ request_stop() running 1 callback per child; children in "
+     "address order"),
+    ("destroy_random", "destroy, random order", "vs C++ heap Child"),
+    ("create_recycled", "create child, recycled heap",
+     "vs C++ heap Child; addresses scattered by the random destroy"),
+    ("trigger_recycled", "trigger root, recycled heap",
+     "vs C++ request_stop(); children scattered in memory"),
+    ("destroy", "destroy, creation order", "vs C++ heap Child"),
+]
+_i = [r[0] for r in ROWS].index("chain")
+ROWS[_i:_i] = [("fanout", "fan-out %s: %s" % (api, label),
+                "%s.%s" % (pfx, fig), "cpp", "fanout." + fig, desc, True)
+               for api, pfx in (("new_child", "fanout"),
+                                ("chain_n(1)", "fanout_chain1"))
+               for fig, label, desc in FANOUT]
+
+
+# Wake-up latency: (our figure, peer program, peer figure, what, peer
+# description), in two regimes (bench_util.h, "CPU placement"): waiter and
+# trigger on two CPUs (keys wake.*) or on one (keys wake_1cpu.*).
+WAKE = [
+    ("wait", "cpp", "wait", "ct_token_wait",
+     "vs C++ condition_variable_any::wait(lock, stop_token, pred)"),
+    ("wait", "ct", "condvar", "ct_token_wait",
+     "vs baseline pthread mutex+cond+flag, signal under the mutex (same "
+     "process)"),
+    ("wait", "ct", "condvar_unl", "ct_token_wait",
+     "vs baseline pthread mutex+cond+flag, signal after unlock (same "
+     "process)"),
+    ("epoll", "cpp", "epoll", "epoll on ct_token_fd",
+     "vs C++ epoll on an eventfd written by a stop_callback"),
+]
+_i = [r[0] for r in ROWS].index("poll")
+ROWS[_i:_i] = [("wake", "wake %s: %s %s" % (regime, what, pct),
+                "%s.%s.%s" % (pfx, ours, pct), prog,
+                "%s.%s.%s" % (pfx, peer, pct), desc, True)
+               for pfx, regime in (("wake", "2 CPUs"), ("wake_1cpu", "1 CPU"))
+               for ours, prog, peer, what, desc in WAKE
+               for pct in ("p50", "p99")]
 
 
 def parse(text):
@@ -199,6 +214,23 @@ def loadavg():
         return None
 
 
+def cpu_busy(seconds=0.5):
+    """Fraction of all CPUs' time spent busy over a short window, or None.
+    Sampled just before the run: a busy machine makes the figures noisy."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)  # idle + iowait
+        return sum(v), idle
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (i1 - i0) / (t1 - t0) if t1 > t0 else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -239,6 +271,7 @@ def main():
         bargs += ["--only", a.only]
 
     load_before = loadavg()
+    busy_before = cpu_busy()
     started = datetime.datetime.now(datetime.timezone.utc)
     paths = {"ct": a.ct_bench, "cpp": a.cpp_bench}
     status = {"ct": "ok", "cpp": "ok"}
@@ -342,10 +375,12 @@ def main():
     for name in ("ct", "cpp"):
         for c in comments[name]:
             print("  " + c.replace(" reps=1", ""))  # run.py repeats instead
-    print("  load average (1 min) before %s, after %s; our own run adds "
-          "up to ~1-2" % (load_before, load_after))
-    if load_before is not None and load_before > 0.5:
-        print("  WARNING: the machine was busy before the run started; "
+    print("  CPUs busy just before the run: %s; load average (1 min) "
+          "before %s, after %s (our own run adds up to ~1-2)"
+          % ("?" if busy_before is None else "%.0f%%" % (100 * busy_before),
+             load_before, load_after))
+    if busy_before is not None and busy_before > 0.25:
+        print("  WARNING: the machine was busy when the run started; the "
               "figures may be noisy")
     print("  each cell: median [min..max] over %d repetitions (one fresh "
           "process of each binary per repetition, taking turns); ratio = "
@@ -385,6 +420,7 @@ def main():
     meta = {"mode": mode, "reps": reps, "started": started.isoformat(),
             "elapsed_s": round(elapsed, 2), "cpus": os.cpu_count(),
             "kernel": platform.release(), "cpu": cpu_model(),
+            "cpu_busy_before": busy_before,
             "loadavg_before": load_before, "loadavg_after": load_after,
             "config": comments, "status": status}
     with open(json_path, "w") as f:
