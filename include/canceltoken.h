@@ -375,7 +375,9 @@ typedef void (*ct_callback_fn)(ct_token *t, void *arg);
 
 /* A callback registration.  The caller owns the storage (no allocation);
  * it must stay valid and unmoved from ct_callback_register() until
- * ct_callback_unregister() returns.  The members are private. */
+ * ct_callback_unregister() returns.  Zero it before the first use
+ * (ct_callback cb = {0};); ct_callback_unregister() leaves it zeroed again.
+ * The members are private. */
 typedef struct ct_callback {
   uintptr_t private_[8];
 } ct_callback;
@@ -389,6 +391,8 @@ typedef struct ct_callback {
  *              thread, before this call returned.  No reference is held
  *              and ct_callback_unregister() is optional (it returns 1).
  *   -EINVAL:   NULL cb, t or fn, or cb is already registered.
+ *   -ENOMEM:   the first registration on a token allocates a small block
+ *              for the token's list; later ones allocate nothing.
  * Ownership: t borrowed; cb owned by the caller (see above).  Any thread;
  * callbacks: yes. */
 CT_EXTERN int ct_callback_register(ct_callback *cb, ct_token *t,

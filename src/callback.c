@@ -4,8 +4,10 @@
  * unregistering them with std::stop_callback's guarantee.
  *
  * Design notes:
- *  - The storage is the caller's (struct ct_callback), so registering
- *    allocates nothing and cannot run out of memory.
+ *  - The storage is the caller's (struct ct_callback).  The list head lives
+ *    in the token's struct ct_ext, so the first registration on a token
+ *    allocates that (once) and may fail with -ENOMEM; later ones allocate
+ *    nothing.
  *  - Exactly once: a callback leaves the token's list under the token's
  *    lock, either popped by the thread that processes the trigger (which
  *    then runs it) or removed by ct_callback_unregister() (which then
@@ -39,6 +41,9 @@ int ct_callback_register(ct_callback *c, ct_token *t, ct_callback_fn fn,
   cb->fn = fn;
   cb->arg = arg;
   cb->destroyed = NULL;
+  struct ct_ext *e = ct__ext(t); /* the list head lives there */
+  if (!e)
+    return -ENOMEM;
 
   ct__lock(&t->lock);
   /* The RMW on the state word decides, against the trigger's fetch_or, whether
@@ -55,11 +60,11 @@ int ct_callback_register(ct_callback *c, ct_token *t, ct_callback_fn fn,
   }
   /* A reference, so the caller may drop its own and unregister later. */
   ct_token_ref(t);
-  cb->next = t->callbacks;
+  cb->next = e->callbacks;
   if (cb->next)
     cb->next->pprev = &cb->next;
-  cb->pprev = &t->callbacks;
-  t->callbacks = cb;
+  cb->pprev = &e->callbacks;
+  e->callbacks = cb;
   atomic_store_explicit(&cb->state, CB_LISTED, memory_order_relaxed);
   ct__unlock(&t->lock);
   return 0;
@@ -68,17 +73,20 @@ int ct_callback_register(ct_callback *c, ct_token *t, ct_callback_fn fn,
 /* Run t's callbacks, one at a time; t is triggered and referenced by the
  * caller.  New registrations see TRIGGERED and run inline instead. */
 void ct__run_callbacks(ct_token *t) {
+  struct ct_ext *e = atomic_load_explicit(&t->ext, memory_order_acquire);
+  if (!e)
+    return; /* no registration ever: it would have created ext */
   for (;;) {
     bool destroyed = false;
     ct__lock(&t->lock);
-    struct ct_cb *cb = t->callbacks;
+    struct ct_cb *cb = e->callbacks;
     if (!cb) {
       ct__unlock(&t->lock);
       return;
     }
-    t->callbacks = cb->next;
+    e->callbacks = cb->next;
     if (cb->next)
-      cb->next->pprev = &t->callbacks;
+      cb->next->pprev = &e->callbacks;
     cb->pprev = NULL;
     cb->runner = pthread_self();
     cb->destroyed = &destroyed;

@@ -108,10 +108,13 @@ static inline void ct__unlock(ct_lock *l) {
 
 /* ---- the token ---- */
 struct ct_link {          /* one parent edge of a child */
+  /* next and child first: they are what a parent's trigger walk reads, and
+   * with the child's state word and cause they share as few cache lines as
+   * the layout allows. */
   struct ct_link *next;   /* in parent->children; guarded by parent->lock */
+  ct_token *child;        /* borrowed: the child owns this link */
   struct ct_link **pprev; /* NULL when not on the list */
   ct_token *parent;       /* holds a reference */
-  ct_token *child;        /* borrowed: the child owns this link */
 };
 
 struct ct_ext; /* rarely used parts, allocated on demand: see token.c */
@@ -123,14 +126,18 @@ struct ct_token {
   uint32_t nlinks;               /* immutable */
   _Atomic(ct_token *) cause;     /* set once by the claiming CAS */
   struct ct_link *children;      /* guarded by lock */
-  struct ct_cb *callbacks;       /* guarded by lock */
   _Atomic(struct ct_ext *) ext;  /* set once by CAS, freed at destroy */
   ct_token *work_next;           /* owned by the holder of the work item */
   struct ct_link links[];        /* nlinks, then the name if NAMED */
 };
 
+/* The parts of a token that most tokens never use, allocated on first use:
+ * keeping them out of struct ct_token keeps a child with a short name in a
+ * 96-byte malloc chunk. */
 struct ct_ext {
-  int fd;                 /* eventfd or -1; created under the token's lock */
+  struct ct_cb *callbacks; /* guarded by the token's lock */
+  _Atomic int fd;         /* eventfd or -1; created under the token's lock,
+                             read without it once set */
   _Atomic(char *) name;   /* composed chain name, set once by CAS */
   size_t name_size;       /* bytes allocated for name */
   size_t heap_idx;        /* deadline heap slot or SIZE_MAX; guarded by the

@@ -63,13 +63,17 @@ int ct_token_fd(ct_token *t) {
   struct ct_ext *e = ct__ext(t);
   if (!e)
     return -ENOMEM;
+  /* Fast path, no lock: acquire pairs with the release store below. */
+  int fd = atomic_load_explicit(&e->fd, memory_order_acquire);
+  if (fd >= 0)
+    return fd;
   ct__lock(&t->lock);
-  if (e->fd >= 0) {
-    int fd = e->fd;
+  fd = atomic_load_explicit(&e->fd, memory_order_relaxed);
+  if (fd >= 0) {
     ct__unlock(&t->lock);
     return fd;
   }
-  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) {
     int err = errno;
     ct__unlock(&t->lock);
@@ -80,7 +84,7 @@ int ct_token_fd(ct_token *t) {
    * TRIGGERED and write it ourselves. */
   uint32_t s = atomic_fetch_or_explicit(&t->state, CT_ST_INTEREST,
                                         memory_order_acq_rel);
-  e->fd = fd;
+  atomic_store_explicit(&e->fd, fd, memory_order_release);
   if (s & CT_ST_TRIGGERED)
     ct__eventfd_signal(fd);
   ct__unlock(&t->lock);

@@ -115,6 +115,24 @@ static int op_poll_many(void *p) {
   return r == 40 ? 0 : -EPROTO;
 }
 
+static void nop_cb(ct_token *t, void *arg) {
+  (void)t;
+  (void)arg;
+}
+static int op_register(void *p) {
+  struct ctx *c = p;
+  int r = ct_token_new(&c->out, "cb");
+  if (r < 0)
+    return r;
+  ct_callback cb = {0};
+  r = ct_callback_register(&cb, c->out, nop_cb, NULL);
+  if (r < 0) {
+    ct_token_unref(c->out);
+    return r;
+  }
+  return ct_callback_unregister(&cb) == 0 ? 0 : -EPROTO;
+}
+
 static void undo_out(void *p) {
   struct ctx *c = p;
   ct_token_unref(c->out);
@@ -135,7 +153,8 @@ static void test_every_allocation_site(void **state) {
              {"chain", op_chain},       {"chain_n", op_chain_n},
              {"deadline", op_deadline}, {"new_deadline", op_new_deadline},
              {"fd", op_fd},             {"name", op_name},
-             {"message", op_message},   {"poll", op_poll_many}};
+             {"message", op_message},   {"poll", op_poll_many},
+             {"register", op_register}};
   for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
     int failures = fail_each_allocation(ops[i].op, undo_out, &c);
     print_message("%-12s %d allocation failure(s) injected\n", ops[i].name,
