@@ -173,7 +173,8 @@ CT_EXTERN int ct_token_trigger_reason(ct_token *t, ct_reason reason,
  * ct_token_triggered_token(t) and that of every token chained to t then
  * return `cause`.  For proxies, whose owner reports which of its tokens
  * fired.  t takes a reference on cause, dropped when t is freed, so cause
- * may be any live token.  Returns 1 or 0 as ct_token_trigger(); -EINVAL for
+ * may be any live token -- except one of t's descendants, which already
+ * holds t: the two would keep each other alive.  Returns 1 or 0 as ct_token_trigger(); -EINVAL for
  * NULL t or cause, or a bad reason or detail (as ct_token_trigger_reason).
  * Ownership: both borrowed.  Any thread; callbacks: yes. */
 CT_EXTERN int ct_token_trigger_with_cause(ct_token *t, ct_token *cause,
