@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * net_bench.c -- how fast a trigger crosses a process boundary.
+ *
+ *   latency  one client on loopback (Unix socket, then TCP): time from
+ *            ct_token_trigger() on the owner's token to the proxy being
+ *            triggered in the client (its callback runs), over many
+ *            tokens; prints p50/p90/p99.
+ *   fanout   C clients connected from several processes, each holding a
+ *            proxy of one token: time from the trigger until the last
+ *            proxy is triggered (and the median one), repeated.
+ *
+ * Output lines follow bench/bench_util.h's format:
+ *     key,unit,median,min,max,note
+ * Times are CLOCK_MONOTONIC, which is one clock for every process on the
+ * machine, so a client process's timestamps compare with the server's.
+ *
+ * usage: net_bench [--samples N] [--clients C] [--procs P] [--rounds R]
+ *        defaults: 2000 samples, 1000 clients in 10 processes, 5 rounds.
+ */
+#include "canceltoken_net.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void die(const char *what, int r) {
+  fprintf(stderr, "net_bench: %s: %s\n", what, ct_strerror(r));
+  exit(2);
+}
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+static int64_t pct(int64_t *v, size_t n, double p) {
+  size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+  return v[i];
+}
+
+/* The proxy's callback: when it was triggered. */
+static void stamp(ct_token *t, void *arg) {
+  (void)t;
+  __atomic_store_n((int64_t *)arg, ct_now(), __ATOMIC_RELEASE);
+}
+
+/* ---- latency: one client ---- */
+
+static void latency(const char *label, const char *address, int n) {
+  ct_net_server *s;
+  int r = ct_net_server_new(&s, address, NULL);
+  if (r < 0)
+    die("server", r);
+  ct_token **tok = calloc((size_t)n, sizeof *tok);
+  ct_token **px = calloc((size_t)n, sizeof *px);
+  ct_callback *cb = calloc((size_t)n, sizeof *cb);
+  int64_t *at = calloc((size_t)n, sizeof *at), *lat = calloc((size_t)n, 8);
+  for (int i = 0; i < n; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "t%d", i);
+    ct_token_new(&tok[i], name);
+    ct_net_server_add(s, name, tok[i]);
+  }
+  ct_net_server_start(s);
+  char addr[300];
+  ct_net_server_address(s, addr, sizeof addr);
+  ct_net_client *c;
+  if ((r = ct_net_client_connect(&c, addr, NULL, NULL, 0, CT_FOREVER)) < 0)
+    die("connect", r);
+  for (int i = 0; i < n; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "t%d", i);
+    if ((r = ct_net_client_get(c, &px[i], name, CT_FOREVER)) < 0)
+      die("get", r);
+    ct_callback_register(&cb[i], px[i], stamp, &at[i]);
+  }
+  for (int i = 0; i < n; i++) {
+    int64_t t0 = ct_now();
+    ct_token_trigger(tok[i]);
+    ct_token_wait(px[i], CT_FOREVER);
+    while (__atomic_load_n(&at[i], __ATOMIC_ACQUIRE) == 0)
+      ; /* the callback runs just after the state flips */
+    lat[i] = at[i] - t0;
+  }
+  qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
+  printf("net_latency_%s_p50,us,%.1f,%.1f,%.1f,one client trigger to proxy "
+         "(%d samples)\n",
+         label, pct(lat, (size_t)n, 0.5) / 1e3, lat[0] / 1e3,
+         lat[n - 1] / 1e3, n);
+  printf("net_latency_%s_p90,us,%.1f,%.1f,%.1f,\n", label,
+         pct(lat, (size_t)n, 0.9) / 1e3, lat[0] / 1e3, lat[n - 1] / 1e3);
+  printf("net_latency_%s_p99,us,%.1f,%.1f,%.1f,\n", label,
+         pct(lat, (size_t)n, 0.99) / 1e3, lat[0] / 1e3, lat[n - 1] / 1e3);
+  fflush(stdout);
+  for (int i = 0; i < n; i++) {
+    ct_callback_unregister(&cb[i]);
+    ct_token_unref(px[i]);
+  }
+  ct_net_client_free(c);
+  ct_net_server_free(s);
+  for (int i = 0; i < n; i++)
+    ct_token_unref(tok[i]);
+  free(tok), free(px), free(cb), free(at), free(lat);
+}
+
+/* ---- fan-out: many clients in several processes ---- */
+
+static void fanout_child(const char *addr, int nclients, int rounds,
+                         int64_t *slots, int ready_fd, int go_fd) {
+  ct_net_client **c = calloc((size_t)nclients, sizeof *c);
+  ct_token **px = calloc((size_t)nclients * (size_t)rounds, sizeof *px);
+  ct_callback *cb = calloc((size_t)nclients * (size_t)rounds, sizeof *cb);
+  for (int i = 0; i < nclients; i++) {
+    int r = ct_net_client_connect(&c[i], addr, NULL, NULL, 0, CT_FOREVER);
+    if (r < 0)
+      die("connect (fan-out)", r);
+    for (int k = 0; k < rounds; k++) {
+      char name[32];
+      snprintf(name, sizeof name, "fan%d", k);
+      size_t j = (size_t)k * (size_t)nclients + (size_t)i;
+      if ((r = ct_net_client_get(c[i], &px[j], name, CT_FOREVER)) < 0)
+        die("get (fan-out)", r);
+      ct_callback_register(&cb[j], px[j], stamp, &slots[j]);
+    }
+  }
+  char b = 1;
+  if (write(ready_fd, &b, 1) != 1)
+    exit(2);
+  /* the parent closes go_fd when it is done with us */
+  while (read(go_fd, &b, 1) > 0)
+    ;
+  _exit(0); /* no teardown: the proxies would fire OWNER_LOST */
+}
+
+static void fanout(int clients, int procs, int rounds) {
+  if (procs > clients)
+    procs = clients;
+  ct_net_server *s;
+  int r = ct_net_server_new(&s, "127.0.0.1:0", NULL);
+  if (r < 0)
+    die("server", r);
+  ct_token **tok = calloc((size_t)rounds, sizeof *tok);
+  for (int k = 0; k < rounds; k++) {
+    char name[32];
+    snprintf(name, sizeof name, "fan%d", k);
+    ct_token_new(&tok[k], name);
+    ct_net_server_add(s, name, tok[k]);
+  }
+  char addr[300];
+  ct_net_server_address(s, addr, sizeof addr);
+  size_t nslots = (size_t)clients * (size_t)rounds;
+  int64_t *shared = mmap(NULL, nslots * sizeof(int64_t),
+                         PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                         -1, 0);
+  if (shared == MAP_FAILED)
+    die("mmap", -errno);
+  int ready[2], go[2];
+  if (pipe(ready) < 0 || pipe(go) < 0)
+    die("pipe", -errno);
+  /* fork before the server thread exists; the children only connect */
+  pid_t *pids = calloc((size_t)procs, sizeof *pids);
+  int base = 0;
+  for (int p = 0; p < procs; p++) {
+    int n = clients / procs + (p < clients % procs);
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(ready[0]);
+      close(go[1]);
+      /* each child has its own region of `shared`: n * rounds slots,
+       * round k of its clients at offset k * n */
+      fanout_child(addr, n, rounds, shared + (size_t)base * (size_t)rounds,
+                   ready[1], go[0]);
+    }
+    pids[p] = pid;
+    base += n;
+  }
+  close(ready[1]);
+  close(go[0]);
+  if ((r = ct_net_server_start(s)) < 0)
+    die("start", r);
+  for (int p = 0; p < procs; p++) {
+    char b;
+    if (read(ready[0], &b, 1) != 1)
+      die("a client process failed", -EPROTO);
+  }
+  ct_net_server_stats st;
+  ct_net_server_get_stats(s, &st);
+  int64_t *last = calloc((size_t)rounds, sizeof *last);
+  int64_t *med = calloc((size_t)rounds, sizeof *med);
+  int64_t *lat = calloc((size_t)clients, sizeof *lat);
+  for (int k = 0; k < rounds; k++) {
+    int64_t t0 = ct_now();
+    ct_token_trigger(tok[k]);
+    /* collect every proxy's stamp: child p's region holds, for round k,
+     * its n clients at offset k * n */
+    int got = 0;
+    while (got < clients) {
+      got = 0;
+      int b2 = 0;
+      for (int p = 0; p < procs; p++) {
+        int n = clients / procs + (p < clients % procs);
+        int64_t *region = shared + (size_t)b2 * (size_t)rounds +
+                          (size_t)k * (size_t)n;
+        for (int i = 0; i < n; i++) {
+          int64_t v = __atomic_load_n(&region[i], __ATOMIC_ACQUIRE);
+          if (v) {
+            lat[got++] = v - t0;
+          }
+        }
+        b2 += n;
+      }
+      if (got < clients) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+      }
+    }
+    qsort(lat, (size_t)clients, sizeof *lat, cmp_i64);
+    last[k] = lat[clients - 1];
+    med[k] = lat[clients / 2];
+  }
+  qsort(last, (size_t)rounds, sizeof *last, cmp_i64);
+  qsort(med, (size_t)rounds, sizeof *med, cmp_i64);
+  printf("net_fanout_%d_last,ms,%.2f,%.2f,%.2f,trigger to the last of %d "
+         "proxies (%d client processes; %llu connections; %d rounds)\n",
+         clients, last[rounds / 2] / 1e6, last[0] / 1e6,
+         last[rounds - 1] / 1e6, clients, procs,
+         (unsigned long long)st.ready, rounds);
+  printf("net_fanout_%d_median,ms,%.2f,%.2f,%.2f,trigger to the median "
+         "proxy\n",
+         clients, med[rounds / 2] / 1e6, med[0] / 1e6, med[rounds - 1] / 1e6);
+  fflush(stdout);
+  close(go[1]);
+  for (int p = 0; p < procs; p++)
+    waitpid(pids[p], NULL, 0);
+  ct_net_server_free(s);
+  for (int k = 0; k < rounds; k++)
+    ct_token_unref(tok[k]);
+  munmap(shared, nslots * sizeof(int64_t));
+  free(tok), free(pids), free(last), free(med), free(lat);
+}
+
+int main(int argc, char **argv) {
+  int samples = 2000, clients = 1000, procs = 10, rounds = 5;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--samples"))
+      samples = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--clients"))
+      clients = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--procs"))
+      procs = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--rounds"))
+      rounds = atoi(argv[i + 1]);
+  }
+  if (samples < 1 || clients < 1 || procs < 1 || rounds < 1) {
+    fprintf(stderr, "usage: net_bench [--samples N] [--clients C] "
+                    "[--procs P] [--rounds R]\n");
+    return 64;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) { /* the server needs C fds */
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  printf("# key,unit,median,min,max,note\n");
+  char path[64];
+  snprintf(path, sizeof path, "/tmp/ct-net-bench-%d.sock", (int)getpid());
+  latency("unix", path, samples);
+  latency("tcp", "127.0.0.1:0", samples);
+  fanout(clients, procs, rounds);
+  return 0;
+}
