@@ -1,0 +1,306 @@
+# SPDX-License-Identifier: MIT
+"""Benchmark: cancel_token (C core) against a pure-Python token that follows
+the reference library's algorithm, in the same run and the same process.
+
+    PYTHONPATH=<build>/python /usr/bin/python3 python/bench/bench.py [--quick] [--json FILE]
+
+The pure-Python peer (RefToken below, written for this benchmark) does what
+the reference ``asyncio-cancel-token`` does: ``triggered`` and
+``triggered_token`` walk the chain recursively on every call; ``trigger``
+only sets the token's own asyncio.Event; ``wait`` starts one task for the
+token's own event and one task per parent (each of which recurses), waits
+for the first, and cancels the rest.
+
+Workloads:
+  check/plain, check/depth10, check/depth100
+        ``token.triggered`` on an untriggered token at the end of a chain of
+        that depth (built as the reference builds chains: a.chain(b).chain(c)...).
+  fanout/trigger+observe 100k
+        trigger a root to which 100,000 tokens are chained, then read
+        ``triggered`` on all 100,000 (the work a program does to notice).
+  fanout/trigger only 100k
+        only the root's trigger (the reference's is lazy: O(1); ours pushes
+        the state down to all 100,000 in C), reported for honesty.
+  fanout/trigger+wake 10k waiting
+        10,000 tokens chained to a root, one task awaiting each one's
+        wait(); time from the root's trigger until all have resumed.
+  deep/trigger+observe depth 100k
+        a 100,000-deep chain: trigger its root, check its leaf.  The
+        reference's recursion cannot do this (tried at depth 10,000).
+  wake/plain, wake/depth10
+        one task awaiting ``wait()``; time from ``trigger()`` (in the same
+        loop) until the task has resumed.
+  wake/1000 waiters depth10
+        1000 tasks awaiting a depth-10 chain; time from the root's trigger
+        until all have resumed.
+
+Each figure is the median of several repetitions (min and max shown), and
+ratios are reference / ours, so > 1 means we are faster.  Timings move with
+machine load; run on a quiet machine.
+"""
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+from cancel_token import CancelToken
+
+
+# ---------------------------------------------------------------------------
+# The reference's algorithm, in pure Python (our own code, for comparison).
+
+class RefToken:
+    def __init__(self, name):
+        self.name = name
+        self._chain = []
+        self._event = asyncio.Event()
+
+    def chain(self, other):
+        new = RefToken(self.name + ':' + other.name)
+        new._chain.extend([self, other])
+        return new
+
+    def trigger(self):
+        self._event.set()
+
+    @property
+    def triggered(self):
+        if self._event.is_set():
+            return True
+        return any(t.triggered for t in self._chain)
+
+    @property
+    def triggered_token(self):
+        if self._event.is_set():
+            return self
+        for t in self._chain:
+            if t.triggered:
+                return t.triggered_token
+        return None
+
+    async def wait(self):
+        if self.triggered_token is not None:
+            return
+        futures = [asyncio.ensure_future(self._event.wait())]
+        futures += [asyncio.ensure_future(t.wait()) for t in self._chain]
+        try:
+            done, pending = await asyncio.wait(
+                futures, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            for f in futures:
+                f.cancel()
+            raise
+        for f in pending:
+            f.cancel()
+        for f in pending:
+            try:
+                await f
+            except asyncio.CancelledError:
+                pass
+
+
+IMPLS = {'ours': CancelToken, 'reference': RefToken}
+
+
+# ---------------------------------------------------------------------------
+# Measurement helpers
+
+def median_of(samples):
+    return statistics.median(samples), min(samples), max(samples)
+
+
+def chain_of(cls, depth):
+    root = cls('root')
+    token = root
+    for i in range(depth):
+        token = token.chain(cls(f't{i}'))
+    return root, token
+
+
+def bench_check(cls, depth, reps, target_s):
+    """ns per `token.triggered` (untriggered, end of a depth-`depth` chain)."""
+    _, token = chain_of(cls, depth)
+    # Calibrate a loop count that takes about target_s.
+    n = 1
+    while True:
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            token.triggered
+        dt = time.perf_counter_ns() - t0
+        if dt > target_s * 1e9 / 4 or n > 1 << 26:
+            break
+        n *= 2
+    n = max(1, int(n * (target_s * 1e9) / max(dt, 1)))
+    samples = []
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        for _ in range(n):
+            token.triggered
+        samples.append((time.perf_counter_ns() - t0) / n)
+    return median_of(samples)
+
+
+def bench_fanout(cls, n, reps, observe):
+    """ms to trigger a root with n chained tokens (and observe them all)."""
+    samples = []
+    for _ in range(reps):
+        root = cls('root')
+        children = [cls(f'c{i}').chain(root) for i in range(n)]
+        gc.collect()
+        t0 = time.perf_counter_ns()
+        root.trigger()
+        if observe:
+            seen = 0
+            for c in children:
+                if c.triggered:
+                    seen += 1
+            assert seen == n
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        del children, root
+    return median_of(samples)
+
+
+def bench_fanout_wake(cls, n, reps):
+    """ms from the root's trigger until one waiter on each of n chained
+    tokens has resumed."""
+    async def one():
+        root = cls('root')
+        children = [cls(f'c{i}').chain(root) for i in range(n)]
+        tasks = [asyncio.ensure_future(c.wait()) for c in children]
+        for _ in range(4):  # let every wait() park (the reference's nest)
+            await asyncio.sleep(0)
+        t0 = time.perf_counter_ns()
+        root.trigger()
+        await asyncio.gather(*tasks)
+        return (time.perf_counter_ns() - t0) / 1e6
+
+    loop = asyncio.new_event_loop()
+    try:
+        return median_of([loop.run_until_complete(one())
+                          for _ in range(reps)])
+    finally:
+        loop.close()
+
+
+def bench_deep(cls, depth, reps):
+    """ms to trigger the root of a depth-`depth` chain and check its leaf."""
+    if cls is RefToken:
+        # Its eager names make building 100k levels quadratic (minutes);
+        # its recursion fails long before 10k anyway.
+        depth = min(depth, 10_000)
+    samples = []
+    for _ in range(reps):
+        root, leaf = chain_of(cls, depth)
+        t0 = time.perf_counter_ns()
+        try:
+            root.trigger()
+            assert leaf.triggered
+        except RecursionError:
+            return None
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        del root, leaf
+    return median_of(samples)
+
+
+def bench_wake(cls, depth, rounds, reps, waiters=1):
+    """µs from trigger() to all `waiters` tasks resumed, in one loop."""
+    async def one_round():
+        root, token = chain_of(cls, depth)
+        tasks = [asyncio.ensure_future(token.wait()) for _ in range(waiters)]
+        # Let every waiter park (the reference's waits spawn tasks that
+        # need a few loop iterations to start).
+        for _ in range(depth + 3):
+            await asyncio.sleep(0)
+        t0 = time.perf_counter_ns()
+        root.trigger()
+        await asyncio.gather(*tasks)
+        return (time.perf_counter_ns() - t0) / 1e3
+
+    async def main():
+        per_rep = []
+        for _ in range(reps):
+            lat = [await one_round() for _ in range(rounds)]
+            per_rep.append(statistics.median(lat))
+        return per_rep
+
+    loop = asyncio.new_event_loop()
+    try:
+        return median_of(loop.run_until_complete(main()))
+    finally:
+        loop.close()
+
+
+# ---------------------------------------------------------------------------
+
+def fmt(stat, unit):
+    if stat is None:
+        return 'fails (RecursionError)'
+    med, lo, hi = stat
+    return f'{med:12.3f} {unit}  [{lo:.3f} .. {hi:.3f}]'
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--quick', action='store_true',
+                    help='fewer repetitions and rounds (seconds, not minutes)')
+    ap.add_argument('--json', help='also write the results here')
+    args = ap.parse_args(argv)
+    reps = 3 if args.quick else 7
+    check_s = 0.02 if args.quick else 0.2
+    wake_rounds = 50 if args.quick else 500
+    wake_reps = 3 if args.quick else 5
+
+    cases = [
+        ('check/plain', 'ns', lambda c: bench_check(c, 0, reps, check_s)),
+        ('check/depth10', 'ns', lambda c: bench_check(c, 10, reps, check_s)),
+        ('check/depth100', 'ns', lambda c: bench_check(c, 100, reps, check_s)),
+        ('fanout/trigger+observe 100k', 'ms',
+         lambda c: bench_fanout(c, 100_000, reps, True)),
+        ('fanout/trigger only 100k', 'ms',
+         lambda c: bench_fanout(c, 100_000, reps, False)),
+        ('fanout/trigger+wake 10k waiting', 'ms',
+         lambda c: bench_fanout_wake(c, 10_000, reps)),
+        ('deep/trigger+observe depth 100k', 'ms',
+         lambda c: bench_deep(c, 100_000, reps)),
+        ('wake/plain', 'us',
+         lambda c: bench_wake(c, 0, wake_rounds, wake_reps)),
+        ('wake/depth10', 'us',
+         lambda c: bench_wake(c, 10, wake_rounds, wake_reps)),
+        ('wake/1000 waiters depth10', 'us',
+         lambda c: bench_wake(c, 10, max(5, wake_rounds // 50), wake_reps,
+                              waiters=1000)),
+    ]
+    print(f'# python {platform.python_version()} ({sys.executable}), '
+          f'load average {os.getloadavg()[0]:.2f}, '
+          f'{"quick" if args.quick else "full"} mode')
+    print(f'# median [min .. max] of {reps} repetitions; '
+          'ratio = reference / ours (> 1: ours is faster)')
+    results = []
+    for name, unit, fn in cases:
+        # Alternate the two implementations, ours first then the peer.
+        stats = {impl: fn(cls) for impl, cls in IMPLS.items()}
+        ours, ref = stats['ours'], stats['reference']
+        ratio = (ref[0] / ours[0]) if ours and ref else None
+        print(f'{name:34s} ours      {fmt(ours, unit)}')
+        print(f'{"":34s} reference {fmt(ref, unit)}')
+        print(f'{"":34s} ratio     '
+              + (f'{ratio:12.3g}x' if ratio else 'n/a (reference fails)'))
+        results.append({
+            'case': name, 'unit': unit,
+            'ours': ours and dict(zip(('median', 'min', 'max'), ours)),
+            'reference': ref and dict(zip(('median', 'min', 'max'), ref)),
+            'ratio': ratio})
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'python': platform.python_version(),
+                       'quick': args.quick, 'results': results}, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,268 @@
+# SPDX-License-Identifier: MIT
+"""CancelToken: a libcanceltoken token (cancel_token._core) adapted to asyncio.
+
+Everything about the token itself -- triggering, chaining, which token
+fired, the message of OperationCancelled -- is done by the C core.  This
+module adds only the two coroutines, wait() and cancellable_wait().
+
+Design notes:
+
+- Wake-up.  A waiting coroutine never polls.  All the waiters of one token
+  in one event loop share one _LoopWaiters: one future per waiter, and one
+  core callback registration for them all (CoreToken._on_trigger).  The
+  core runs that callback in the thread that triggers the token -- or any
+  token it is chained to: chaining is the core's business, so a chain costs
+  the waiters nothing.  Then (see _core.c, "Trigger callbacks into
+  Python"):
+    * in a thread holding the GIL on this loop's thread (Python code calling
+      trigger(), the usual case), the futures are resolved at once;
+    * in a thread holding the GIL elsewhere, loop.call_soon_threadsafe()
+      carries the wake-up over;
+    * in a thread without the GIL (C code: the net client's thread, the
+      core's deadline or signal thread, any C thread), the core hands the
+      registration to this loop's _core.Notifier without taking the GIL;
+      its eventfd, watched with loop.add_reader (one reader per loop,
+      whatever the number of tokens), wakes the loop, which then resolves
+      the futures on its own thread.
+  A loop that cannot watch a descriptor, or a process out of descriptors,
+  gets no Notifier: foreign threads then take the GIL and use
+  call_soon_threadsafe().
+- Cleanup.  A waiter that leaves (cancelled) removes its future; the last
+  one to leave closes the registration.  So an abandoned wait leaves no
+  callback and no task behind.
+- Threads.  A _LoopWaiters is touched only on its loop's thread.  The
+  per-token map from loop to _LoopWaiters is created by C in one step
+  (CoreToken._waiter_map), so threads with different loops cannot race.
+"""
+
+import asyncio
+import weakref
+
+from . import _core
+from ._core import EventLoopMismatch, OperationCancelled
+
+__all__ = ["CancelToken"]
+
+# Tests set this to False to exercise the path without a Notifier.
+_USE_NOTIFIER = True
+
+# loop -> _LoopNotifier, or None when the loop cannot have one.
+_notifiers = weakref.WeakKeyDictionary()
+
+
+class _LoopNotifier:
+    """One loop's _core.Notifier and the reader that drains it."""
+
+    __slots__ = ("core", "__weakref__")
+
+    def __init__(self, loop):
+        self.core = _core.Notifier()  # OSError when out of descriptors
+        try:
+            loop.add_reader(self.core.fileno(), self._drain)
+        except BaseException:
+            self.core = None
+            raise
+
+    def _drain(self):
+        for fn in self.core.drain():
+            fn()
+
+
+def _notifier_for(loop):
+    """The loop's _core.Notifier, made on first use; None if it cannot
+    have one."""
+    try:
+        ln = _notifiers[loop]
+    except KeyError:
+        ln = None
+        if _USE_NOTIFIER:
+            try:
+                ln = _LoopNotifier(loop)
+            except (OSError, NotImplementedError):
+                ln = None
+        _notifiers[loop] = ln
+    return ln.core if ln is not None else None
+
+
+def _call_soon_threadsafe(loop, fn):
+    """Hand fn to loop from another thread.  A loop closed meanwhile has
+    nobody left to wake."""
+    try:
+        loop.call_soon_threadsafe(fn)
+    except RuntimeError:
+        pass
+
+
+class _LoopWaiters:
+    """The waiters of one token in one event loop, and their registration."""
+
+    __slots__ = ("token", "loop", "futures", "registration")
+
+    def __init__(self, token, loop):
+        self.token = token
+        self.loop = loop
+        # Used as an insertion-ordered set: waiters resume in arrival order.
+        self.futures = {}
+        self.registration = None
+
+    def start(self):
+        """Register with the core.  If the token is triggered already, the
+        callback runs now, in this call: so the caller must have published
+        this record and added its first future before."""
+        self.registration = self.token._on_trigger(
+            self._triggered, _notifier_for(self.loop))
+
+    def _triggered(self):
+        """The core callback: runs holding the GIL, on some thread."""
+        if asyncio._get_running_loop() is self.loop:
+            self.fire()
+        else:
+            _call_soon_threadsafe(self.loop, self.fire)
+
+    def add(self):
+        """A new future, resolved when the token is triggered."""
+        fut = self.loop.create_future()
+        self.futures[fut] = None
+        return fut
+
+    def discard(self, fut):
+        """Forget a waiter that left; the last one out closes the record."""
+        self.futures.pop(fut, None)
+        if not self.futures:
+            self.close()
+
+    def close(self):
+        """Close the registration and forget this record.  Idempotent."""
+        waiters = self.token._waiter_map()
+        if waiters.get(self.loop) is self:
+            del waiters[self.loop]
+        registration, self.registration = self.registration, None
+        if registration is not None:
+            registration.close()
+
+    def fire(self):
+        """The token is triggered: wake every waiter, once."""
+        self.close()
+        futures, self.futures = self.futures, {}
+        for fut in futures:
+            if not fut.done():
+                fut.set_result(None)
+
+
+def _loop_for(token):
+    """The running loop, checked against the loop the token is bound to."""
+    loop = asyncio.get_running_loop()
+    bound = token.loop
+    if bound is not None and bound is not loop:
+        raise EventLoopMismatch(
+            f"{token!r} is bound to {bound!r}, not to the running loop "
+            f"{loop!r}")
+    return loop
+
+
+def _watch(token, loop):
+    """A future resolved when token is triggered, and the record it is in."""
+    waiters = token._waiter_map()
+    record = waiters.get(loop)
+    if record is not None:
+        return record.add(), record
+    record = waiters[loop] = _LoopWaiters(token, loop)
+    fut = record.add()
+    record.start()
+    return fut, record
+
+
+async def _cancel_and_wait(futures):
+    """Cancel the futures not done yet and wait until they have finished.
+
+    As in the reference, an exception other than cancellation that one of
+    them raises on its way out is raised here.  Cancellation of the caller
+    itself is not swallowed.
+    """
+    pending = [f for f in futures if not f.done()]
+    if not pending:
+        return
+    for f in pending:
+        f.cancel()
+    await asyncio.wait(pending)
+    error = None
+    for f in pending:
+        if not f.cancelled() and f.exception() is not None and error is None:
+            error = f.exception()
+    if error is not None:
+        raise error
+
+
+class CancelToken(_core.CoreToken):
+    """CancelToken(name, loop=None)
+
+    A named token that cancels asynchronous work.  ``trigger()`` triggers it
+    and every token chained to it; ``triggered`` tells whether it has been
+    triggered; ``wait()`` waits for that.  ``loop`` optionally binds the
+    token to one event loop, as in the reference: tokens bound to different
+    loops cannot be chained, and a bound token cannot be waited for in
+    another loop (EventLoopMismatch).
+    """
+
+    __slots__ = ()
+
+    async def wait(self):
+        """Return once the token is triggered (at once if it already is)."""
+        if self.triggered:
+            return
+        fut, record = _watch(self, _loop_for(self))
+        try:
+            await fut
+        except BaseException:
+            record.discard(fut)
+            raise
+
+    async def cancellable_wait(self, *awaitables, timeout=None):
+        """Wait for the first of ``awaitables`` to finish and return its result.
+
+        Raises ``asyncio.TimeoutError`` if none has finished after
+        ``timeout`` seconds, and ``OperationCancelled`` if the token is
+        triggered first.  Whatever happens -- including the cancellation of
+        the caller -- the awaitables still pending are cancelled, and waited
+        for, before this returns or raises.
+        """
+        loop = _loop_for(self)
+        futures = []
+        try:
+            for aw in awaitables:
+                futures.append(asyncio.ensure_future(aw, loop=loop))
+        except BaseException:  # not awaitable: undo what was started
+            await _cancel_and_wait(futures)
+            raise
+
+        done = None  # None: the token was triggered before we waited
+        if not self.triggered:
+            token_fut, record = _watch(self, loop)
+            try:
+                done, _ = await asyncio.wait(
+                    [*futures, token_fut], timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                # Our caller cancelled us: leave nothing running behind.
+                record.discard(token_fut)
+                await _cancel_and_wait(futures)
+                raise
+            record.discard(token_fut)
+
+        await _cancel_and_wait(futures)
+        if done is not None and not done:
+            raise asyncio.TimeoutError()
+        if self.triggered:
+            # We do not want their results, but retrieve their exceptions
+            # so that asyncio does not log them as never retrieved.
+            for f in futures:
+                if f.done() and not f.cancelled():
+                    f.exception()
+            raise OperationCancelled(self._cancel_message())
+        for f in futures:  # the first, in argument order, that finished
+            if f in done:
+                return f.result()
+        raise AssertionError("unreachable: asyncio.wait returned no future")
+
+
+_core._set_token_class(CancelToken)

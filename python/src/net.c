@@ -1,0 +1,525 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * net.c -- cancel_token._core.Server and cancel_token._core.Client: the
+ * token server and client of canceltoken_net.h for the Python package's
+ * cross-process API (managers.py).  Included by _core.c when it is built
+ * with CT_PY_NET; it shares that file's globals and helpers.
+ *
+ * Design notes:
+ *  - Every call that may block (bind and name resolution, connect and its
+ *    handshake, a round trip, freeing a server or client, which joins its
+ *    thread) runs with the GIL released.  The library's threads never call
+ *    into Python: its log function is its own (stderr), and proxies are
+ *    plain tokens whose triggers reach asyncio through the descriptor.
+ *  - Use after free.  While one thread is inside a blocking call with the
+ *    GIL released, another could close() the same object.  Each object
+ *    counts the calls in progress (`busy`, changed only with the GIL held);
+ *    close() marks the object closed at once (no new call starts) and the
+ *    C object is freed by whoever finishes last -- close() itself, or the
+ *    last call in progress.
+ *  - Proxies.  Client.get() wraps the C proxy token in an object of the
+ *    class it is given (CancelTokenProxy) whose `owner` is the Client, so a
+ *    proxy keeps its connection open for trigger().  Getting a name twice
+ *    gives the same C proxy, hence (through the data pointer) the same
+ *    Python object.
+ */
+
+#include "canceltoken_net.h"
+
+#include <math.h>
+
+/* An absolute deadline from a timeout in seconds (None: forever).
+ * Returns 0, or -1 with an exception set. */
+static int deadline_from(PyObject *timeout, int64_t *out) {
+  if (timeout == NULL || timeout == Py_None) {
+    *out = CT_FOREVER;
+    return 0;
+  }
+  double s = PyFloat_AsDouble(timeout);
+  if (s == -1.0 && PyErr_Occurred())
+    return -1;
+  if (isnan(s) || s < 0) {
+    PyErr_SetString(PyExc_ValueError, "timeout must be None or >= 0");
+    return -1;
+  }
+  if (s > 9e9) { /* about 285 years: as good as forever */
+    *out = CT_FOREVER;
+    return 0;
+  }
+  *out = ct_deadline_after((int64_t)(s * 1e9));
+  return 0;
+}
+
+/* Raise OSError(errno, message) for a negative errno and an optional
+ * explanation from the library.  Returns NULL. */
+static PyObject *raise_net_error(int err, const char *detail) {
+  if (err == -ENOMEM)
+    return PyErr_NoMemory();
+  const char *msg = detail && *detail ? detail : ct_strerror(err);
+  PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", -err, msg);
+  if (exc) {
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+  }
+  return NULL;
+}
+
+/* A secret from None, bytes-like or str (UTF-8).  On success *buf holds a
+ * buffer to release with PyBuffer_Release() when buf->obj is set. */
+static int secret_from(PyObject *secret, Py_buffer *buf) {
+  memset(buf, 0, sizeof *buf);
+  if (secret == NULL || secret == Py_None)
+    return 0;
+  if (PyUnicode_Check(secret)) {
+    PyObject *b = PyUnicode_AsUTF8String(secret);
+    if (!b)
+      return -1;
+    int r = PyObject_GetBuffer(b, buf, PyBUF_SIMPLE);
+    Py_DECREF(b); /* the buffer holds its own reference */
+    return r;
+  }
+  return PyObject_GetBuffer(secret, buf, PyBUF_SIMPLE);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Server                                                                   */
+
+typedef struct {
+  PyObject_HEAD
+  ct_net_server *srv; /* owned; NULL once freed */
+  int busy;           /* calls in progress with the GIL released */
+  char closed;        /* close() was called: no new call may start */
+  char started;       /* start() succeeded */
+} ServerObject;
+
+static PyTypeObject ServerType;
+
+static ServerObject *server_usable(ServerObject *s) {
+  if (s->closed || !s->srv) {
+    PyErr_SetString(PyExc_ValueError, "the server is closed");
+    return NULL;
+  }
+  return s;
+}
+
+/* Free the C server if nobody uses it; GIL held on entry and exit. */
+static void server_release(ServerObject *s) {
+  if (!s->closed || s->busy > 0 || !s->srv)
+    return;
+  ct_net_server *srv = s->srv;
+  s->srv = NULL;
+  Py_BEGIN_ALLOW_THREADS
+  ct_net_server_free(srv); /* joins the server's thread */
+  Py_END_ALLOW_THREADS
+}
+
+/* Server(address, secret=None): bind and listen now; serve after start(). */
+static PyObject *server_new(PyTypeObject *type, PyObject *args,
+                            PyObject *kwds) {
+  static char *kwlist[] = {"address", "secret", NULL};
+  const char *address;
+  PyObject *secret = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O:Server", kwlist, &address,
+                                   &secret))
+    return NULL;
+  Py_buffer sb;
+  if (secret_from(secret, &sb) < 0)
+    return NULL;
+  ServerObject *s = (ServerObject *)type->tp_alloc(type, 0);
+  if (!s) {
+    PyBuffer_Release(&sb);
+    return NULL;
+  }
+  ct_net_server_options opts;
+  memset(&opts, 0, sizeof opts);
+  opts.secret = sb.buf;
+  opts.secret_len = sb.obj ? (size_t)sb.len : 0;
+  int r;
+  ct_net_server *srv = NULL;
+  Py_BEGIN_ALLOW_THREADS
+  r = ct_net_server_new(&srv, address, &opts);
+  Py_END_ALLOW_THREADS
+  PyBuffer_Release(&sb);
+  if (r < 0) {
+    Py_DECREF(s);
+    return raise_net_error(r, NULL);
+  }
+  s->srv = srv;
+  return (PyObject *)s;
+}
+
+static void server_dealloc(ServerObject *s) {
+  s->closed = 1;
+  server_release(s); /* busy is 0: a call in progress holds a reference */
+  Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PyObject *server_add(ServerObject *s, PyObject *args) {
+  const char *name;
+  PyObject *tok;
+  if (!PyArg_ParseTuple(args, "sO!:add", &name, &CoreTokenType, &tok))
+    return NULL;
+  if (!server_usable(s))
+    return NULL;
+  int r = ct_net_server_add(s->srv, name, ((CoreToken *)tok)->tok);
+  if (r < 0)
+    return raise_net_error(r, NULL);
+  Py_RETURN_NONE;
+}
+
+static PyObject *server_start(ServerObject *s, PyObject *unused) {
+  (void)unused;
+  if (!server_usable(s))
+    return NULL;
+  int r = ct_net_server_start(s->srv);
+  if (r < 0)
+    return raise_net_error(r, NULL);
+  s->started = 1;
+  Py_RETURN_NONE;
+}
+
+static PyObject *server_stop(ServerObject *s, PyObject *unused) {
+  (void)unused;
+  if (s->srv)
+    ct_net_server_stop(s->srv); /* never blocks */
+  Py_RETURN_NONE;
+}
+
+static PyObject *server_close(ServerObject *s, PyObject *unused) {
+  (void)unused;
+  s->closed = 1;
+  if (s->srv)
+    ct_net_server_stop(s->srv);
+  Py_INCREF(s);
+  server_release(s);
+  Py_DECREF(s);
+  Py_RETURN_NONE;
+}
+
+static PyObject *server_get_address(ServerObject *s, void *closure) {
+  (void)closure;
+  if (!server_usable(s))
+    return NULL;
+  char buf[512];
+  int n = ct_net_server_address(s->srv, buf, sizeof buf);
+  if (n < 0)
+    return raise_net_error(n, NULL);
+  if ((size_t)n >= sizeof buf) {
+    PyErr_SetString(PyExc_OverflowError, "address too long");
+    return NULL;
+  }
+  return PyUnicode_DecodeFSDefault(buf);
+}
+
+static PyObject *server_get_stats(ServerObject *s, void *closure) {
+  (void)closure;
+  if (!server_usable(s))
+    return NULL;
+  ct_net_server_stats st;
+  ct_net_server_get_stats(s->srv, &st);
+  return Py_BuildValue("{sKsKsKsKsK}", "accepted",
+                       (unsigned long long)st.accepted, "active",
+                       (unsigned long long)st.active, "ready",
+                       (unsigned long long)st.ready, "dropped",
+                       (unsigned long long)st.dropped, "refused",
+                       (unsigned long long)st.refused);
+}
+
+static PyObject *server_get_closed(ServerObject *s, void *closure) {
+  (void)closure;
+  return PyBool_FromLong(s->closed);
+}
+
+static PyMethodDef server_methods[] = {
+    {"add", (PyCFunction)server_add, METH_VARARGS,
+     "add(name, token): serve token under name."},
+    {"start", (PyCFunction)server_start, METH_NOARGS,
+     "Serve on a thread of the library's own."},
+    {"stop", (PyCFunction)server_stop, METH_NOARGS,
+     "Ask the server to stop (returns at once)."},
+    {"close", (PyCFunction)server_close, METH_NOARGS,
+     "Stop, close every connection and the socket; idempotent."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef server_getset[] = {
+    {"address", (getter)server_get_address, NULL,
+     "The address listened at, with the real port for port 0.", NULL},
+    {"stats", (getter)server_get_stats, NULL, "Connection counters.", NULL},
+    {"closed", (getter)server_get_closed, NULL, "close() was called.", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyTypeObject ServerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cancel_token._core.Server",
+    .tp_basicsize = sizeof(ServerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Server(address, secret=None)\n--\n\n"
+              "A token server (ct_net_server): bound and listening once "
+              "created.",
+    .tp_new = server_new,
+    .tp_dealloc = (destructor)server_dealloc,
+    .tp_methods = server_methods,
+    .tp_getset = server_getset,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Client                                                                   */
+
+typedef struct {
+  PyObject_HEAD
+  ct_net_client *c; /* owned; NULL once freed */
+  int busy;         /* calls in progress with the GIL released */
+  char closed;
+} ClientObject;
+
+static PyTypeObject ClientType;
+
+static void client_release(ClientObject *c) {
+  if (!c->closed || c->busy > 0 || !c->c)
+    return;
+  ct_net_client *cl = c->c;
+  c->c = NULL;
+  Py_BEGIN_ALLOW_THREADS
+  ct_net_client_free(cl); /* joins the client's thread */
+  Py_END_ALLOW_THREADS
+}
+
+static int client_enter(ClientObject *c) {
+  if (c->closed || !c->c) {
+    PyErr_SetString(PyExc_ValueError, "the client is closed");
+    return -1;
+  }
+  c->busy++;
+  Py_INCREF(c); /* a call in progress keeps the object */
+  return 0;
+}
+
+static void client_leave(ClientObject *c) {
+  c->busy--;
+  client_release(c);
+  Py_DECREF(c);
+}
+
+/* Client(address, secret=None, timeout=None): connect and handshake. */
+static PyObject *client_new(PyTypeObject *type, PyObject *args,
+                            PyObject *kwds) {
+  static char *kwlist[] = {"address", "secret", "timeout", NULL};
+  const char *address;
+  PyObject *secret = NULL, *timeout = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|OO:Client", kwlist,
+                                   &address, &secret, &timeout))
+    return NULL;
+  int64_t deadline;
+  if (deadline_from(timeout, &deadline) < 0)
+    return NULL;
+  Py_buffer sb;
+  if (secret_from(secret, &sb) < 0)
+    return NULL;
+  ClientObject *c = (ClientObject *)type->tp_alloc(type, 0);
+  if (!c) {
+    PyBuffer_Release(&sb);
+    return NULL;
+  }
+  ct_net_client_options opts;
+  memset(&opts, 0, sizeof opts);
+  opts.secret = sb.buf;
+  opts.secret_len = sb.obj ? (size_t)sb.len : 0;
+  char err[256] = "";
+  ct_net_client *cl = NULL;
+  int r;
+  Py_BEGIN_ALLOW_THREADS
+  r = ct_net_client_connect(&cl, address, &opts, err, sizeof err, deadline);
+  Py_END_ALLOW_THREADS
+  PyBuffer_Release(&sb);
+  if (r < 0) {
+    Py_DECREF(c);
+    return raise_net_error(r, err);
+  }
+  c->c = cl;
+  return (PyObject *)c;
+}
+
+static void client_dealloc(ClientObject *c) {
+  c->closed = 1;
+  client_release(c);
+  Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+/* get(name, cls, timeout=None): the proxy of the token served under name,
+ * an instance of cls (a CoreToken subclass).  New reference. */
+static PyObject *client_get(ClientObject *c, PyObject *args, PyObject *kwds) {
+  static char *kwlist[] = {"name", "cls", "timeout", NULL};
+  const char *name;
+  PyObject *cls, *timeout = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "sO|O:get", kwlist, &name,
+                                   &cls, &timeout))
+    return NULL;
+  if (!PyType_Check(cls) ||
+      !PyType_IsSubtype((PyTypeObject *)cls, &CoreTokenType)) {
+    PyErr_SetString(PyExc_TypeError, "cls must be a CoreToken subclass");
+    return NULL;
+  }
+  int64_t deadline;
+  if (deadline_from(timeout, &deadline) < 0 || client_enter(c) < 0)
+    return NULL;
+  ct_token *proxy = NULL;
+  int r;
+  Py_BEGIN_ALLOW_THREADS
+  r = ct_net_client_get(c->c, &proxy, name, deadline);
+  Py_END_ALLOW_THREADS
+  client_leave(c);
+  if (r == -ENOENT) {
+    PyErr_Format(PyExc_LookupError, "no token is served under the name '%s'",
+                 name);
+    return NULL;
+  }
+  if (r < 0)
+    return raise_net_error(r, NULL);
+  CoreToken *o = ct_token_data(proxy);
+  if (o) {
+    Py_INCREF(o);
+  } else if ((o = token_wrap((PyTypeObject *)cls, proxy)) != NULL) {
+    o->owner = Py_NewRef((PyObject *)c);
+  }
+  ct_token_unref(proxy); /* the object holds its own reference */
+  return (PyObject *)o;
+}
+
+/* trigger(proxy, timeout=None) -> bool: trigger the owner's token and wait
+ * for the server to confirm.  True if this call triggered it. */
+static PyObject *client_trigger(ClientObject *c, PyObject *args,
+                                PyObject *kwds) {
+  static char *kwlist[] = {"proxy", "timeout", NULL};
+  PyObject *proxy, *timeout = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|O:trigger", kwlist,
+                                   &CoreTokenType, &proxy, &timeout))
+    return NULL;
+  int64_t deadline;
+  if (deadline_from(timeout, &deadline) < 0 || client_enter(c) < 0)
+    return NULL;
+  ct_token *t = ct_token_ref(((CoreToken *)proxy)->tok);
+  int r;
+  Py_BEGIN_ALLOW_THREADS
+  r = ct_net_client_trigger(c->c, t, CT_REASON_TRIGGER, 0, deadline);
+  Py_END_ALLOW_THREADS
+  ct_token_unref(t);
+  client_leave(c);
+  if (r < 0)
+    return raise_net_error(r, NULL);
+  return PyBool_FromLong(r);
+}
+
+struct list_acc {
+  PyObject *list; /* NULL after an error */
+};
+
+/* Called on the calling thread, inside ct_net_client_list(), which runs
+ * with the GIL released; this thread's state takes the GIL back. */
+static void list_one(void *arg, const ct_net_token_info *info) {
+  struct list_acc *acc = arg;
+  PyGILState_STATE g = PyGILState_Ensure();
+  if (!acc->list) {
+    PyGILState_Release(g);
+    return;
+  }
+  PyObject *item = Py_BuildValue("(sOs)", info->name,
+                                 info->triggered ? Py_True : Py_False,
+                                 info->cause);
+  if (!item || PyList_Append(acc->list, item) < 0)
+    Py_CLEAR(acc->list);
+  Py_XDECREF(item);
+  PyGILState_Release(g);
+}
+
+static PyObject *client_list(ClientObject *c, PyObject *args) {
+  PyObject *timeout = NULL;
+  if (!PyArg_ParseTuple(args, "|O:list", &timeout))
+    return NULL;
+  int64_t deadline;
+  if (deadline_from(timeout, &deadline) < 0 || client_enter(c) < 0)
+    return NULL;
+  struct list_acc acc = {PyList_New(0)};
+  int r = 0;
+  if (acc.list) {
+    ct_net_client *cl = c->c;
+    Py_BEGIN_ALLOW_THREADS
+    r = ct_net_client_list(cl, list_one, &acc, deadline);
+    Py_END_ALLOW_THREADS
+  }
+  client_leave(c);
+  if (!acc.list)
+    return NULL;
+  if (r < 0) {
+    Py_DECREF(acc.list);
+    return raise_net_error(r, NULL);
+  }
+  return acc.list;
+}
+
+static PyObject *client_close(ClientObject *c, PyObject *unused) {
+  (void)unused;
+  c->closed = 1;
+  Py_INCREF(c);
+  client_release(c);
+  Py_DECREF(c);
+  Py_RETURN_NONE;
+}
+
+static PyObject *client_get_error(ClientObject *c, void *closure) {
+  (void)closure;
+  if (!c->c)
+    return PyLong_FromLong(-ESHUTDOWN);
+  return PyLong_FromLong(ct_net_client_error(c->c));
+}
+
+static PyObject *client_get_closed(ClientObject *c, void *closure) {
+  (void)closure;
+  return PyBool_FromLong(c->closed);
+}
+
+static PyMethodDef client_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))client_get,
+     METH_VARARGS | METH_KEYWORDS,
+     "get(name, cls, timeout=None): the proxy of a served token."},
+    {"trigger", (PyCFunction)(void (*)(void))client_trigger,
+     METH_VARARGS | METH_KEYWORDS,
+     "trigger(proxy, timeout=None): trigger the owner's token; True if "
+     "this call did."},
+    {"list", (PyCFunction)client_list, METH_VARARGS,
+     "list(timeout=None): [(name, triggered, cause), ...] served."},
+    {"close", (PyCFunction)client_close, METH_NOARGS,
+     "Close the connection (proxies are triggered: owner lost)."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef client_getset[] = {
+    {"error", (getter)client_get_error, NULL,
+     "0 while connected, else the negative errno of the loss.", NULL},
+    {"closed", (getter)client_get_closed, NULL, "close() was called.", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyTypeObject ClientType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "cancel_token._core.Client",
+    .tp_basicsize = sizeof(ClientObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Client(address, secret=None, timeout=None)\n--\n\n"
+              "A connection to a token server (ct_net_client).",
+    .tp_new = client_new,
+    .tp_dealloc = (destructor)client_dealloc,
+    .tp_methods = client_methods,
+    .tp_getset = client_getset,
+};
+
+static int net_types_ready(void) {
+  if (PyType_Ready(&ServerType) < 0 || PyType_Ready(&ClientType) < 0)
+    return -1;
+  return 0;
+}
+
+static int net_add_to_module(PyObject *m) {
+  if (PyModule_AddObjectRef(m, "Server", (PyObject *)&ServerType) < 0 ||
+      PyModule_AddObjectRef(m, "Client", (PyObject *)&ClientType) < 0 ||
+      PyModule_AddIntConstant(m, "NET_NAME_MAX", CT_NET_NAME_MAX) < 0)
+    return -1;
+  return 0;
+}
