@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: MIT
 # Builds and runs every test: plain, under AddressSanitizer+UBSan (gcc),
 # under ThreadSanitizer (clang), then valgrind's memcheck on the quick
-# programs, then the benchmark in quick mode (to prove it builds and runs;
-# it asserts nothing).  Ends with one "N passed, N failed" line.
+# programs and on the random stress (short setting), then each libFuzzer
+# harness for CT_FUZZ_SECONDS (default 30), then the benchmark in quick
+# mode (to prove it builds and runs; it asserts nothing).  Ends with one
+# "N passed, N failed" line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh || exit 1
@@ -46,6 +48,23 @@ for t in build-test-plain/tests/test_callback build-test-plain/tests/test_wait \
     echo "valgrind FAILED: $t"; cat /tmp/ct-valgrind.out; failed=$((failed + 1))
   fi
 done
+
+echo "=== valgrind memcheck: the random stress (plain build, short setting)"
+if valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
+     --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
+     build-test-plain/tests/test_stress --threads 4 --seconds 3 \
+     >/tmp/ct-valgrind.out 2>&1; then
+  echo "valgrind ok: test_stress"; passed=$((passed + 1))
+else
+  echo "valgrind FAILED: test_stress"; cat /tmp/ct-valgrind.out; failed=$((failed + 1))
+fi
+
+echo "=== fuzzing (clang libFuzzer + ASan + UBSan), ${CT_FUZZ_SECONDS:-30} s per harness"
+bash fuzz/run.sh "${CT_FUZZ_SECONDS:-30}" 2>&1 | tee /tmp/ct-fuzz.out | grep -v '^[0-9]* passed'
+fz_pass=$(grep -Eo '^[0-9]+ passed' /tmp/ct-fuzz.out | grep -Eo '^[0-9]+' || echo 0)
+fz_fail=$(grep -Eo '[0-9]+ failed$' /tmp/ct-fuzz.out | grep -Eo '^[0-9]+' || echo 1)
+passed=$((passed + fz_pass))
+failed=$((failed + fz_fail))
 
 echo "=== benchmark, quick mode (no assertions; proves it builds and runs)"
 if cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCT_BUILD_BENCH=ON \

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT
  *
  * test_net_security.c -- the shared secret (both directions, wrong,
- * missing, replayed), the Unix socket's mode and peer-uid check (a client
+ * missing, replayed, truncated handshakes, a proof wrong in one byte), the Unix socket's mode and peer-uid check (a client
  * run as another uid with setpriv), the loopback rule for TCP, and that an
  * unauthenticated peer can neither trigger a token nor learn about it.
  */
@@ -159,6 +159,102 @@ static void test_unauthenticated_peer_learns_nothing(void **state) {
   srv_stop(&v);
 }
 
+/* A handshake cut short -- a HELLO whose body never comes, a HELLO too
+ * short to hold a nonce, an AUTH of the wrong length, or a proof sent
+ * half and the connection closed -- is refused, and nothing sent after
+ * it is served: no TOKEN, no ACK, and the token is never triggered. */
+static void test_truncated_handshake_refused(void **state) {
+  (void)state;
+  ct_net_server_options o = {.secret = SECRET,
+                             .secret_len = strlen(SECRET),
+                             .handshake_timeout_ns = SEC_NS / 2};
+  struct srv v;
+  srv_start(&v, NULL, &o);
+  uint8_t b[512];
+  size_t n;
+  uint8_t get[4 + 12] = {0, 0, 0, 1};
+  memcpy(get + 4, "secret-token", 12);
+  uint8_t trig[10] = {0, 0, 0, 2, 0, 0, 0, 0, 1, 0};
+
+  /* 1. HELLO header promising 41 bytes, 10 sent: the handshake times out
+   *    (TIMEOUT) and requests glued after it are part of the frame. */
+  int fd = t_raw_connect(v.addr);
+  send(fd, "\0\0\0\x29\x01" "CTNT\0\1\0\1\0", 15, MSG_NOSIGNAL);
+  assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x05);
+  assert_int_equal(b[4] << 8 | b[5], 11); /* TIMEOUT */
+  assert_true(t_raw_until_eof(fd));
+  close(fd);
+
+  /* 2. A complete HELLO frame too short for its nonce: MALFORMED. */
+  fd = t_raw_connect(v.addr);
+  t_raw_send(fd, 0x01, "CTNT\0\1\0\1", 8);
+  assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x05);
+  assert_int_equal(b[4] << 8 | b[5], 4); /* MALFORMED */
+  assert_true(t_raw_until_eof(fd));
+  close(fd);
+
+  /* 3. An AUTH of 16 bytes instead of 32, then requests: MALFORMED, and
+   *    the requests are never answered. */
+  fd = t_raw_connect(v.addr);
+  t_raw_hello(fd, 1, 1);
+  assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x02);
+  uint8_t half[16] = {0};
+  t_raw_send(fd, 0x03, half, sizeof half);
+  t_raw_send(fd, 0x10, get, sizeof get);
+  t_raw_send(fd, 0x12, trig, sizeof trig);
+  assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x05);
+  assert_int_equal(b[4] << 8 | b[5], 4);
+  assert_true(t_raw_until_eof(fd)); /* nothing but the error came */
+  close(fd);
+
+  /* 4. Half an AUTH frame, then the client closes: nothing is left. */
+  fd = t_raw_connect(v.addr);
+  t_raw_hello(fd, 1, 1);
+  assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x02);
+  send(fd, "\0\0\0\x21\x03" "0123456789", 15, MSG_NOSIGNAL);
+  close(fd);
+
+  /* None of them got in: the token is untouched, nobody subscribed, and a
+   * client with the secret is still served. */
+  assert_false(ct_token_triggered(v.t));
+  ct_net_server_stats st;
+  ct_net_server_get_stats(v.s, &st);
+  assert_int_equal(st.proxies, 0);
+  assert_int_equal(st.ready, 0);
+  assert_true(st.dropped >= 3); /* 1-3: we read their end */
+  char err[256];
+  ASSERT_OK(try_connect(v.addr, SECRET, err, sizeof err));
+  assert_false(ct_token_triggered(v.t));
+  srv_stop(&v);
+}
+
+/* The proofs are compared in constant time: net_proof_equal() is
+ * CRYPTO_memcmp() (checked by reading common.c; a timing test would be a
+ * timing assertion).  What a test can check is that a proof differing in
+ * its last byte only is refused like one differing in its first. */
+static void test_proof_differing_in_last_byte_refused(void **state) {
+  (void)state;
+  ct_net_server_options o = {.secret = SECRET, .secret_len = strlen(SECRET)};
+  struct srv v;
+  srv_start(&v, NULL, &o);
+  for (int pos = 0; pos < 32; pos += 31) {
+    uint8_t b[512], good[32], zeros[32] = {0};
+    size_t n;
+    int fd = t_raw_connect(v.addr);
+    t_raw_hello(fd, 1, 1);
+    assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x02);
+    proof(SECRET, "cancel-token v1 client", zeros, b + 3, good);
+    good[pos] ^= 0x01;
+    t_raw_send(fd, 0x03, good, 32);
+    assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x05);
+    assert_int_equal(b[4] << 8 | b[5], 2); /* AUTH */
+    assert_true(t_raw_until_eof(fd));
+    close(fd);
+  }
+  assert_false(ct_token_triggered(v.t));
+  srv_stop(&v);
+}
+
 static void test_tcp_loopback_rule(void **state) {
   (void)state;
   ct_net_server *s = NULL;
@@ -240,6 +336,8 @@ int main(void) {
       cmocka_unit_test(test_secret_checked_both_ways),
       cmocka_unit_test(test_replayed_response_fails),
       cmocka_unit_test(test_unauthenticated_peer_learns_nothing),
+      cmocka_unit_test(test_truncated_handshake_refused),
+      cmocka_unit_test(test_proof_differing_in_last_byte_refused),
       cmocka_unit_test(test_tcp_loopback_rule),
       cmocka_unit_test(test_unix_socket_mode_0600),
       cmocka_unit_test(test_other_uid_refused),

@@ -82,6 +82,7 @@ struct req {
   void *arg;
   ct_token *proxy;      /* GET result: a new reference for the caller */
   uint8_t *payload;     /* LIST_REPLY body (malloc'd) */
+  uint8_t want;         /* the reply type it expects (TOKEN, ACK, ...) */
   size_t plen;
 };
 
@@ -159,6 +160,18 @@ static struct proxy *find_by_handle_locked(ct_net_client *c, uint32_t h) {
   return NULL;
 }
 
+/* Is the pending request `id` waiting for another type of reply than
+ * `type`?  Such a reply (an ACK to a LIST, a LIST_REPLY to a GET, ...) is
+ * a protocol error: taken as the answer, it would leave the caller with
+ * no payload or no proxy.  Found by fuzz/fuzz_decoder.c. */
+static bool reply_mismatch_locked(ct_net_client *c, uint32_t id,
+                                  uint8_t type) {
+  for (struct req *q = c->reqs; q; q = q->next)
+    if (q->id == id)
+      return q->want != type;
+  return false;
+}
+
 static struct req *take_req_locked(ct_net_client *c, uint32_t id) {
   for (struct req **pp = &c->reqs; *pp; pp = &(*pp)->next)
     if ((*pp)->id == id) {
@@ -178,8 +191,8 @@ static void deliver(struct req *q, ct_token *done, int result) {
     ct_token_unref(done);
   } else if (q && q->fn) {
     q->fn(q->arg, result);
-    free(q->payload);
-    free(q);
+    net_free(q->payload);
+    net_free(q);
   }
 }
 
@@ -257,25 +270,31 @@ static struct proxy *new_proxy_locked(ct_net_client *c, uint32_t h,
                                       const char *name) {
   if (c->nproxies == c->capproxies) {
     size_t cap = c->capproxies ? c->capproxies * 2 : 8;
-    struct proxy **a = realloc(c->proxies, cap * sizeof *a);
+    struct proxy **a = net_realloc(c->proxies, cap * sizeof *a);
     if (!a)
       return NULL;
     c->proxies = a;
     c->capproxies = cap;
   }
-  struct proxy *p = calloc(1, sizeof *p);
+  struct proxy *p = net_calloc(1, sizeof *p);
   if (!p)
     return NULL;
   if (ct_token_new(&p->tok, name) < 0) {
-    free(p);
+    net_free(p);
     return NULL;
   }
   ct_token_mark_proxy(p->tok);
   p->c = c;
   p->handle = h;
   atomic_init(&p->remote, false);
-  /* A fresh token is not triggered: this runs no callback under mu. */
-  ct_callback_register(&p->cb, p->tok, proxy_fired, p);
+  /* A fresh token is not triggered: this runs no callback under mu.  It
+   * may fail (-ENOMEM: the token's first registration allocates), and a
+   * proxy without its hook would never forward a local trigger: give up. */
+  if (ct_callback_register(&p->cb, p->tok, proxy_fired, p) < 0) {
+    ct_token_unref(p->tok);
+    net_free(p);
+    return NULL;
+  }
   c->proxies[c->nproxies++] = p;
   return p;
 }
@@ -348,6 +367,10 @@ static int on_frame(ct_net_client *c, uint8_t type, const uint8_t *b,
     if (n < 11)
       return -EPROTO;
     pthread_mutex_lock(&c->mu);
+    if (reply_mismatch_locked(c, get_u32(b), MSG_TOKEN)) {
+      pthread_mutex_unlock(&c->mu);
+      return -EPROTO;
+    }
     q = take_req_locked(c, get_u32(b));
     struct proxy *p = find_by_handle_locked(c, get_u32(b + 4));
     int result = 0;
@@ -373,6 +396,10 @@ static int on_frame(ct_net_client *c, uint8_t type, const uint8_t *b,
     if (n != 5)
       return -EPROTO;
     pthread_mutex_lock(&c->mu);
+    if (reply_mismatch_locked(c, get_u32(b), MSG_ACK)) {
+      pthread_mutex_unlock(&c->mu);
+      return -EPROTO;
+    }
     q = complete_locked(c, get_u32(b), b[4] ? 1 : 0, &done);
     pthread_mutex_unlock(&c->mu);
     if (q)
@@ -381,10 +408,15 @@ static int on_frame(ct_net_client *c, uint8_t type, const uint8_t *b,
   case MSG_LIST_REPLY: {
     if (n < 12)
       return -EPROTO;
-    uint8_t *copy = malloc(n);
+    uint8_t *copy = net_malloc(n);
     if (copy)
       memcpy(copy, b, n);
     pthread_mutex_lock(&c->mu);
+    if (reply_mismatch_locked(c, get_u32(b), MSG_LIST_REPLY)) {
+      pthread_mutex_unlock(&c->mu);
+      net_free(copy);
+      return -EPROTO;
+    }
     q = complete_locked(c, get_u32(b), copy ? 0 : -ENOMEM, &done);
     if (q && copy) {
       q->payload = copy;
@@ -393,7 +425,7 @@ static int on_frame(ct_net_client *c, uint8_t type, const uint8_t *b,
     }
     int result = q ? q->result : 0;
     pthread_mutex_unlock(&c->mu);
-    free(copy);
+    net_free(copy);
     if (q)
       deliver(q, done, result);
     return 0;
@@ -537,6 +569,9 @@ static int request(ct_net_client *c, struct req *q, uint8_t type,
     return atomic_load_explicit(&c->error, memory_order_acquire);
   }
   q->id = next_id_locked(c);
+  q->want = type == MSG_GET       ? MSG_TOKEN
+            : type == MSG_TRIGGER ? MSG_ACK
+                                  : MSG_LIST_REPLY;
   put_u32(body, q->id);
   uint8_t *f = net_buf_frame(&c->out, type, n);
   if (!f) {
@@ -624,10 +659,11 @@ int ct_net_client_trigger_async(ct_net_client *c, ct_token *proxy,
   if (!c || !proxy || !done || check_trigger_args(reason, detail) < 0 ||
       proxy_handle(c, proxy, &h) < 0)
     return -EINVAL;
-  struct req *q = calloc(1, sizeof *q);
+  struct req *q = net_calloc(1, sizeof *q);
   if (!q)
     return -ENOMEM;
   q->fn = done;
+  q->want = MSG_ACK;
   q->arg = arg;
   pthread_mutex_lock(&c->mu);
   int r = 0;
@@ -650,7 +686,7 @@ int ct_net_client_trigger_async(ct_net_client *c, ct_token *proxy,
   }
   pthread_mutex_unlock(&c->mu);
   if (r < 0)
-    free(q);
+    net_free(q);
   return r;
 }
 
@@ -660,7 +696,7 @@ int ct_net_client_list(ct_net_client *c, ct_net_list_fn fn, void *arg,
     return -EINVAL;
   uint32_t start = 0;
   int total = 0;
-  char *name = malloc(2 * (CT_NET_NAME_MAX + 1));
+  char *name = net_malloc(2 * (CT_NET_NAME_MAX + 1));
   if (!name)
     return -ENOMEM;
   char *cause = name + CT_NET_NAME_MAX + 1;
@@ -671,7 +707,7 @@ int ct_net_client_list(ct_net_client *c, ct_net_list_fn fn, void *arg,
     struct req q = {0};
     r = request(c, &q, MSG_LIST, body, sizeof body, deadline);
     if (r < 0) {
-      free(q.payload);
+      net_free(q.payload);
       break;
     }
     const uint8_t *p = q.payload + 12, *end = q.payload + q.plen;
@@ -698,12 +734,12 @@ int ct_net_client_list(ct_net_client *c, ct_net_list_fn fn, void *arg,
       total++;
       p += 7 + nl + cl;
     }
-    free(q.payload);
+    net_free(q.payload);
     if (next != 0 && next <= start)
       r = -EPROTO; /* the server must make progress */
     start = next;
   } while (r == 0 && start != 0);
-  free(name);
+  net_free(name);
   return r < 0 ? r : total;
 }
 
@@ -786,6 +822,23 @@ static int send_hs_frame(int fd, uint8_t type, const uint8_t *body, size_t n,
   return write_all(fd, f, NET_HDR + 1 + n, deadline);
 }
 
+/* Read the answer to a handshake frame whose send returned `sent`.  A
+ * server that refuses a connection at once (too many clients, no
+ * descriptor left) may close it before our frame arrives: the send then
+ * fails with EPIPE or ECONNRESET, but the ERROR frame it sent first is
+ * still there to read, and it says why -- a clearer error than "broken
+ * pipe".  Returns 0 with a frame, or the error of the send (else the
+ * read). */
+static int read_reply(int fd, int sent, uint8_t *buf, size_t cap,
+                      uint8_t *type, size_t *n, int64_t deadline) {
+  if (sent < 0 && sent != -EPIPE && sent != -ECONNRESET)
+    return sent;
+  int r = read_hs_frame(fd, buf, cap, type, n, deadline);
+  if (sent < 0 && (r < 0 || *type != MSG_ERROR))
+    return sent;
+  return r;
+}
+
 /* An ERROR frame in the handshake: its errno, with its message. */
 static int hs_error(const uint8_t *b, size_t n, char *err, size_t errlen) {
   if (n < 6) {
@@ -810,10 +863,9 @@ static int handshake(int fd, const ct_net_client_options *o, char *err,
   memcpy(hello + 8, cnonce, NET_NONCE);
   int r = send_hs_frame(fd, MSG_HELLO, hello, sizeof hello, deadline);
   uint8_t b[NET_MAX_FRAME_HS];
-  uint8_t type;
-  size_t n;
-  if (r == 0)
-    r = read_hs_frame(fd, b, sizeof b, &type, &n, deadline);
+  uint8_t type = 0;
+  size_t n = 0;
+  r = read_reply(fd, r, b, sizeof b, &type, &n, deadline);
   if (r < 0) {
     net_seterr(err, errlen, "handshake: %s%s", strerror(-r),
                r == -EPROTO ? " (not a cancel-token server?)" : "");
@@ -865,8 +917,7 @@ static int handshake(int fd, const ct_net_client_options *o, char *err,
   }
   r = send_hs_frame(fd, MSG_AUTH, proof, sizeof proof, deadline);
   OPENSSL_cleanse(proof, sizeof proof);
-  if (r == 0)
-    r = read_hs_frame(fd, b, sizeof b, &type, &n, deadline);
+  r = read_reply(fd, r, b, sizeof b, &type, &n, deadline);
   if (r < 0) {
     net_seterr(err, errlen, "handshake: %s", strerror(-r));
     return r;
@@ -947,7 +998,7 @@ int ct_net_client_connect(ct_net_client **out, const char *address,
     close(fd);
     return r;
   }
-  ct_net_client *c = calloc(1, sizeof *c);
+  ct_net_client *c = net_calloc(1, sizeof *c);
   if (!c) {
     close(fd);
     return -ENOMEM;
@@ -1011,9 +1062,9 @@ void ct_net_client_free(ct_net_client *c) {
     struct proxy *p = c->proxies[i];
     ct_callback_unregister(&p->cb); /* not running, never will */
     ct_token_unref(p->tok);
-    free(p);
+    net_free(p);
   }
-  free(c->proxies);
+  net_free(c->proxies);
   if (c->fd >= 0)
     close(c->fd);
   if (c->wake_fd >= 0)
@@ -1022,5 +1073,5 @@ void ct_net_client_free(ct_net_client *c) {
   net_buf_free(&c->in);
   net_buf_free(&c->out);
   pthread_mutex_destroy(&c->mu);
-  free(c);
+  net_free(c);
 }

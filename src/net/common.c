@@ -53,6 +53,43 @@ int net_err_to_errno(unsigned code) {
   }
 }
 
+/* ---- allocation (see net_internal.h) ---- */
+
+/* Set only by tests, while nothing of src/net is alive: plain globals. */
+static net_alloc_fn alloc_fn;
+static void *alloc_ud;
+
+void net_set_allocator(net_alloc_fn fn, void *ud) {
+  alloc_fn = fn;
+  alloc_ud = ud;
+}
+
+void *net_realloc(void *p, size_t n) {
+  if (n == 0)
+    n = 1; /* a zero-size request is an allocation, not a free */
+  return alloc_fn ? alloc_fn(alloc_ud, p, n) : realloc(p, n);
+}
+
+void *net_malloc(size_t n) { return net_realloc(NULL, n); }
+
+void *net_calloc(size_t n, size_t size) {
+  if (size && n > SIZE_MAX / size)
+    return NULL;
+  void *p = net_malloc(n * size);
+  if (p)
+    memset(p, 0, n * size);
+  return p;
+}
+
+void net_free(void *p) {
+  if (!p)
+    return;
+  if (alloc_fn)
+    alloc_fn(alloc_ud, p, 0);
+  else
+    free(p);
+}
+
 /* ---- buffers ---- */
 
 int net_buf_reserve(struct net_buf *b, size_t extra) {
@@ -73,7 +110,7 @@ int net_buf_reserve(struct net_buf *b, size_t extra) {
       return -ENOMEM;
     cap *= 2;
   }
-  uint8_t *p = realloc(b->data, cap);
+  uint8_t *p = net_realloc(b->data, cap);
   if (!p)
     return -ENOMEM;
   b->data = p;
@@ -107,7 +144,7 @@ void net_buf_consume(struct net_buf *b, size_t n) {
 }
 
 void net_buf_free(struct net_buf *b) {
-  free(b->data);
+  net_free(b->data);
   *b = (struct net_buf){0};
 }
 

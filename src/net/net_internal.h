@@ -133,6 +133,33 @@ NET_HIDDEN bool net_proof_equal(const uint8_t a[NET_PROOF],
                                 const uint8_t b[NET_PROOF]);
 NET_HIDDEN int net_random(uint8_t *p, size_t n);
 
+/* ---- allocation ----
+ * Every allocation made by src/net goes through these four, so that a test
+ * can fail each allocation site in turn (tests/test_fault_oom.c), as
+ * ct_set_allocator() lets tests/test_oom.c do for the core.  The hook has
+ * lua_Alloc's shape without the old size: with nsize == 0 it frees ptr and
+ * returns NULL; otherwise it behaves as realloc(ptr, nsize), NULL meaning
+ * out of memory.  NULL restores malloc/realloc/free.  Testing only, NOT
+ * thread-safe: install it while no server or client exists.  Memory that
+ * libcrypto and getaddrinfo() allocate for themselves is not covered, nor
+ * is the core's (tokens, callback lists: use ct_set_allocator()). */
+typedef void *(*net_alloc_fn)(void *ud, void *ptr, size_t nsize);
+NET_HIDDEN void net_set_allocator(net_alloc_fn fn, void *ud);
+NET_HIDDEN void *net_malloc(size_t n);
+NET_HIDDEN void *net_calloc(size_t n, size_t size);
+NET_HIDDEN void *net_realloc(void *p, size_t n);
+NET_HIDDEN void net_free(void *p);
+
+/* ---- testing hooks (server.c; for fuzz/ and tests/ only) ----
+ * Drive a server without its thread, deterministically: adopt a connected
+ * stream socket as if accept() had returned it (the server then owns and
+ * closes fd), and run one pass of the event loop, waiting at most
+ * timeout_ms for events.  run_once returns the number of events handled,
+ * or a negative errno of epoll_wait().  Only on a server that was never
+ * started, from one thread. */
+NET_HIDDEN void net_server_adopt(ct_net_server *s, int fd);
+NET_HIDDEN int net_server_run_once(ct_net_server *s, int timeout_ms);
+
 /* ---- misc ---- */
 NET_HIDDEN bool net_utf8_valid(const uint8_t *s, size_t n);
 /* Length of the longest prefix of s[0..n) that fits max bytes, cut on a

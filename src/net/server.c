@@ -26,9 +26,11 @@
  *  ct_token_name()/ct_token_triggered_token()/ct_token_reason() run no
  *  callbacks and may be called under it.
  *
- *  Exactly-once notices.  A token fires once.  Its hook may run while the
- *  entry is being added (registration after the trigger runs it at once),
- *  and `queued` makes the queueing idempotent; `notified` (loop only) makes
+ *  Exactly-once notices.  A token fires once.  Its hook is registered
+ *  before the entry is published (so that a failed registration leaves
+ *  nothing behind), and may run before publication: it then only sets
+ *  `fired_early`, and publication queues the entry.  `queued` makes the
+ *  queueing idempotent; `notified` (loop only) makes
  *  the sending so.  A GET answers "triggered" from the token's own state
  *  and subscribes only while it is not: a trigger after that point always
  *  reaches the subscriber through the queue, and one before it is in the
@@ -125,6 +127,8 @@ struct entry {
   uint32_t id;          /* the handle: index in s->entries */
   ct_callback cb;       /* entry_fired */
   bool queued;          /* on s->fired (or was); guarded by s->mu */
+  bool published;       /* in entries[] and the hash; guarded by s->mu */
+  bool fired_early;     /* hook ran before publication; guarded by s->mu */
   struct entry *fired_next; /* guarded by s->mu */
   struct entry *hnext;  /* hash chain; guarded by s->mu */
   bool notified;        /* notice sent; loop thread only */
@@ -207,7 +211,7 @@ static int hash_grow_locked(ct_net_server *s) {
   if (s->nentries + 1 <= s->hashcap)
     return 0;
   size_t cap = s->hashcap ? s->hashcap * 2 : 16;
-  struct entry **h = calloc(cap, sizeof *h);
+  struct entry **h = net_calloc(cap, sizeof *h);
   if (!h)
     return -ENOMEM;
   for (size_t i = 0; i < s->nentries; i++) {
@@ -216,7 +220,7 @@ static int hash_grow_locked(ct_net_server *s) {
     e->hnext = h[b];
     h[b] = e;
   }
-  free(s->hash);
+  net_free(s->hash);
   s->hash = h;
   s->hashcap = cap;
   return 0;
@@ -239,7 +243,11 @@ static void entry_fired(ct_token *t, void *arg) {
   struct entry *e = arg;
   ct_net_server *s = e->s;
   pthread_mutex_lock(&s->mu);
-  if (!e->queued) {
+  if (!e->published) {
+    /* ct_net_server_add() has not published it yet (or will fail and
+     * free it): it queues the entry itself when it publishes it. */
+    e->fired_early = true;
+  } else if (!e->queued) {
     e->queued = true;
     e->fired_next = s->fired;
     s->fired = e;
@@ -289,12 +297,12 @@ static void conn_free(ct_net_server *s, struct conn *c) {
     struct sub *last = e->subs[--e->nsubs]; /* swap-remove */
     e->subs[u->eidx] = last;
     last->eidx = u->eidx;
-    free(u);
+    net_free(u);
   }
-  free(c->subs);
+  net_free(c->subs);
   net_buf_free(&c->in);
   net_buf_free(&c->out);
-  free(c);
+  net_free(c);
 }
 
 static void free_dead(ct_net_server *s) {
@@ -540,7 +548,7 @@ static int subscribe(ct_net_server *s, struct conn *c, struct entry *e,
     return -ENOSPC;
   if (c->nsubs == c->capsubs) {
     size_t cap = c->capsubs ? c->capsubs * 2 : 4;
-    struct sub **a = realloc(c->subs, cap * sizeof *a);
+    struct sub **a = net_realloc(c->subs, cap * sizeof *a);
     if (!a)
       return -ENOMEM;
     c->subs = a;
@@ -548,13 +556,13 @@ static int subscribe(ct_net_server *s, struct conn *c, struct entry *e,
   }
   if (e->nsubs == e->capsubs) {
     size_t cap = e->capsubs ? e->capsubs * 2 : 4;
-    struct sub **a = realloc(e->subs, cap * sizeof *a);
+    struct sub **a = net_realloc(e->subs, cap * sizeof *a);
     if (!a)
       return -ENOMEM;
     e->subs = a;
     e->capsubs = cap;
   }
-  struct sub *u = malloc(sizeof *u);
+  struct sub *u = net_malloc(sizeof *u);
   if (!u)
     return -ENOMEM;
   *u = (struct sub){c, e, e->nsubs};
@@ -651,7 +659,7 @@ static void on_list(ct_net_server *s, struct conn *c, const uint8_t *b,
   }
   uint32_t req = get_u32(b), start = get_u32(b + 4);
   static const size_t room = NET_MAX_FRAME - 1 - 12;
-  uint8_t *page = malloc(room);
+  uint8_t *page = net_malloc(room);
   if (!page) {
     conn_error(s, c, req, NERR_NO_MEMORY, "server out of memory");
     return;
@@ -691,7 +699,7 @@ static void on_list(ct_net_server *s, struct conn *c, const uint8_t *b,
     memcpy(p + 12, page, len);
     conn_flush(s, c);
   }
-  free(page);
+  net_free(page);
 }
 
 static void on_frame(ct_net_server *s, struct conn *c, uint8_t type,
@@ -886,7 +894,7 @@ static void accept_one(ct_net_server *s, int fd, struct sockaddr_storage *ss,
     refuse_fd(fd, NERR_LIMIT, "too many clients");
     return;
   }
-  struct conn *c = calloc(1, sizeof *c);
+  struct conn *c = net_calloc(1, sizeof *c);
   if (!c) {
     stat_add(&s->st_refused, 1);
     LOG(s, "refusing a client: out of memory");
@@ -921,7 +929,7 @@ static void accept_one(ct_net_server *s, int fd, struct sockaddr_storage *ss,
     stat_add(&s->st_refused, 1);
     LOG(s, "refusing client %s: epoll_ctl: %s", c->peer, strerror(errno));
     refuse_fd(fd, NERR_NO_MEMORY, "server out of resources");
-    free(c);
+    net_free(c);
     return;
   }
   c->next = s->conns;
@@ -1024,39 +1032,46 @@ static void teardown(ct_net_server *s) {
   pthread_mutex_unlock(&s->mu);
 }
 
-static int run_loop(ct_net_server *s) {
+/* One pass of the loop: wait up to `timeout` ms, handle the events, free
+ * what died, sweep when due.  Returns the number of events, 0 on EINTR, or
+ * the negative errno of epoll_wait(). */
+static int loop_pass(ct_net_server *s, int timeout) {
   struct epoll_event evs[128];
+  int n = epoll_wait(s->ep, evs, 128, timeout);
+  if (n < 0)
+    return errno == EINTR ? 0 : -errno;
+  for (int i = 0; i < n; i++) {
+    int kind = *(int *)evs[i].data.ptr;
+    if (kind == EV_LISTEN) {
+      do_accept(s);
+    } else if (kind == EV_WAKE) {
+      uint64_t v;
+      ssize_t r = read(s->wake_fd, &v, sizeof v);
+      (void)r;
+      process_fired(s);
+    } else {
+      conn_event(s, evs[i].data.ptr, evs[i].events);
+    }
+  }
+  free_dead(s);
+  int64_t now = ct_now();
+  if (now >= s->next_sweep) {
+    sweep(s, now);
+    free_dead(s);
+    s->next_sweep = now + SWEEP_MS * INT64_C(1000000);
+  }
+  return n;
+}
+
+static int run_loop(ct_net_server *s) {
   int err = 0;
   process_fired(s); /* entries added (and fired) before we ran */
   while (!atomic_load(&s->stop_req)) {
-    int timeout = s->conns || s->listen_paused ? SWEEP_MS : -1;
-    int n = epoll_wait(s->ep, evs, 128, timeout);
+    int n = loop_pass(s, s->conns || s->listen_paused ? SWEEP_MS : -1);
     if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      err = -errno;
-      LOG(s, "epoll_wait: %s; stopping", strerror(errno));
+      err = n;
+      LOG(s, "epoll_wait: %s; stopping", strerror(-n));
       break;
-    }
-    for (int i = 0; i < n; i++) {
-      int kind = *(int *)evs[i].data.ptr;
-      if (kind == EV_LISTEN) {
-        do_accept(s);
-      } else if (kind == EV_WAKE) {
-        uint64_t v;
-        ssize_t r = read(s->wake_fd, &v, sizeof v);
-        (void)r;
-        process_fired(s);
-      } else {
-        conn_event(s, evs[i].data.ptr, evs[i].events);
-      }
-    }
-    free_dead(s);
-    int64_t now = ct_now();
-    if (now >= s->next_sweep) {
-      sweep(s, now);
-      free_dead(s);
-      s->next_sweep = now + SWEEP_MS * INT64_C(1000000);
     }
   }
   teardown(s);
@@ -1067,6 +1082,24 @@ static int run_loop(ct_net_server *s) {
 static void *server_thread(void *arg) {
   run_loop(arg);
   return NULL;
+}
+
+/* ---- testing hooks (net_internal.h) ---- */
+
+void net_server_adopt(ct_net_server *s, int fd) {
+  struct sockaddr_storage ss;
+  socklen_t slen = sizeof ss;
+  if (getpeername(fd, (struct sockaddr *)&ss, &slen) < 0) {
+    memset(&ss, 0, sizeof ss);
+    ss.ss_family = AF_UNIX;
+    slen = sizeof(sa_family_t);
+  }
+  accept_one(s, fd, &ss, slen);
+}
+
+int net_server_run_once(ct_net_server *s, int timeout_ms) {
+  process_fired(s);
+  return loop_pass(s, timeout_ms);
 }
 
 /* ---- creation ---- */
@@ -1161,7 +1194,7 @@ int ct_net_server_new(ct_net_server **out, const char *address,
   if (!o.stall_timeout_ns)
     o.stall_timeout_ns = 30 * SEC;
 
-  ct_net_server *s = calloc(1, sizeof *s);
+  ct_net_server *s = net_calloc(1, sizeof *s);
   if (!s)
     return -ENOMEM;
   s->ep = s->lfd = s->wake_fd = s->reserve_fd = -1;
@@ -1176,7 +1209,7 @@ int ct_net_server_new(ct_net_server **out, const char *address,
     goto fail;
   }
   if (o.allowed_uids) {
-    uid_t *u = malloc(o.n_allowed_uids * sizeof *u);
+    uid_t *u = net_malloc(o.n_allowed_uids * sizeof *u);
     if (!u) {
       r = -ENOMEM;
       goto fail;
@@ -1186,7 +1219,7 @@ int ct_net_server_new(ct_net_server **out, const char *address,
   }
   s->o = o;
   if (o.secret_len) {
-    if (!(s->secret = malloc(o.secret_len))) {
+    if (!(s->secret = net_malloc(o.secret_len))) {
       r = -ENOMEM;
       goto fail;
     }
@@ -1201,7 +1234,7 @@ int ct_net_server_new(ct_net_server **out, const char *address,
     r = -EPERM;
     goto fail;
   }
-  if (!(s->scratch = malloc(NET_HDR + NET_MAX_FRAME))) {
+  if (!(s->scratch = net_malloc(NET_HDR + NET_MAX_FRAME))) {
     r = -ENOMEM;
     goto fail;
   }
@@ -1250,18 +1283,31 @@ int ct_net_server_add(ct_net_server *s, const char *name, ct_token *t) {
     return -EINVAL;
   if (n > CT_NET_NAME_MAX)
     return -ENAMETOOLONG;
-  struct entry *e = calloc(1, sizeof *e);
-  char *copy = malloc(n + 1);
+  struct entry *e = net_calloc(1, sizeof *e);
+  char *copy = net_malloc(n + 1);
   if (!e || !copy) {
-    free(e);
-    free(copy);
+    net_free(e);
+    net_free(copy);
     return -ENOMEM;
   }
   memcpy(copy, name, n + 1);
   e->s = s;
   e->name = copy;
   e->name_len = n;
-  int r = 0;
+  /* Register the hook first, while nobody else can see the entry: the
+   * registration may fail (-ENOMEM), and then nothing has been published
+   * that a connection could already have subscribed to.  Until the entry
+   * is published below, a trigger only sets fired_early (entry_fired), and
+   * the publication queues it.  If t is already triggered, the hook runs
+   * here, at once, and takes mu itself: mu is not held. */
+  int r = ct_callback_register(&e->cb, t, entry_fired, e);
+  if (r < 0) {
+    net_free(copy);
+    net_free(e);
+    return r;
+  }
+  r = 0;
+  bool queued = false;
   pthread_mutex_lock(&s->mu);
   if (s->closed)
     r = -ESHUTDOWN;
@@ -1271,7 +1317,7 @@ int ct_net_server_add(ct_net_server *s, const char *name, ct_token *t) {
     r = -ENOSPC;
   else if (s->nentries == s->capentries) {
     size_t cap = s->capentries ? s->capentries * 2 : 8;
-    struct entry **a = realloc(s->entries, cap * sizeof *a);
+    struct entry **a = net_realloc(s->entries, cap * sizeof *a);
     if (a) {
       s->entries = a;
       s->capentries = cap;
@@ -1288,17 +1334,24 @@ int ct_net_server_add(ct_net_server *s, const char *name, ct_token *t) {
     size_t b = name_hash(name, n) & (s->hashcap - 1);
     e->hnext = s->hash[b];
     s->hash[b] = e;
+    e->published = true;
+    if (e->fired_early) {
+      e->queued = queued = true;
+      e->fired_next = s->fired;
+      s->fired = e;
+    }
   }
   pthread_mutex_unlock(&s->mu);
   if (r < 0) {
-    free(copy);
-    free(e);
+    /* Not published: after this returns the hook is not running and never
+     * will, so nothing refers to e any more. */
+    ct_callback_unregister(&e->cb);
+    net_free(copy);
+    net_free(e);
     return r;
   }
-  /* Outside mu: if t is already triggered, the hook runs now and takes
-   * mu itself.  A trigger between the insertion and here is seen by the
-   * registration (it then runs the hook at once). */
-  ct_callback_register(&e->cb, t, entry_fired, e);
+  if (queued)
+    wake(s);
   return 0;
 }
 
@@ -1367,12 +1420,12 @@ void ct_net_server_free(ct_net_server *s) {
   for (size_t i = 0; i < s->nentries; i++) {
     struct entry *e = s->entries[i];
     ct_token_unref(e->tok);
-    free(e->subs);
-    free(e->name);
-    free(e);
+    net_free(e->subs);
+    net_free(e->name);
+    net_free(e);
   }
-  free(s->entries);
-  free(s->hash);
+  net_free(s->entries);
+  net_free(s->hash);
   if (s->ep >= 0)
     close(s->ep);
   if (s->wake_fd >= 0)
@@ -1381,10 +1434,10 @@ void ct_net_server_free(ct_net_server *s) {
     close(s->reserve_fd);
   if (s->secret) {
     OPENSSL_cleanse(s->secret, s->o.secret_len);
-    free(s->secret);
+    net_free(s->secret);
   }
-  free((void *)s->o.allowed_uids);
-  free(s->scratch);
+  net_free((void *)s->o.allowed_uids);
+  net_free(s->scratch);
   pthread_mutex_destroy(&s->mu);
-  free(s);
+  net_free(s);
 }

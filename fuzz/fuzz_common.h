@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * fuzz_common.h -- what the libFuzzer harnesses share: a server driven
+ * without its thread (net_server_adopt/net_server_run_once, from
+ * src/net/net_internal.h), a private directory for socket files, and a
+ * reader of the frames the server sends back.  Any broken expectation
+ * aborts, which libFuzzer reports as a crash.
+ */
+#ifndef CT_FUZZ_COMMON_H
+#define CT_FUZZ_COMMON_H
+
+#include "net_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define FUZZ_CHECK(cond)                                                      \
+  do {                                                                        \
+    if (!(cond)) {                                                            \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,       \
+              #cond);                                                         \
+      abort();                                                                \
+    }                                                                         \
+  } while (0)
+
+static void fuzz_quiet_log(void *arg, const char *msg) {
+  (void)arg;
+  (void)msg;
+}
+
+/* A fresh private directory, once per process; the socket path in it. */
+static const char *fuzz_sock_path(void) {
+  static char path[128];
+  if (!path[0]) {
+    char dir[64] = "/tmp/ct-fuzz-XXXXXX";
+    FUZZ_CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/s", dir);
+  }
+  return path;
+}
+
+/* Pump the server until it has nothing left to do. */
+static void fuzz_pump(ct_net_server *s) {
+  for (int i = 0; i < 10000; i++)
+    if (net_server_run_once(s, 0) <= 0)
+      return;
+}
+
+/* Drain what the server sent to `fd` into `acc` (capped). */
+struct fuzz_acc {
+  uint8_t buf[1 << 16];
+  size_t len;
+};
+static void fuzz_drain(int fd, struct fuzz_acc *a) {
+  for (;;) {
+    uint8_t tmp[4096];
+    ssize_t r = recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
+    if (r <= 0)
+      return;
+    size_t n = (size_t)r;
+    if (n > sizeof a->buf - a->len)
+      n = sizeof a->buf - a->len;
+    memcpy(a->buf + a->len, tmp, n);
+    a->len += n;
+  }
+}
+
+/* Walk the frames in acc; every frame the server sends is well formed.
+ * Calls fn(type, body, n, arg) for each complete one. */
+static void fuzz_frames(const struct fuzz_acc *a,
+                        void (*fn)(uint8_t, const uint8_t *, size_t, void *),
+                        void *arg) {
+  size_t pos = 0;
+  while (a->len - pos >= NET_HDR) {
+    uint32_t len = get_u32(a->buf + pos);
+    FUZZ_CHECK(len >= 1 && len <= NET_MAX_FRAME);
+    if (a->len - pos - NET_HDR < len)
+      break;
+    if (fn)
+      fn(a->buf[pos + NET_HDR], a->buf + pos + NET_HDR + 1, len - 1, arg);
+    pos += NET_HDR + len;
+  }
+}
+
+#endif
