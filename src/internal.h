@@ -7,8 +7,8 @@
  * deadline.c):
  *
  *  State word.  Every token starts with one 32-bit atomic word, `state`:
- *    bit 0  TRIGGERED  set once, by the thread that won the token's `cause`
- *                      CAS; never cleared.  ct_token_triggered() reads it.
+ *    bit 0  TRIGGERED  set once, by the claiming CAS (see Claiming); never
+ *                      cleared.  ct_token_triggered() reads it.
  *    bit 1  WAITERS    some thread sleeps (or slept) in a futex on `state`:
  *                      the trigger must FUTEX_WAKE.  Sticky.
  *    bit 2  INTEREST   the token has, or had, children, callbacks or a
@@ -23,11 +23,14 @@
  *    bit 5  OWNS_CAUSE `cause` was given by ct_token_trigger_with_cause()
  *                      and t holds a reference on it (set with TRIGGERED).
  *    bits 8..15        reason, bits 16..23 detail; written by the same
- *                      fetch_or that sets TRIGGERED.
+ *                      CAS that sets TRIGGERED.
  *
- *  Claiming.  A token is triggered by whoever wins CAS(cause, NULL, src).
- *  The winner then publishes with fetch_or(state, TRIGGERED|reason) (release),
- *  so a reader that sees TRIGGERED (acquire) also sees cause and reason.
+ *  Claiming.  A token is triggered by whoever wins the CAS that sets
+ *  TRIGGERED, reason and detail in the state word; a trigger that loses it
+ *  therefore finds TRIGGERED already set, and no trigger call returns before
+ *  its token reads as triggered.  The winner stores `cause` (release) right
+ *  after; a reader that has seen TRIGGERED reads cause through ct__cause(),
+ *  which waits out those few instructions.
  *  Exactly one thread claims each token, so exactly one thread processes it:
  *  wakes its waiters, marks its children, writes its descriptor and runs its
  *  callbacks.  Propagation to descendants uses an explicit work list threaded
@@ -124,7 +127,7 @@ struct ct_token {
   _Atomic uint32_t refs;
   ct_lock lock;
   uint32_t nlinks;               /* immutable */
-  _Atomic(ct_token *) cause;     /* set once by the claiming CAS */
+  _Atomic(ct_token *) cause;     /* stored once, by the claimer */
   struct ct_link *children;      /* guarded by lock */
   _Atomic(struct ct_ext *) ext;  /* set once by CAS, freed at destroy */
   ct_token *work_next;           /* owned by the holder of the work item */
@@ -184,5 +187,14 @@ CT_HIDDEN void ct__eventfd_signal(int fd);
 CT_HIDDEN bool ct__claim(ct_token *t, ct_token *src, uint32_t bits,
                          bool *interest);
 CT_HIDDEN void ct__drain(ct_token *t);
+CT_HIDDEN ct_token *ct__cause(const ct_token *t);
+
+static inline void ct__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
 
 #endif /* CT_INTERNAL_H */

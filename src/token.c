@@ -19,6 +19,7 @@
  */
 #include "internal.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -112,21 +113,41 @@ static int check_name(const char *name, size_t *len) {
  * reason, detail).  Returns true if this call won; then *interest says
  * whether t has children, callbacks or a descriptor to process. */
 bool ct__claim(ct_token *t, ct_token *src, uint32_t bits, bool *interest) {
-  ct_token *expected = NULL;
-  /* acq_rel: the winner is ordered after every earlier claim attempt; the
-   * cause it stores is published by the release fetch_or below. */
-  if (!atomic_compare_exchange_strong_explicit(&t->cause, &expected, src,
-                                               memory_order_acq_rel,
-                                               memory_order_relaxed))
-    return false;
-  /* acq_rel: release publishes cause to whoever sees TRIGGERED; acquire
-   * orders us after the INTEREST set by registrations (same word). */
-  uint32_t old =
-      atomic_fetch_or_explicit(&t->state, bits, memory_order_acq_rel);
+  /* The claim is the CAS that sets TRIGGERED (with the reason and detail)
+   * in the state word, so a caller that loses it finds the token triggered
+   * already: no trigger call returns before its token reads as triggered.
+   * acq_rel on success: ordered after the registrations' RMWs on this word
+   * (INTEREST, WAITERS), and publishing to anyone who then sees TRIGGERED. */
+  uint32_t old = atomic_load_explicit(&t->state, memory_order_relaxed);
+  do {
+    if (old & CT_ST_TRIGGERED)
+      return false;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &t->state, &old, old | bits, memory_order_acq_rel, memory_order_relaxed));
+  /* release: cause is stored right after the claim; ct__cause() waits out
+   * the few instructions in between. */
+  atomic_store_explicit(&t->cause, src, memory_order_release);
   if (old & CT_ST_WAITERS)
     ct__futex_wake(&t->state, INT_MAX);
   *interest = (old & CT_ST_INTEREST) != 0;
   return true;
+}
+
+ct_token *ct__cause(const ct_token *t) {
+  /* Only called once TRIGGERED has been seen.  The claimer stores cause a
+   * few instructions after its CAS; should it be preempted in between, we
+   * yield rather than burn its CPU. */
+  ct_token *c;
+  for (unsigned spins = 0;
+       !(c = atomic_load_explicit(&((ct_token *)t)->cause,
+                                  memory_order_acquire));
+       spins++) {
+    if (spins < 64)
+      ct__cpu_relax();
+    else
+      sched_yield();
+  }
+  return c;
 }
 
 void ct__eventfd_signal(int fd) {
@@ -142,7 +163,10 @@ void ct__eventfd_signal(int fd) {
  * its children (queueing those with work of their own on *work), make its
  * descriptor readable, then run its callbacks with no lock held. */
 static void process(ct_token *t, ct_token **work) {
+  /* We claimed t (or the thread that handed it to us did, and published
+   * cause before that), so cause is set. */
   ct_token *src = atomic_load_explicit(&t->cause, memory_order_acquire);
+  assert(src != NULL);
   uint32_t bits =
       atomic_load_explicit(&t->state, memory_order_acquire) & CT_ST_CAUSE_MASK;
 
@@ -274,7 +298,7 @@ static void link_parents(ct_token *c, ct_token *const *parents) {
     if (s & CT_ST_TRIGGERED) {
       ct__unlock(&p->lock);
       bool interest;
-      ct__claim(c, atomic_load_explicit(&p->cause, memory_order_acquire),
+      ct__claim(c, ct__cause(p),
             s & CT_ST_CAUSE_MASK, &interest);
       born_triggered = true;
       continue;
@@ -459,8 +483,7 @@ int ct_token_check(const ct_token *t) {
 ct_token *ct_token_triggered_token(const ct_token *t) {
   if (!ct_token_triggered(t))
     return NULL;
-  /* TRIGGERED was seen with acquire, after the CAS that set cause. */
-  return atomic_load_explicit(&((ct_token *)t)->cause, memory_order_relaxed);
+  return ct__cause(t);
 }
 
 ct_reason ct_token_reason(const ct_token *t, int *detail) {

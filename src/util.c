@@ -160,14 +160,6 @@ void ct__futex_wake(_Atomic uint32_t *addr, int n) {
   syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 void ct__lock_slow(ct_lock *l) {
   /* Spin briefly: critical sections are a few dozen instructions, except a
    * fan-out walk, for which we then sleep. */
@@ -177,7 +169,7 @@ void ct__lock_slow(ct_lock *l) {
         atomic_compare_exchange_weak_explicit(l, &c, 1, memory_order_acquire,
                                               memory_order_relaxed))
       return;
-    cpu_relax();
+    ct__cpu_relax();
   }
   /* Mark contended (2) before sleeping so the holder's unlock wakes us.
    * Having set 2 ourselves we must keep 2 when we win, since another sleeper

@@ -108,7 +108,10 @@ static void test_unref_cancels_deadline(void **state) {
     ASSERT_OK(ct_token_new_deadline(&t, "t", ct_deadline_after((i % 10) * MS + MS)));
     ct_token_unref(t);
   }
-  assert_int_equal(atomic_load(&t_live_bytes), before);
+  /* <=, not ==: the deadline thread may still be freeing the previous
+   * test's tokens (it holds a reference while it triggers one); a leak of
+   * these 1000 tokens would show as growth. */
+  assert_true(atomic_load(&t_live_bytes) <= before);
   ASSERT_OK(ct_sleep(warm, ct_deadline_after(20 * MS))); /* let them pass */
   ct_token_unref(warm);
 }
