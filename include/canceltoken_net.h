@@ -224,7 +224,9 @@ CT_NET_EXTERN int ct_net_client_connect(ct_net_client **out,
                                         int64_t deadline);
 
 /* Get a proxy of the token served under `name`.  The proxy is a real
- * ct_token (ct_token_is_proxy() is true) named `name`:
+ * ct_token (ct_token_is_proxy() is true) named after the owner's token
+ * (ct_token_name() of the served token, as the reference's proxy.name is;
+ * `name` is only what it is served under):
  *  - ct_token_triggered() is a local atomic load (no round trip); waits,
  *    the descriptor, callbacks, chaining *with* it and child tokens work as
  *    for any token; chaining *from* it fails with -ENOTSUP

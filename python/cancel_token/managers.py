@@ -94,7 +94,8 @@ class CancelTokenProxy(CancelToken):
     ``trigger()`` triggers the owner's token and returns once the server has
     done it; it can be chained with (``CancelToken('x').chain(proxy)``) but
     not from (``proxy.chain(x)`` raises NotImplementedError); it cannot be
-    pickled.  Its name is the name it is served under.  When the connection
+    pickled.  Its name is the owner token's name, as in the reference (not
+    the name it is served under).  When the connection
     is lost it is triggered (``triggered_token`` is then the proxy itself).
     """
 

@@ -204,6 +204,13 @@ async def test_proxy_token_cancellable_wait_operation_cancelled_from_local(
 
 # -- more ---------------------------------------------------------------------
 
+def test_proxy_is_named_after_the_owner_token(token, client):
+    # served as 'get_cancel_token', the owner's token is CancelToken('base')
+    assert token.name == 'base'
+    assert str(token) == 'base'
+    assert client.get_other().name == 'other'
+
+
 def test_proxy_cannot_chain_or_pickle(token):
     with pytest.raises(NotImplementedError):
         token.chain(CancelToken('local'))

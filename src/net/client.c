@@ -364,8 +364,17 @@ static int on_frame(ct_net_client *c, uint8_t type, const uint8_t *b,
     return 0;
   }
   case MSG_TOKEN: {
-    if (n < 11)
+    if (n < 13)
       return -EPROTO;
+    size_t on = get_u16(b + 11);
+    if (13 + on > n || on > CT_NET_NAME_MAX)
+      return -EPROTO;
+    /* The proxy is named after the owner's token, as the reference's
+     * proxy.name is; an empty or non-UTF-8 owner name is the server's
+     * error: fall back to the served name. */
+    char owner[CT_NET_NAME_MAX + 1];
+    memcpy(owner, b + 13, on);
+    owner[on] = '\0';
     pthread_mutex_lock(&c->mu);
     if (reply_mismatch_locked(c, get_u32(b), MSG_TOKEN)) {
       pthread_mutex_unlock(&c->mu);
@@ -374,7 +383,9 @@ static int on_frame(ct_net_client *c, uint8_t type, const uint8_t *b,
     q = take_req_locked(c, get_u32(b));
     struct proxy *p = find_by_handle_locked(c, get_u32(b + 4));
     int result = 0;
-    if (!p && q && !(p = new_proxy_locked(c, get_u32(b + 4), q->name)))
+    const char *pname = on > 0 && net_utf8_valid(b + 13, on) ? owner
+                        : q ? q->name : NULL;
+    if (!p && q && !(p = new_proxy_locked(c, get_u32(b + 4), pname)))
       result = -ENOMEM;
     if (q) {
       q->result = result;
@@ -387,7 +398,7 @@ static int on_frame(ct_net_client *c, uint8_t type, const uint8_t *b,
     /* Trigger before completing: the caller gets a proxy that is
      * already triggered if the owner's token is. */
     if (p && b[8] && !ct_token_triggered(p->tok))
-      fire_proxy(p, b[9], b[10], b + 11, n - 11);
+      fire_proxy(p, b[9], b[10], b + 13 + on, n - 13 - on);
     if (q)
       deliver(q, done, result);
     return 0;

@@ -410,11 +410,13 @@ static void conn_refuse(ct_net_server *s, struct conn *c, unsigned code,
 
 /* Cause name of a fired entry: the name of the token that fired, cut to
  * CT_NET_NAME_MAX bytes with "..." if need be.  Writes into buf. */
-static size_t cause_name(struct entry *e, char *buf) {
-  ct_token *cause = ct_token_triggered_token(e->tok);
-  const char *name = cause ? ct_token_name(cause) : NULL;
+/* Copy a token's name into buf (CT_NET_NAME_MAX bytes), cut with "..." if
+ * longer; the served name stands in if composing a chain name ran out of
+ * memory. */
+static size_t token_name(struct entry *e, ct_token *t, char *buf) {
+  const char *name = t ? ct_token_name(t) : NULL;
   if (!name)
-    name = e->name; /* composing a chain name ran out of memory */
+    name = e->name;
   size_t n = strlen(name);
   if (n > CT_NET_NAME_MAX) {
     n = net_utf8_cut(name, n, CT_NET_NAME_MAX - 3);
@@ -424,6 +426,10 @@ static size_t cause_name(struct entry *e, char *buf) {
   }
   memcpy(buf, name, n);
   return n;
+}
+
+static size_t cause_name(struct entry *e, char *buf) {
+  return token_name(e, ct_token_triggered_token(e->tok), buf);
 }
 
 static void notify_entry(ct_net_server *s, struct entry *e) {
@@ -598,11 +604,12 @@ static void on_get(ct_net_server *s, struct conn *c, const uint8_t *b,
       return;
     }
   }
-  char cause[CT_NET_NAME_MAX];
+  char cause[CT_NET_NAME_MAX], owner[CT_NET_NAME_MAX];
   size_t cn = trig ? cause_name(e, cause) : 0;
+  size_t on = token_name(e, e->tok, owner); /* the proxy's name */
   int detail = 0;
   ct_reason reason = trig ? ct_token_reason(e->tok, &detail) : CT_REASON_NONE;
-  uint8_t *p = conn_frame(s, c, MSG_TOKEN, 11 + cn, false);
+  uint8_t *p = conn_frame(s, c, MSG_TOKEN, 13 + on + cn, false);
   if (!p)
     return;
   put_u32(p, req);
@@ -610,7 +617,9 @@ static void on_get(ct_net_server *s, struct conn *c, const uint8_t *b,
   p[8] = trig;
   p[9] = (uint8_t)reason;
   p[10] = (uint8_t)detail;
-  memcpy(p + 11, cause, cn);
+  put_u16(p + 11, (uint16_t)on);
+  memcpy(p + 13, owner, on);
+  memcpy(p + 13 + on, cause, cn);
   conn_flush(s, c);
 }
 
