@@ -70,8 +70,9 @@ def welcome(flags=0):
 def ready():
     return frame(0x04, struct.pack(">I", 16384))
 
-def token(req, handle, trig=0, reason=0, detail=0, cause=b""):
-    return frame(0x11, struct.pack(">IIBBB", req, handle, trig, reason, detail) + cause)
+def token(req, handle, trig=0, reason=0, detail=0, cause=b"", owner=b"main"):
+    return frame(0x11, struct.pack(">IIBBBH", req, handle, trig, reason, detail,
+                                   len(owner)) + owner + cause)
 
 def notify(handle, reason, detail, cause):
     return frame(0x14, struct.pack(">IBB", handle, reason, detail) + cause)
