@@ -18,6 +18,7 @@
 #include <canceltoken_os.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -27,7 +28,7 @@
 
 #define NWORKERS 3
 
-static void die(const char *what, int err) {
+static _Noreturn void die(const char *what, int err) {
   printf("error: %s: %s\n", what, ct_strerror(err));
   fflush(stdout);
   exit(1);
@@ -36,6 +37,24 @@ static void die(const char *what, int err) {
 static void say(const char *line) {
   printf("%s\n", line);
   fflush(stdout);
+}
+
+/* Wait until t's descriptor is readable, with signo blocked except while
+ * ppoll(2) sleeps: the classic way for a thread to wait for a signal, since
+ * the signal can then only arrive while the thread waits.  (A handler that
+ * interrupts the thread anywhere else is fine without sanitizers, but
+ * ThreadSanitizer defers handlers and, very rarely, drops one that arrives
+ * just before the thread starts to wait.) */
+static void wait_unblocking(ct_token *t, int signo) {
+  sigset_t during;
+  pthread_sigmask(SIG_SETMASK, NULL, &during);
+  sigdelset(&during, signo);
+  int fd = ct_token_fd(t);
+  if (fd < 0)
+    die("ct_token_fd", fd);
+  struct pollfd p = {fd, POLLIN, 0};
+  while (ppoll(&p, 1, NULL, &during) <= 0) /* EINTR: the signal arrived */
+    ;
 }
 
 /* Block for the final signal, which should kill us. */
@@ -58,16 +77,12 @@ static pthread_t receiver_thread;
 static pthread_t receiver_id; /* written by the receiver itself */
 static _Atomic int cb_reason, cb_detail, cb_in_receiver = -1;
 
-/* The only thread with SIGINT unblocked, so the handler runs here. */
+/* The only thread that ever unblocks SIGINT, so the handler runs here. */
 static void *receiver_main(void *arg) {
   (void)arg;
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
   receiver_id = pthread_self(); /* read by the callback, after the signal */
   ct_token_trigger(receiver_up);
-  ct_token_wait(sigtok, CT_FOREVER);
+  wait_unblocking(sigtok, SIGINT);
   return NULL;
 }
 
@@ -90,12 +105,12 @@ static void on_cancel(ct_token *t, void *arg) {
 static int mode_int(void) {
   ct_token *work[NWORKERS];
   pthread_t workers[NWORKERS];
-  ct_callback cb;
+  ct_callback cb = {0}; /* zeroed before first use */
   sigset_t set;
   int rc;
 
-  /* Block SIGINT before any thread exists, so that every thread --
-   * the library's too -- inherits the mask, except the receiver. */
+  /* Block SIGINT before any thread exists, so that every thread inherits
+   * the mask; the receiver unblocks it only inside ppoll(2). */
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
@@ -164,12 +179,16 @@ static int mode_int(void) {
 static int mode_once(void) {
   ct_token *t;
   int rc;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
   if ((rc = ct_token_new(&t, "term")) < 0)
     die("ct_token_new", rc);
   if ((rc = ct_signal_hook(SIGTERM, t, CT_SIGNAL_ONCE)) < 0)
     die("ct_signal_hook", rc);
   say("ready");
-  ct_token_wait(t, CT_FOREVER);
+  wait_unblocking(t, SIGTERM);
   int detail;
   ct_reason reason = ct_token_reason(t, &detail);
   printf("term token: reason %d, detail %d\n", (int)reason, detail);
@@ -178,6 +197,7 @@ static int mode_once(void) {
   printf("SIGTERM disposition after the first one: %s\n",
          now.sa_handler == SIG_DFL ? "default" : "other");
   say("armed");
+  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
   await_death();
   return 1;
 }

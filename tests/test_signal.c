@@ -274,6 +274,10 @@ static _Atomic int stop_sending;
 
 static void *sender(void *arg) {
   (void)arg;
+  sigset_t usr2;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  pthread_sigmask(SIG_UNBLOCK, &usr2, NULL); /* the creator blocks it */
   while (!atomic_load(&stop_sending))
     kill(getpid(), SIGUSR2);
   return NULL;
