@@ -84,7 +84,19 @@ typedef enum ct_reason {
   XX(ENOTSUP, "operation not supported on this token")                        \
   XX(EOVERFLOW, "value too large")                                            \
   XX(EPROTO, "protocol error")                                                \
-  XX(EBUSY, "resource busy")
+  XX(EBUSY, "resource busy")                                                  \
+  XX(ENOENT, "no such file, command or name")                                 \
+  XX(EACCES, "permission denied")                                             \
+  XX(EPERM, "operation not permitted")                                        \
+  XX(EEXIST, "already exists")                                                \
+  XX(ENOSYS, "not supported by this kernel")                                  \
+  XX(ECHILD, "no such child process")                                         \
+  XX(ESRCH, "no such process")                                                \
+  XX(ENOSPC, "limit reached")                                                 \
+  XX(EDEADLK, "the call would deadlock")                                      \
+  XX(ECONNRESET, "connection lost")                                           \
+  XX(ECONNREFUSED, "connection refused")                                      \
+  XX(EPIPE, "broken pipe")
 
 /* The symbolic name of an error ("ECANCELED" for -ECANCELED).  Unknown
  * values give "EUNKNOWN".  Returns a static string.  Any thread; callbacks:

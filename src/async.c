@@ -15,9 +15,11 @@
  *    increment is async-signal-safe); ct__drain() drops it.
  *  - `ready` is set only after the thread and the eventfd exist; a handler
  *    that sees it unset leaves the token untouched and returns -EAGAIN.
- *  - fork(): the child has no thread.  An atfork handler clears `ready`, so
- *    ct_token_trigger_async() fails with -EAGAIN in the child until it calls
- *    ct_async_init() again.
+ *  - fork(): the child has no thread.  An atfork handler clears `ready` and
+ *    drops the inherited eventfd, so ct_token_trigger_async() fails with
+ *    -EAGAIN in the child until it calls ct_async_init() again.
+ *  - The thread blocks every signal (ct__thread_start), so process-directed
+ *    signals are never delivered to it.
  *  - LOCK ORDER: init_mu is taken only by ct_async_init(), alone.
  */
 #include "internal.h"
@@ -52,6 +54,11 @@ static void *async_main(void *arg) {
 static void atfork_child(void) {
   atomic_store_explicit(&ready, false, memory_order_relaxed);
   pthread_mutex_init(&init_mu, NULL);
+  /* The eventfd is shared with the parent: a thread of ours reading it
+   * would swallow the parent's wake-ups.  Take a fresh one on init. */
+  if (efd >= 0)
+    close(efd);
+  efd = -1;
 }
 
 int ct_async_init(void) {
@@ -73,13 +80,7 @@ int ct_async_init(void) {
     pthread_atfork(NULL, NULL, atfork_child);
     atfork_done = true;
   }
-  pthread_t th;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  int e = pthread_create(&th, &attr, async_main, NULL);
-  pthread_attr_destroy(&attr);
+  int e = ct__thread_start(async_main);
   if (e != 0) {
     r = -EAGAIN;
     goto out;

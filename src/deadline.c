@@ -137,13 +137,7 @@ static void init(void) {
 static int ensure_thread(void) {
   if (thread_running)
     return 0;
-  pthread_t th;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  int r = pthread_create(&th, &attr, timer_main, NULL);
-  pthread_attr_destroy(&attr);
+  int r = ct__thread_start(timer_main);
   if (r != 0)
     return -EAGAIN;
   thread_running = true;

@@ -188,6 +188,7 @@ CT_HIDDEN bool ct__claim(ct_token *t, ct_token *src, uint32_t bits,
                          bool *interest);
 CT_HIDDEN void ct__drain(ct_token *t);
 CT_HIDDEN ct_token *ct__cause(const ct_token *t);
+CT_HIDDEN int ct__thread_start(void *(*fn)(void *));
 
 static inline void ct__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)

@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <linux/futex.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -128,6 +129,26 @@ bool ct__utf8_valid(const char *str, size_t n) {
     i += len;
   }
   return true;
+}
+
+/* ---- library threads ---- */
+
+/* Start a detached library thread with every signal blocked, so that
+ * signals aimed at the process go to the application's threads and never
+ * interrupt (or get stuck behind) ours.  Returns pthread_create's result. */
+int ct__thread_start(void *(*fn)(void *)) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t th;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  int r = pthread_create(&th, &attr, fn, NULL);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return r;
 }
 
 /* ---- futexes ---- */
