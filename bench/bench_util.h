@@ -89,6 +89,36 @@ static inline void bu_emit(const char *key, const char *unit, double *v,
   fflush(stdout);
 }
 
+/* The wake-up latency distribution every program reports: for each variant
+ * the keys <prefix>.<variant>.p10 ... .p99, each the median over the
+ * repetitions of that percentile.  run.py puts p50 and p99 in the table and
+ * draws the whole set in the chart. */
+#define BU_NPCT 7
+static const double bu_pcts[BU_NPCT] = {0.10, 0.25, 0.50, 0.75,
+                                        0.90, 0.95, 0.99};
+static const char *const bu_pct_names[BU_NPCT] = {"p10", "p25", "p50", "p75",
+                                                  "p90", "p95", "p99"};
+
+/* pct[j][r] = percentile bu_pcts[j] of repetition r's sorted latencies. */
+static inline void bu_record_pcts(double *const *pct, size_t r,
+                                  const double *sorted, size_t n) {
+  size_t j;
+  for (j = 0; j < BU_NPCT; j++)
+    pct[j][r] = bu_percentile(sorted, n, bu_pcts[j]);
+}
+
+/* Emit <pfx>.<name>.pNN for every percentile (sorts pct[j] in place). */
+static inline void bu_emit_pcts(const char *pfx, const char *name,
+                                double *const *pct, size_t reps,
+                                const char *note) {
+  size_t j;
+  char key[96];
+  for (j = 0; j < BU_NPCT; j++) {
+    snprintf(key, sizeof key, "%s.%s.%s", pfx, name, bu_pct_names[j]);
+    bu_emit(key, "ns", pct[j], reps, note);
+  }
+}
+
 /* ---- memory ------------------------------------------------------------ */
 
 /* Resident set size in bytes, from /proc/self/statm (second field, pages). */

@@ -290,33 +290,70 @@ template <bool Heap> void bench_churn_one(const bu_config *c) {
 /* ---- 4. memory ----------------------------------------------------------- */
 
 /* As bench_memory in ct_bench.c: the holding array is touched before the
- * first reading; the heap is trimmed before each repetition. */
-void bench_memory(const bu_config *c) {
+ * first reading; the heap is trimmed before each repetition.  Three kinds:
+ * a plain token (a std::stop_source held by value: its shared state is the
+ * one allocation), a Child of one root, and a chain of Children. */
+void bench_memory_tokens(const bu_config *c) {
+  size_t n = c->mem_n;
+  std::vector<double> vm(c->reps), vh(c->reps);
+  /* Sources without state: the array is touched, nothing else allocated. */
+  std::vector<std::stop_source> toks(n, std::stop_source(std::nostopstate));
+  char note[160];
+  for (size_t r = 0; r < c->reps; r++) {
+    bu_trim();
+    long m0 = bu_rss_bytes(), h0 = bu_heap_bytes();
+    for (size_t i = 0; i < n; i++)
+      toks[i] = std::stop_source();
+    long m1 = bu_rss_bytes(), h1 = bu_heap_bytes();
+    vm[r] = (double)(m1 - m0) / (double)n;
+    vh[r] = (double)(h1 - h0) / (double)n;
+    for (size_t i = 0; i < n; i++)
+      toks[i] = std::stop_source(std::nostopstate);
+  }
+  bu_sort(vh.data(), c->reps);
+  snprintf(note, sizeof note,
+           "n=%zu std::stop_source by value (its shared state); malloc'd "
+           "%.0f B/token",
+           n, vh[c->reps / 2]);
+  bu_emit("memory.token", "B/token", vm.data(), c->reps, note);
+}
+
+void bench_memory_children(const bu_config *c, bool chain) {
   size_t n = c->mem_n;
   std::vector<double> vm(c->reps), vh(c->reps);
   std::vector<std::unique_ptr<Child>> kids(n); /* zeroed, hence touched */
-  char note[160];
-
-  progress("memory");
+  char note[192];
   for (size_t r = 0; r < c->reps; r++) {
     std::stop_source root;
     std::stop_token tok = root.get_token();
     bu_trim();
     long m0 = bu_rss_bytes(), h0 = bu_heap_bytes();
     for (size_t i = 0; i < n; i++)
-      kids[i] = std::make_unique<Child>(tok);
+      kids[i] = std::make_unique<Child>(chain && i ? kids[i - 1]->src.get_token()
+                                                   : tok);
     long m1 = bu_rss_bytes(), h1 = bu_heap_bytes();
     vm[r] = (double)(m1 - m0) / (double)n;
     vh[r] = (double)(h1 - h0) / (double)n;
-    for (size_t i = 0; i < n; i++)
+    /* Leaf first, as glib_bench must; either order is safe here, since a
+     * stop_callback keeps the state it is registered on alive. */
+    for (size_t i = n; i-- > 0;)
       kids[i].reset();
   }
   bu_sort(vh.data(), c->reps);
   snprintf(note, sizeof note,
-           "n=%zu Child = stop_source + stop_callback (%zu B object + "
-           "shared state); malloc'd %.0f B/child",
-           n, sizeof(Child), vh[c->reps / 2]);
-  bu_emit("memory.child", "B/child", vm.data(), c->reps, note);
+           "n=%zu %s; Child = stop_source + stop_callback (%zu B object + "
+           "shared state); malloc'd %.0f B/token",
+           n, chain ? "chain of Children" : "Children of one root",
+           sizeof(Child), vh[c->reps / 2]);
+  bu_emit(chain ? "memory.link" : "memory.child", "B/token", vm.data(),
+          c->reps, note);
+}
+
+void bench_memory(const bu_config *c) {
+  progress("memory");
+  bench_memory_tokens(c);
+  bench_memory_children(c, false);
+  bench_memory_children(c, true);
 }
 
 /* ---- 5. wake-up latency -------------------------------------------------- */
@@ -402,12 +439,16 @@ void bench_wake(const bu_config *c, int same_cpu) {
     bu_die("epoll_create1");
   bu_wake_ops ops[NV] = {{&w, cv_new, cv_wait, cv_fire, cv_free},
                          {&w, ep_new, ep_wait, cv_fire, ep_free}};
-  std::vector<double> p50[NV], p99[NV], lat[NV];
-  double *latp[NV];
+  std::vector<double> pct[NV][BU_NPCT], lat[NV];
+  double *latp[NV], *pctp[NV][BU_NPCT];
   size_t unsettled = 0;
   for (size_t k = 0; k < NV; k++) {
     lat[k].resize(c->wake_rounds);
     latp[k] = lat[k].data();
+    for (size_t j = 0; j < BU_NPCT; j++) {
+      pct[k][j].resize(c->reps);
+      pctp[k][j] = pct[k][j].data();
+    }
   }
 
   int cpu[2];
@@ -424,20 +465,15 @@ void bench_wake(const bu_config *c, int same_cpu) {
   bu_wake_run(ops, NV, c->wake_rounds / 10, latp, tcpu, wcpu);
   for (size_t r = 0; r < c->reps; r++) {
     unsettled += bu_wake_run(ops, NV, c->wake_rounds, latp, tcpu, wcpu);
-    for (size_t k = 0; k < NV; k++) {
-      p50[k].push_back(bu_percentile(latp[k], c->wake_rounds, 0.50));
-      p99[k].push_back(bu_percentile(latp[k], c->wake_rounds, 0.99));
-    }
+    for (size_t k = 0; k < NV; k++)
+      bu_record_pcts(pctp[k], r, latp[k], c->wake_rounds);
   }
   for (size_t k = 0; k < NV; k++) {
     const char *pfx = same_cpu ? "wake_1cpu" : "wake";
-    char key[64], note[192];
+    char note[192];
     snprintf(note, sizeof note, "%s; rounds=%zu%s", notes[k], c->wake_rounds,
              unsettled ? "; WARNING some waiters not seen asleep" : "");
-    snprintf(key, sizeof key, "%s.%s.p50", pfx, names[k]);
-    bu_emit(key, "ns", p50[k].data(), c->reps, note);
-    snprintf(key, sizeof key, "%s.%s.p99", pfx, names[k]);
-    bu_emit(key, "ns", p99[k].data(), c->reps, note);
+    bu_emit_pcts(pfx, names[k], pctp[k], c->reps, note);
   }
   close(w.ep);
 }

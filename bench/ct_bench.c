@@ -237,52 +237,55 @@ static void bench_chain(const bu_config *c) {
  * The RSS delta over the loop shows whether the parent keeps anything per
  * dead child.  A short warm-up runs first so that one-time growth (the
  * parent's first child slot, the allocator's first chunk of that size) is
- * not counted as churn growth. */
-static void bench_churn(const bu_config *c, int use_chain_n) {
+ * not counted as churn growth.  Three forms: ct_token_new_child, the n=1
+ * chain, and a child with a deadline an hour away (Go's WithTimeout), which
+ * also inserts into and removes from the deadline thread's timer heap. */
+enum { CHURN_CHILD, CHURN_CHAIN1, CHURN_DEADLINE };
+
+static void churn_once(int mode, ct_token *parent) {
+  ct_token *ch;
+  if (mode == CHURN_CHAIN1) {
+    CT_OK(ct_token_chain_n(&ch, &parent, 1));
+  } else {
+    CT_OK(ct_token_new_child(&ch, "request", parent));
+    if (mode == CHURN_DEADLINE)
+      CT_OK(ct_token_set_deadline(ch, ct_deadline_after(3600000000000LL)));
+  }
+  ct_token_unref(ch);
+}
+
+static void bench_churn(const bu_config *c, int mode) {
+  static const char *const keys[] = {"churn", "churn_chain1",
+                                     "churn_deadline"};
+  static const char *const what[] = {
+      "ct_token_new_child+unref", "ct_token_chain_n(n=1)+unref",
+      "ct_token_new_child+ct_token_set_deadline(now+1h)+unref"};
   size_t n = c->churn_n, r, i;
   double *vt = (double *)bu_xmalloc(c->reps * sizeof *vt);
   double *vm = (double *)bu_xmalloc(c->reps * sizeof *vm);
-  const char *key = use_chain_n ? "churn_chain1" : "churn";
-  char k2[64], note[96];
-  ct_token *parent, *ch;
+  char k2[64], note[128];
+  ct_token *parent;
 
-  progress(use_chain_n ? "churn (ct_token_chain_n n=1)"
-                       : "churn (ct_token_new_child)");
+  progress(keys[mode]);
   CT_OK(ct_token_new(&parent, "server"));
-  for (i = 0; i < 1000; i++) {
-    if (use_chain_n)
-      CT_OK(ct_token_chain_n(&ch, &parent, 1));
-    else
-      CT_OK(ct_token_new_child(&ch, "request", parent));
-    ct_token_unref(ch);
-  }
+  for (i = 0; i < 1000; i++)
+    churn_once(mode, parent);
   for (r = 0; r < c->reps; r++) {
     long m0, m1;
     int64_t t0, t1;
     m0 = bu_rss_bytes();
     t0 = bu_now();
-    if (use_chain_n) {
-      for (i = 0; i < n; i++) {
-        CT_OK(ct_token_chain_n(&ch, &parent, 1));
-        ct_token_unref(ch);
-      }
-    } else {
-      for (i = 0; i < n; i++) {
-        CT_OK(ct_token_new_child(&ch, "request", parent));
-        ct_token_unref(ch);
-      }
-    }
+    for (i = 0; i < n; i++)
+      churn_once(mode, parent);
     t1 = bu_now();
     m1 = bu_rss_bytes();
     vt[r] = (double)(t1 - t0) / (double)n;
     vm[r] = (double)(m1 - m0) / 1024.0;
   }
   ct_token_unref(parent);
-  snprintf(note, sizeof note, "n=%zu %s", n,
-           use_chain_n ? "ct_token_chain_n(n=1)+unref"
-                       : "ct_token_new_child+unref");
-  bu_emit(key, "ns/cycle", vt, c->reps, note);
-  snprintf(k2, sizeof k2, "%s.rss", key);
+  snprintf(note, sizeof note, "n=%zu %s", n, what[mode]);
+  bu_emit(keys[mode], "ns/cycle", vt, c->reps, note);
+  snprintf(k2, sizeof k2, "%s.rss", keys[mode]);
   bu_emit(k2, "KiB", vm, c->reps, "RSS after minus RSS before the loop");
   free(vt);
   free(vm);
@@ -290,20 +293,27 @@ static void bench_churn(const bu_config *c, int use_chain_n) {
 
 /* ---- 4. memory ----------------------------------------------------------- */
 
-/* Bytes per live child, from the RSS delta over mem_n live children of one
- * root.  The array that holds the children is allocated and touched before
- * the first reading, so only the children (token, link, name and whatever
- * else the library allocates for them) are counted.  This group runs first
- * and trims the heap before each repetition, so that freed pages of an
- * earlier repetition are not reused silently. */
-static void bench_memory(const bu_config *c) {
+/* Bytes per live token, from the RSS delta over mem_n live tokens of one
+ * kind: MEM_TOKEN, plain tokens (ct_token_new); MEM_CHILD, children of one
+ * root (ct_token_new_child); MEM_LINK, a chain where each token is the
+ * child of the previous one.  The array that holds the tokens is allocated
+ * and touched before the first reading, so only the tokens (token, link,
+ * name and whatever else the library allocates for them) are counted.
+ * This group runs first and trims the heap before each repetition, so that
+ * freed pages of an earlier repetition are not reused silently. */
+enum { MEM_TOKEN, MEM_CHILD, MEM_LINK };
+
+static void bench_memory_one(const bu_config *c, int kind) {
+  static const char *const keys[] = {"memory.token", "memory.child",
+                                     "memory.link"};
+  static const char *const what[] = {"ct_token_new", "ct_token_new_child",
+                                     "chain of ct_token_new_child"};
   size_t n = c->mem_n, r, i;
   double *vm = (double *)bu_xmalloc(c->reps * sizeof *vm);
   double *vh = (double *)bu_xmalloc(c->reps * sizeof *vh);
   ct_token **kids = (ct_token **)bu_xmalloc(n * sizeof *kids);
   char note[128];
 
-  progress("memory");
   memset(kids, 0, n * sizeof *kids);
   for (r = 0; r < c->reps; r++) {
     ct_token *root;
@@ -312,8 +322,13 @@ static void bench_memory(const bu_config *c) {
     bu_trim();
     m0 = bu_rss_bytes();
     h0 = bu_heap_bytes();
-    for (i = 0; i < n; i++)
-      CT_OK(ct_token_new_child(&kids[i], "child", root));
+    for (i = 0; i < n; i++) {
+      if (kind == MEM_TOKEN)
+        CT_OK(ct_token_new(&kids[i], "token"));
+      else
+        CT_OK(ct_token_new_child(&kids[i], "child",
+                                 kind == MEM_LINK && i ? kids[i - 1] : root));
+    }
     m1 = bu_rss_bytes();
     h1 = bu_heap_bytes();
     vm[r] = (double)(m1 - m0) / (double)n;
@@ -323,13 +338,19 @@ static void bench_memory(const bu_config *c) {
     ct_token_unref(root);
   }
   bu_sort(vh, c->reps);
-  snprintf(note, sizeof note,
-           "n=%zu ct_token_new_child; malloc'd %.0f B/child", n,
-           vh[c->reps / 2]);
-  bu_emit("memory.child", "B/child", vm, c->reps, note);
+  snprintf(note, sizeof note, "n=%zu %s; malloc'd %.0f B/token", n,
+           what[kind], vh[c->reps / 2]);
+  bu_emit(keys[kind], "B/token", vm, c->reps, note);
   free(kids);
   free(vm);
   free(vh);
+}
+
+static void bench_memory(const bu_config *c) {
+  progress("memory");
+  bench_memory_one(c, MEM_TOKEN);
+  bench_memory_one(c, MEM_CHILD);
+  bench_memory_one(c, MEM_LINK);
 }
 
 /* ---- 5. wake-up latency -------------------------------------------------- */
@@ -454,8 +475,8 @@ static void bench_wake(const bu_config *c, int same_cpu) {
       "baseline: pthread mutex+cond+flag; signal after unlock"};
   wake_ctx w;
   bu_wake_ops ops[NV];
-  double *p50[NV], *p99[NV], *lat[NV];
-  size_t r, k, unsettled = 0;
+  double *pct[NV][BU_NPCT], *lat[NV];
+  size_t r, k, j, unsettled = 0;
   int cpu[2], tcpu, wcpu;
 
   progress(same_cpu ? "wake-up latency (same CPU)"
@@ -477,8 +498,8 @@ static void bench_wake(const bu_config *c, int same_cpu) {
   ops[2] = (bu_wake_ops){&w, c_new, c_wait, c_fire, c_free};
   ops[3] = (bu_wake_ops){&w, c_new, c_wait, c_fire_unlocked, c_free};
   for (k = 0; k < NV; k++) {
-    p50[k] = (double *)bu_xmalloc(c->reps * sizeof(double));
-    p99[k] = (double *)bu_xmalloc(c->reps * sizeof(double));
+    for (j = 0; j < BU_NPCT; j++)
+      pct[k][j] = (double *)bu_xmalloc(c->reps * sizeof(double));
     lat[k] = (double *)bu_xmalloc(c->wake_rounds * sizeof(double));
   }
   /* The variants take turns round by round (see bu_wake_run).  A short
@@ -486,22 +507,17 @@ static void bench_wake(const bu_config *c, int same_cpu) {
   bu_wake_run(ops, NV, c->wake_rounds / 10, lat, tcpu, wcpu);
   for (r = 0; r < c->reps; r++) {
     unsettled += bu_wake_run(ops, NV, c->wake_rounds, lat, tcpu, wcpu);
-    for (k = 0; k < NV; k++) {
-      p50[k][r] = bu_percentile(lat[k], c->wake_rounds, 0.50);
-      p99[k][r] = bu_percentile(lat[k], c->wake_rounds, 0.99);
-    }
+    for (k = 0; k < NV; k++)
+      bu_record_pcts(pct[k], r, lat[k], c->wake_rounds);
   }
   for (k = 0; k < NV; k++) {
     const char *pfx = same_cpu ? "wake_1cpu" : "wake";
-    char key[64], note[160];
+    char note[160];
     snprintf(note, sizeof note, "%s; rounds=%zu%s", notes[k], c->wake_rounds,
              unsettled ? "; WARNING some waiters not seen asleep" : "");
-    snprintf(key, sizeof key, "%s.%s.p50", pfx, names[k]);
-    bu_emit(key, "ns", p50[k], c->reps, note);
-    snprintf(key, sizeof key, "%s.%s.p99", pfx, names[k]);
-    bu_emit(key, "ns", p99[k], c->reps, note);
-    free(p50[k]);
-    free(p99[k]);
+    bu_emit_pcts(pfx, names[k], pct[k], c->reps, note);
+    for (j = 0; j < BU_NPCT; j++)
+      free(pct[k][j]);
     free(lat[k]);
   }
   close(w.ep);
@@ -514,13 +530,17 @@ static void bench_wake(const bu_config *c, int same_cpu) {
 /* ct_poll and poll(2) on the read end of a pipe that always holds one
  * unread byte, so every call returns at once with POLLIN.  The token is
  * never triggered.  One untimed call first lets the library create whatever
- * it creates lazily (the token's descriptor). */
+ * it creates lazily (the token's descriptor).  Two baselines: poll(2) on
+ * the pipe alone, and poll(2) on {pipe, the token's descriptor} -- what
+ * ct_poll asks of the kernel, and what C++ and GLib code do by hand -- so
+ * that ct_poll's own overhead is measured in one process. */
 static void bench_poll(const bu_config *c) {
   size_t n = c->poll_n, r, i;
   double *vc = (double *)bu_xmalloc(c->reps * sizeof *vc);
   double *vp = (double *)bu_xmalloc(c->reps * sizeof *vp);
+  double *v2 = (double *)bu_xmalloc(c->reps * sizeof *v2);
   int fds[2];
-  struct pollfd pfd;
+  struct pollfd pfd, pfd2[2];
   ct_token *t;
   char note[96];
 
@@ -533,17 +553,21 @@ static void bench_poll(const bu_config *c) {
   pfd.revents = 0;
   if (ct_poll(t, &pfd, 1, CT_FOREVER) != 1 || !(pfd.revents & POLLIN))
     bu_die("ct_poll on a ready pipe did not return 1/POLLIN");
+  pfd2[0] = pfd;
+  pfd2[1].fd = ct_token_fd(t);
+  pfd2[1].events = POLLIN;
+  pfd2[1].revents = 0;
   for (i = 0; i < n / 50; i++) /* warm-up */
     if (ct_poll(t, &pfd, 1, CT_FOREVER) != 1 || poll(&pfd, 1, -1) != 1)
       bu_die("poll warm-up");
-  /* The two loops alternate in slices of n/50 calls, so that a change in
-   * machine load during a repetition hits both alike. */
+  /* The three loops alternate in slices of n/50 calls, so that a change in
+   * machine load during a repetition hits all alike. */
   for (r = 0; r < c->reps; r++) {
     size_t slice = n / 50 ? n / 50 : 1, done;
-    int64_t tc = 0, tp = 0;
+    int64_t tc = 0, tp = 0, t2fd = 0;
     for (done = 0; done < n; done += slice) {
       size_t m = n - done < slice ? n - done : slice;
-      int64_t t0, t1, t2;
+      int64_t t0, t1, t2, t3;
       t0 = bu_now();
       for (i = 0; i < m; i++)
         if (ct_poll(t, &pfd, 1, CT_FOREVER) != 1)
@@ -553,21 +577,31 @@ static void bench_poll(const bu_config *c) {
         if (poll(&pfd, 1, -1) != 1)
           bu_die("poll");
       t2 = bu_now();
+      for (i = 0; i < m; i++)
+        if (poll(pfd2, 2, -1) != 1)
+          bu_die("poll (2 descriptors)");
+      t3 = bu_now();
       tc += t1 - t0;
       tp += t2 - t1;
+      t2fd += t3 - t2;
     }
     vc[r] = (double)tc / (double)n;
     vp[r] = (double)tp / (double)n;
+    v2[r] = (double)t2fd / (double)n;
   }
   snprintf(note, sizeof note, "n=%zu ct_poll(t, 1 ready pipe, CT_FOREVER)", n);
   bu_emit("poll.ct", "ns/call", vc, c->reps, note);
   snprintf(note, sizeof note, "n=%zu baseline: poll(2) on the same pipe", n);
   bu_emit("poll.plain", "ns/call", vp, c->reps, note);
+  snprintf(note, sizeof note,
+           "n=%zu baseline: poll(2) on {pipe; the token's descriptor}", n);
+  bu_emit("poll.plain2", "ns/call", v2, c->reps, note);
   ct_token_unref(t);
   close(fds[0]);
   close(fds[1]);
   free(vc);
   free(vp);
+  free(v2);
 }
 
 int main(int argc, char **argv) {
@@ -585,8 +619,8 @@ int main(int argc, char **argv) {
   if (bu_selected(&c, "chain"))
     bench_chain(&c);
   if (bu_selected(&c, "churn")) {
-    bench_churn(&c, 0);
-    bench_churn(&c, 1);
+    bench_churn(&c, CHURN_CHILD);
+    bench_churn(&c, CHURN_CHAIN1);
   }
   if (bu_selected(&c, "wake")) {
     bench_wake(&c, 0);
@@ -594,5 +628,11 @@ int main(int argc, char **argv) {
   }
   if (bu_selected(&c, "poll"))
     bench_poll(&c);
+  /* Last, because its first deadline starts the library's timer thread,
+   * which lives until exit.  In a process with a second thread, every
+   * poll(2) costs about 50 ns more (the kernel then counts references on
+   * each descriptor it looks up), and the peers poll single-threaded. */
+  if (bu_selected(&c, "churn"))
+    bench_churn(&c, CHURN_DEADLINE);
   return 0;
 }

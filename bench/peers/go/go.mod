@@ -1,0 +1,3 @@
+module canceltoken.invalid/bench/gopeer
+
+go 1.19

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# One command: configure, build and run the whole benchmark suite -- ours,
+# C++, GLib, Go, Node, the token server's net_bench and the Python
+# package's benchmark when they are built -- and write the table (CSV,
+# JSON, Markdown) and the chart.
+#
+#   bash bench/run_all.sh [--quick] [--publish] [--build-dir DIR]
+#                         [--out-dir DIR] [-- more run.py arguments]
+#
+#   --quick      the CI smoke run (under a minute); figures mean little
+#   --publish    write into bench/results/ (results.csv, results.json,
+#                results.md, chart.svg, MACHINE.txt): the committed results
+#   --build-dir  default build-bench-all
+#   --out-dir    default: the build's bench/ directory
+# Install the peers first with scripts/deps.sh.  Full mode takes about five
+# minutes on two cores; run it on a quiet machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=()
+publish=0
+build=build-bench-all
+out=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=(--quick) ;;
+    --publish) publish=1 ;;
+    --build-dir) build=$2; shift ;;
+    --out-dir) out=$2; shift ;;
+    --) shift; break ;;
+    *) echo "usage: $0 [--quick] [--publish] [--build-dir DIR] [--out-dir DIR] [-- run.py args]" >&2
+       exit 2 ;;
+  esac
+  shift
+done
+if [ "$publish" -eq 1 ]; then
+  [ ${#quick[@]} -eq 0 ] || { echo "--publish needs a full run" >&2; exit 2; }
+  out=bench/results
+fi
+[ -n "$out" ] || out=$build/bench
+
+echo "=== configure and build ($build)"
+mkdir -p "$build"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCT_BUILD_BENCH=ON \
+  -DCT_BUILD_TESTS=OFF >"$build/build.log" 2>&1 || { cat "$build/build.log"; exit 1; }
+cmake --build "$build" -j"$(nproc)" >>"$build/build.log" 2>&1 || { tail -n 40 "$build/build.log"; exit 1; }
+grep -E '^-- bench:|did not build' "$build/build.log" || true
+
+extra=()
+if [ -x "$build/bench/net_bench" ]; then
+  if [ ${#quick[@]} -eq 0 ]; then
+    extra+=(--extra-cmd "net=$build/bench/net_bench")
+  else
+    extra+=(--extra-cmd "net=$build/bench/net_bench --samples 200 --clients 100 --procs 2 --rounds 2")
+  fi
+fi
+if [ -f python/bench/bench.py ] && ls "$build"/python/cancel_token/_core*.so >/dev/null 2>&1; then
+  extra+=(--extra-cmd "python=env PYTHONPATH=$build/python /usr/bin/python3 python/bench/bench.py --json {out} ${quick[*]}")
+fi
+
+mkdir -p "$out"
+if [ "$publish" -eq 1 ]; then
+  {
+    echo "Machine of the published run (bench/run_all.sh --publish)"
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "kernel: $(uname -srm)"
+    echo "load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+    lscpu | grep -E '^(Architecture|CPU\(s\)|Model name|Thread|Core|Socket|Hypervisor|L1d|L2|L3|CPU max MHz)' || true
+    echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
+    echo "compilers: $(gcc --version | head -n1); $(g++ --version | head -n1)"
+    echo "GLib: $(pkg-config --modversion gio-2.0 2>/dev/null || echo none)"
+    echo "Go: $(go version 2>/dev/null || echo none)"
+    echo "Node: $(node --version 2>/dev/null || echo none)"
+  } >"$out/MACHINE.txt"
+fi
+/usr/bin/python3 bench/run.py "${quick[@]}" \
+  --ct-bench "$build/bench/ct_bench" --cpp-bench "$build/bench/cpp_bench" \
+  --out-dir "$out" "${extra[@]}" "$@" | tee "$out/table.txt"
+status=${PIPESTATUS[0]}
+if [ "$publish" -eq 1 ]; then
+  echo "load after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/MACHINE.txt"
+  # The suite alone keeps the 1-minute load near 2 on two CPUs.
+  if awk '{ exit !($1 > 2.5) }' /proc/loadavg; then
+    echo "note: other processes ran during this run (load above the suite's own); its figures are noisier than on a quiet machine" >>"$out/MACHINE.txt"
+  fi
+fi
+exit "$status"
