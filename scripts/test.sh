@@ -69,7 +69,7 @@ failed=$((failed + fz_fail))
 echo "=== benchmark, quick mode (no assertions; proves it builds and runs)"
 if cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCT_BUILD_BENCH=ON \
      -DCT_BUILD_TESTS=OFF >build-bench.log 2>&1 &&
-   cmake --build build-bench -j"$jobs" --target ct_bench cpp_bench >>build-bench.log 2>&1 &&
+   cmake --build build-bench -j"$jobs" --target ct_bench cpp_bench bench_peers >>build-bench.log 2>&1 &&
    /usr/bin/python3 bench/run.py --quick --ct-bench build-bench/bench/ct_bench \
      --cpp-bench build-bench/bench/cpp_bench --out-dir build-bench >>build-bench.log 2>&1; then
   echo "bench quick: ok"; passed=$((passed + 1))

@@ -35,6 +35,11 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static struct entry *heap; /* guarded by mu */
 static size_t heap_len, heap_cap;
 static bool thread_running; /* guarded by mu */
+/* When the timer thread will next look at the heap by itself: a new
+ * deadline earlier than this must wake it; a later one need not (it will
+ * see it when it recomputes).  INT64_MAX while it waits with no timeout.
+ * Guarded by mu. */
+static int64_t sleeping_until = INT64_MAX;
 
 static struct ct_ext *ext_of(ct_token *t) {
   return atomic_load_explicit(&t->ext, memory_order_acquire);
@@ -93,15 +98,18 @@ static void *timer_main(void *arg) {
   pthread_mutex_lock(&mu);
   for (;;) {
     if (heap_len == 0) {
+      sleeping_until = INT64_MAX;
       pthread_cond_wait(&cond, &mu);
       continue;
     }
     int64_t when = heap[0].when, now = ct_now();
     if (when > now) {
       struct timespec ts = {when / 1000000000, when % 1000000000};
+      sleeping_until = when;
       pthread_cond_timedwait(&cond, &mu, &ts);
       continue;
     }
+    sleeping_until = INT64_MIN; /* awake and working: nobody need signal */
     size_t n = 0;
     while (n < BATCH && heap_len > 0 && heap[0].when <= now) {
       ct_token *t = heap[0].t;
@@ -122,6 +130,7 @@ static void *timer_main(void *arg) {
 static void atfork_child(void) {
   pthread_mutex_init(&mu, NULL);
   thread_running = false;
+  sleeping_until = INT64_MAX;
 }
 
 static void init(void) {
@@ -184,8 +193,12 @@ int ct_token_set_deadline(ct_token *t, int64_t deadline) {
     e->heap_idx = heap_len++;
     sift_up(heap_len - 1);
   }
-  if (heap[0].t == t) /* new earliest deadline: the thread must re-arm */
+  /* Wake the thread only if it would otherwise sleep past this deadline:
+   * a token per request with a long timeout then costs no wake-up. */
+  if (deadline < sleeping_until) {
+    sleeping_until = deadline;
     pthread_cond_signal(&cond);
+  }
 out:
   pthread_mutex_unlock(&mu);
   return r;
