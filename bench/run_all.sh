@@ -56,6 +56,7 @@ if [ -x "$build/bench/net_bench" ]; then
 fi
 if [ -f python/bench/bench.py ] && ls "$build"/python/cancel_token/_core*.so >/dev/null 2>&1; then
   extra+=(--extra-cmd "python=env PYTHONPATH=$build/python /usr/bin/python3 python/bench/bench.py --json {out} ${quick[*]}")
+  extra+=(--extra-cmd "xproc=env PYTHONPATH=$build/python /usr/bin/python3 python/bench/cross_process.py --json {out} ${quick[*]}")
 fi
 
 mkdir -p "$out"
