@@ -96,7 +96,13 @@ typedef enum ct_reason {
   XX(EDEADLK, "the call would deadlock")                                      \
   XX(ECONNRESET, "connection lost")                                           \
   XX(ECONNREFUSED, "connection refused")                                      \
-  XX(EPIPE, "broken pipe")
+  XX(EPIPE, "broken pipe")                                                    \
+  XX(ESHUTDOWN, "shut down")                                                  \
+  XX(ENAMETOOLONG, "name too long")                                           \
+  XX(EADDRINUSE, "address already in use")                                    \
+  XX(EADDRNOTAVAIL, "address not available")                                  \
+  XX(EPROTONOSUPPORT, "protocol version not supported")                       \
+  XX(ENOEXEC, "not an executable")
 
 /* The symbolic name of an error ("ECANCELED" for -ECANCELED).  Unknown
  * values give "EUNKNOWN".  Returns a static string.  Any thread; callbacks:
@@ -130,8 +136,11 @@ typedef void *(*ct_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
 
 /* Install an allocator (NULL restores the default, malloc/realloc/free).
  * Ownership: ud is borrowed for as long as the allocator is installed.
- * Thread-safety: NOT thread-safe; call it before any other ct_ function,
- * or while no token exists.  Meant for tests that inject failures. */
+ * Thread-safety: NOT thread-safe; call it before any other ct_ function
+ * (the library keeps some blocks, such as the deadline heap, across tokens,
+ * and frees them with the allocator that is installed then).  The hook is
+ * called from any thread, the library's included.  Callbacks: no.  Meant
+ * for tests that inject failures. */
 CT_EXTERN void ct_set_allocator(ct_alloc_fn fn, void *ud);
 
 /* ------------------------------------------------------------------------ */
@@ -186,7 +195,8 @@ CT_EXTERN int ct_token_trigger_reason(ct_token *t, ct_reason reason,
  * return `cause`.  For proxies, whose owner reports which of its tokens
  * fired.  t takes a reference on cause, dropped when t is freed, so cause
  * may be any live token -- except one of t's descendants, which already
- * holds t: the two would keep each other alive.  Returns 1 or 0 as ct_token_trigger(); -EINVAL for
+ * holds t, or a token whose own cause is (through such references) t: the
+ * tokens would keep each other alive.  Returns 1 or 0 as ct_token_trigger(); -EINVAL for
  * NULL t or cause, or a bad reason or detail (as ct_token_trigger_reason).
  * Ownership: both borrowed.  Any thread; callbacks: yes. */
 CT_EXTERN int ct_token_trigger_with_cause(ct_token *t, ct_token *cause,
@@ -369,8 +379,9 @@ CT_EXTERN int ct_token_fd(ct_token *t);
  * poll(2), revents are filled in), t is triggered, or the deadline passes.
  * Returns the number of ready entries (> 0), -ECANCELED if t is triggered
  * (this wins when both happen: revents are then all 0), -ETIMEDOUT,
- * -EINVAL (NULL t, fds NULL with n > 0, bad deadline), -ENOMEM, or the
- * negative errno of poll(2).  n may be 0: then it is a cancellable sleep
+ * -EINVAL (NULL t, fds NULL with n > 0, bad deadline), -ENOMEM, -EMFILE or
+ * -ENFILE (the token's descriptor could not be created), or the negative
+ * errno of poll(2).  Any thread.  n may be 0: then it is a cancellable sleep
  * that returns -ETIMEDOUT.  Interrupted system calls are restarted with
  * the time left.  Ownership: t and fds borrowed.  Callbacks: allowed;
  * blocks. */

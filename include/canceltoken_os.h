@@ -43,9 +43,12 @@ extern "C" {
  * The hook replaces the signal's disposition with sigaction(2) and saves the
  * previous one exactly (handler or SIG_DFL/SIG_IGN, sa_mask, SA_ flags);
  * ct_signal_unhook() puts it back.  The handler is installed with
- * SA_RESTART, so the signal does not make the program's other system calls
- * fail with EINTR: code that must stop when it arrives waits on t instead
- * (ct_poll(), ct_token_fd(), ...).  Calls ct_async_init() first; if that
+ * SA_RESTART, so most of the program's other system calls (read, write,
+ * wait, ...) are restarted rather than failing with EINTR; those the kernel
+ * never restarts (poll, epoll_wait, select, nanosleep, calls with a socket
+ * timeout: see signal(7)) still fail with EINTR, as with any handler.  Code
+ * that must stop when the signal arrives waits on t instead (ct_poll(),
+ * which restarts itself, ct_token_fd(), ...).  Calls ct_async_init() first; if that
  * starts the library's async thread, it starts it with every signal
  * blocked, so that handlers run in the application's threads.
  *

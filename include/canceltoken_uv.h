@@ -114,8 +114,10 @@ CT_UV_EXTERN int ct_uv_watch_init(uv_loop_t *loop, ct_uv_watch_t *watch,
  * cb the watcher is stopped again; cb may restart it (it then runs again
  * at the next iteration, since a token stays triggered), stop it or close
  * it.  A started watcher keeps the loop alive unless ct_uv_watch_unref()
- * was called.  Starting a started watcher only replaces cb.  Returns 0, or
- * UV_EINVAL (NULL watch or cb, watcher closing).  Loop thread. */
+ * was called.  Starting a started watcher only replaces cb.  Returns 0,
+ * UV_EINVAL (NULL watch or cb, watcher closing), or UV_ENOMEM (the token's
+ * first callback registration allocates; the watcher is then not started).
+ * Loop thread; never blocks. */
 CT_UV_EXTERN int ct_uv_watch_start(ct_uv_watch_t *watch, ct_uv_watch_cb cb);
 
 /* Stop watching.  When it returns, cb will not run (until the next

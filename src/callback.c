@@ -138,16 +138,33 @@ int ct_callback_unregister(ct_callback *c) {
     ran = 0;
   } else if ((s & ~(uint32_t)CB_WAITING) == CB_RUNNING &&
              pthread_equal(cb->runner, pthread_self())) {
-    /* Running in this thread, further up the stack: tell the runner. */
+    /* Running in this thread, further up the stack: tell the runner not
+     * to touch cb again.  The registration ends here, so publish IDLE and
+     * wake anybody who (wrongly, it is a second unregister) waits for the
+     * run to finish: they see IDLE and return -EINVAL instead of sleeping
+     * for ever.  acq_rel: the exchange is the last write to cb we make
+     * before the caller may free it. */
     if (cb->destroyed)
       *cb->destroyed = true;
+    uint32_t old =
+        atomic_exchange_explicit(&cb->state, CB_IDLE, memory_order_acq_rel);
+    ct__unlock(&t->lock);
+    if (old & CB_WAITING)
+      ct__futex_wake(&cb->state, INT_MAX);
+    memset(c, 0, sizeof *c);
+    ct_token_unref(t);
+    return 1;
   } else if ((s & ~(uint32_t)CB_WAITING) == CB_RUNNING) {
     ct__unlock(&t->lock);
-    /* Wait for the runner in another thread to finish. */
+    /* Wait for the runner in another thread to finish.  acquire: pairs
+     * with the runner's release exchange to DONE, so the callback's effects
+     * are visible when we return. */
     for (;;) {
       s = atomic_load_explicit(&cb->state, memory_order_acquire);
       if (s == CB_DONE)
         break;
+      if (s == CB_IDLE)
+        return -EINVAL; /* ended meanwhile by the callback itself */
       if (!(s & CB_WAITING) &&
           !atomic_compare_exchange_weak_explicit(&cb->state, &s,
                                                  s | CB_WAITING,

@@ -127,18 +127,25 @@ static void *timer_main(void *arg) {
   return NULL;
 }
 
-static void atfork_child(void) {
-  pthread_mutex_init(&mu, NULL);
-  thread_running = false;
-  sleeping_until = INT64_MAX;
-}
-
-static void init(void) {
+static void init_cond(void) {
   pthread_condattr_t a;
   pthread_condattr_init(&a);
   pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
   pthread_cond_init(&cond, &a);
   pthread_condattr_destroy(&a);
+}
+
+static void atfork_child(void) {
+  /* The parent's timer thread may have been waiting on cond at the fork:
+   * the child inherits a waiter that does not exist.  Start afresh. */
+  pthread_mutex_init(&mu, NULL);
+  init_cond();
+  thread_running = false;
+  sleeping_until = INT64_MAX;
+}
+
+static void init(void) {
+  init_cond();
   pthread_atfork(NULL, NULL, atfork_child);
 }
 

@@ -569,7 +569,18 @@ static char *compose_name(ct_token *t, size_t *size) {
     }
   }
   if (b.full) {
+    /* Cut at a character boundary: every name is valid UTF-8.  Find the
+     * last character's lead byte and drop it if its sequence was cut. */
     b.len = CT_NAME_MAX;
+    size_t i = b.len;
+    while (i > 0 && ((unsigned char)b.p[i - 1] & 0xc0) == 0x80)
+      i--;
+    if (i > 0) {
+      unsigned char lead = (unsigned char)b.p[i - 1];
+      size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+      if (b.len - (i - 1) < need)
+        b.len = i - 1;
+    }
     memcpy(b.p + b.len, "...", 3);
     b.len += 3;
   }

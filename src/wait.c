@@ -107,7 +107,7 @@ static struct timespec *time_left(int64_t deadline, struct timespec *ts) {
 
 int ct_poll(ct_token *t, struct pollfd *fds, size_t n, int64_t deadline) {
   if (!t || (!fds && n > 0) || !ct__valid_deadline(deadline) ||
-      n >= (size_t)INT32_MAX)
+      n >= (size_t)INT32_MAX || n >= SIZE_MAX / sizeof(struct pollfd) - 1)
     return -EINVAL;
   if (ct_token_triggered(t))
     return -ECANCELED;

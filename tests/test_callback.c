@@ -306,6 +306,49 @@ static void test_nested_unregister_of_outer(void **state) {
   ct_token_unref(t);
 }
 
+/* A callback unregisters itself while another thread is already waiting
+ * in ct_callback_unregister() for it to finish (a second unregister, a
+ * caller's bug): the waiter must get -EINVAL, not sleep for ever. */
+struct selfwait {
+  ct_callback cb;
+  _Atomic int self_result;
+};
+
+static void self_after_waiter_cb(ct_token *t, void *arg) {
+  (void)t;
+  struct selfwait *s = arg;
+  struct ct_cb *in = (struct ct_cb *)&s->cb;
+  while (!(atomic_load(&in->state) & CB_WAITING))
+    sched_yield();
+  atomic_store(&s->self_result, ct_callback_unregister(&s->cb));
+}
+
+static void *second_unregister(void *arg) {
+  struct selfwait *s = arg;
+  struct ct_cb *in = (struct ct_cb *)&s->cb;
+  while ((atomic_load(&in->state) & ~(uint32_t)CB_WAITING) != CB_RUNNING)
+    sched_yield();
+  return (void *)(intptr_t)ct_callback_unregister(&s->cb);
+}
+
+static void test_self_unregister_wakes_a_waiting_unregister(void **state) {
+  (void)state;
+  for (int round = 0; round < 20; round++) {
+    ct_token *t;
+    struct selfwait s = {0};
+    ASSERT_OK(ct_token_new(&t, "t"));
+    ASSERT_OK(ct_callback_register(&s.cb, t, self_after_waiter_cb, &s));
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, second_unregister, &s), 0);
+    ct_token_trigger(t);
+    void *r;
+    pthread_join(th, &r);
+    assert_int_equal((int)(intptr_t)r, -EINVAL);
+    assert_int_equal(s.self_result, 1);
+    ct_token_unref(t);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_runs_once_on_trigger),
@@ -319,6 +362,7 @@ int main(void) {
       cmocka_unit_test(test_descendant_callbacks_once_in_diamond),
       cmocka_unit_test(test_many_callbacks),
       cmocka_unit_test(test_nested_unregister_of_outer),
+      cmocka_unit_test(test_self_unregister_wakes_a_waiting_unregister),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -256,6 +256,36 @@ static void test_name_exponential_dag_is_bounded(void **state) {
   ct_token_unref(x);
 }
 
+/* A cut name stays valid UTF-8: the cut never splits a character. */
+static void test_cut_name_is_valid_utf8(void **state) {
+  (void)state;
+  ct_token *x;
+  ASSERT_OK(ct_token_new(&x, "\xc3\xa9")); /* "é", two bytes: "é:é:..." */
+  for (int i = 0; i < 20; i++) {
+    ct_token *y;
+    ASSERT_OK(ct_token_chain(&y, x, x));
+    ct_token_unref(x);
+    x = y;
+  }
+  const char *nm = ct_token_name(x);
+  assert_non_null(nm);
+  size_t len = strlen(nm);
+  assert_true(len <= CT_NAME_MAX + 3);
+  assert_string_equal(nm + len - 3, "...");
+  /* every lead byte is followed by its continuation bytes */
+  for (size_t i = 0; i < len - 3; i++) {
+    unsigned char c = (unsigned char)nm[i];
+    if (c == 0xc3) {
+      assert_true(i + 1 < len - 3);
+      assert_int_equal((unsigned char)nm[i + 1], 0xa9);
+      i++;
+    } else {
+      assert_int_equal(c, ':');
+    }
+  }
+  ct_token_unref(x);
+}
+
 static void test_proxy_chain_rules(void **state) {
   (void)state;
   ct_token *p, *l, *c;
@@ -381,6 +411,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_chain_n_any_parent, teardown_no_leak),
       cmocka_unit_test_teardown(test_chain_names_nested_and_repeated, teardown_no_leak),
       cmocka_unit_test_teardown(test_name_exponential_dag_is_bounded, teardown_no_leak),
+      cmocka_unit_test_teardown(test_cut_name_is_valid_utf8, teardown_no_leak),
       cmocka_unit_test_teardown(test_proxy_chain_rules, teardown_no_leak),
       cmocka_unit_test_teardown(test_chain_depth_million, teardown_no_leak),
       cmocka_unit_test_teardown(test_chain_depth_million_binary_names, teardown_no_leak),

@@ -125,7 +125,17 @@ int ct_uv__bind_init(ct_uv_bind_t_ *b, uv_loop_t *loop, ct_token *t,
    * inside this call. */
   memset(&w->reg, 0, sizeof w->reg);
   rc = ct_callback_register(&w->reg, watched, waker_on_trigger, w);
-  assert(rc == 0 || rc == 1);
+  if (rc < 0) {
+    /* -ENOMEM (a token's first registration allocates): undo it all; the
+     * handle is closed, the caller's operation is not started. */
+    w->bind = NULL;
+    uv_close((uv_handle_t *)&w->async, waker_closed);
+    ct_token_unref(watched);
+    b->waker = NULL;
+    b->token = NULL;
+    b->state = CT_UV__ENDED;
+    return rc;
+  }
   return rc == 1 ? 1 : 0;
 }
 

@@ -97,14 +97,14 @@ int ct_uv_watch_start(ct_uv_watch_t *w, ct_uv_watch_cb cb) {
   w->cb_ = cb;
   if (w->flags_ & W_STARTED)
     return 0;
-  w->flags_ |= W_STARTED;
-  watch_apply_ref(w);
   /* 1: already triggered; the callback ran here and sent the async, so cb
-   * runs on the next iteration, not now. */
+   * runs on the next iteration, not now.  -ENOMEM: a token's first
+   * registration allocates; nothing is started then. */
   rc = ct_callback_register(&w->reg_, w->token_, watch_on_trigger, w);
-  assert(rc == 0 || rc == 1);
-  (void)rc;
-  w->flags_ |= W_REGISTERED;
+  if (rc < 0)
+    return rc;
+  w->flags_ |= W_STARTED | W_REGISTERED;
+  watch_apply_ref(w);
   return 0;
 }
 
