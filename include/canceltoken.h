@@ -110,18 +110,20 @@ typedef enum ct_reason {
 CT_EXTERN const char *ct_err_name(int err);
 
 /* A human-readable message for an error.  Errors outside the table fall
- * back to the C library's message.  Returns a static or thread-local
- * string.  Any thread; callbacks: yes. */
+ * back to the C library's message.  Returns a static string, or a
+ * thread-local one that this thread's next call overwrites.  Any thread;
+ * callbacks: yes; never blocks. */
 CT_EXTERN const char *ct_strerror(int err);
 
 /* ------------------------------------------------------------------------ */
 /* Time                                                                     */
 
-/* Now, in nanoseconds on CLOCK_MONOTONIC.  Any thread; async-signal-safe. */
+/* Now, in nanoseconds on CLOCK_MONOTONIC.  Any thread; async-signal-safe;
+ * callbacks: yes; never blocks. */
 CT_EXTERN int64_t ct_now(void);
 
 /* ct_now() + ns, saturating; a negative ns gives ct_now() (do not block).
- * Any thread; async-signal-safe. */
+ * Any thread; async-signal-safe; callbacks: yes; never blocks. */
 CT_EXTERN int64_t ct_deadline_after(int64_t ns);
 
 /* ------------------------------------------------------------------------ */
@@ -155,14 +157,17 @@ CT_EXTERN int ct_token_new(ct_token **out, const char *name);
 
 /* Create a token that triggers itself (reason CT_REASON_DEADLINE) at the
  * absolute monotonic time `deadline`; same as ct_token_new() followed by
- * ct_token_set_deadline().  Errors: those of both.  Ownership: *out is a new
- * reference. */
+ * ct_token_set_deadline() (a deadline already passed gives a token already
+ * triggered).  Errors: those of both.  Ownership: *out is a new reference.
+ * Any thread; callbacks: yes; may start the library's deadline thread and
+ * takes its mutex briefly. */
 CT_EXTERN int ct_token_new_deadline(ct_token **out, const char *name,
                                     int64_t deadline);
 
-/* Take another reference.  Returns t (NULL for NULL).  Any thread;
- * callbacks: yes.  Using a token after its last unref is undefined; debug
- * builds assert on it where they can. */
+/* Take another reference.  Returns t (NULL for NULL); the caller owns the
+ * new reference.  Any thread; callbacks: yes; never blocks (one atomic).
+ * Using a token after its last unref is undefined; debug builds assert on
+ * it where they can. */
 CT_EXTERN ct_token *ct_token_ref(ct_token *t);
 
 /* Drop a reference; the last one frees the token, closes its descriptor,
@@ -170,7 +175,9 @@ CT_EXTERN ct_token *ct_token_ref(ct_token *t);
  * recursion, however deep the chain).  ct_token_unref(NULL) does nothing.
  * Ownership: takes the reference.  Any thread; callbacks: yes, including the
  * token's own callback (the trigger holds a reference of its own while it
- * runs callbacks).  Never blocks except briefly on the parents' locks. */
+ * runs callbacks).  Never blocks except briefly on the parents' locks and,
+ * for a token with a deadline, the deadline heap's mutex; closes the
+ * descriptor if it has one. */
 CT_EXTERN void ct_token_unref(ct_token *t);
 
 /* Trigger t with reason CT_REASON_TRIGGER.  Triggers every token chained to
@@ -185,8 +192,9 @@ CT_EXTERN int ct_token_trigger(ct_token *t);
 
 /* ct_token_trigger() with a reason other than CT_REASON_TRIGGER, and a
  * detail (the signal number for CT_REASON_SIGNAL) in 0..255.  For adapters.
- * Errors: -EINVAL for NULL, CT_REASON_NONE, a reason above 255, or a
- * detail outside 0..255. */
+ * Returns 1 or 0 as ct_token_trigger(); -EINVAL for NULL, CT_REASON_NONE,
+ * a reason above 255, or a detail outside 0..255.  Ownership: t borrowed.
+ * Any thread; callbacks: yes; runs callbacks, as ct_token_trigger(). */
 CT_EXTERN int ct_token_trigger_reason(ct_token *t, ct_reason reason,
                                       int detail);
 
@@ -205,7 +213,8 @@ CT_EXTERN int ct_token_trigger_with_cause(ct_token *t, ct_token *cause,
 /* Prepare ct_token_trigger_async(): start the library thread that runs
  * what a signal handler may not (callbacks, descendants, descriptors).
  * Idempotent.  Returns 0, or -EAGAIN (no thread), -EMFILE/-ENFILE (no
- * descriptor).  Any thread; not async-signal-safe; callbacks: yes. */
+ * descriptor).  Any thread; not async-signal-safe; callbacks: yes; takes a
+ * mutex and may create a thread, nothing longer. */
 CT_EXTERN int ct_async_init(void);
 
 /* Trigger t from a signal handler.  ASYNC-SIGNAL-SAFE: it uses only
@@ -219,7 +228,8 @@ CT_EXTERN int ct_async_init(void);
  * ct_async_init() has not succeeded (t is then left untouched).
  * Ownership: t borrowed; it must stay alive while a handler may use it
  * (hold a reference for as long as the handler is installed).  errno is
- * preserved. */
+ * preserved.  Never blocks.  Callbacks: yes, though ct_token_trigger() is
+ * the better call there. */
 CT_EXTERN int ct_token_trigger_async(ct_token *t, ct_reason reason,
                                      int detail);
 
@@ -244,7 +254,8 @@ static inline bool ct_token_triggered(const ct_token *t) {
 }
 
 /* The reference's raise_if_triggered(): 0 if t is not triggered,
- * -ECANCELED if it is, -EINVAL for NULL.  Any thread; callbacks: yes. */
+ * -ECANCELED if it is, -EINVAL for NULL.  Ownership: borrowed.  Any
+ * thread; callbacks: yes; never blocks (one atomic load). */
 CT_EXTERN int ct_token_check(const ct_token *t);
 
 /* Early return: `CT_RETURN_IF_TRIGGERED(tok);` returns -ECANCELED from the
@@ -259,19 +270,23 @@ CT_EXTERN int ct_token_check(const ct_token *t);
  * ancestor that was triggered first on the path that reached t.  NULL if t
  * is not triggered (or is NULL).  Ownership: borrowed; the result lives as
  * long as t does (a token keeps its ancestors alive).  Any thread;
- * callbacks: yes. */
+ * callbacks: yes; never blocks, except that in the few instructions between
+ * another thread's trigger and its storing the cause it yields until the
+ * cause is there (so it is not async-signal-safe). */
 CT_EXTERN ct_token *ct_token_triggered_token(const ct_token *t);
 
 /* Why t was triggered: CT_REASON_NONE if it is not.  If detail is not NULL
  * it receives the reason's detail (the signal number), else 0.  For a
- * chained token this is the reason of the token that caused it. */
+ * chained token this is the reason of the token that caused it.
+ * Ownership: borrowed.  Any thread; callbacks: yes; never blocks. */
 CT_EXTERN ct_reason ct_token_reason(const ct_token *t, int *detail);
 
 /* The token's name.  For a chained token it is the parents' names joined by
  * ':' ("a:b"), composed on first use and cached; a composed name longer
  * than CT_NAME_MAX bytes is cut and ends with "...".  Returns NULL for NULL,
  * or when composing the name ran out of memory.  Ownership: the string
- * belongs to t and lives as long as t.  Any thread; callbacks: yes. */
+ * belongs to t and lives as long as t.  Any thread; callbacks: yes; the
+ * first call on a chained token allocates and walks its ancestors. */
 #define CT_NAME_MAX 65536
 CT_EXTERN const char *ct_token_name(ct_token *t);
 
@@ -280,7 +295,9 @@ CT_EXTERN const char *ct_token_name(ct_token *t);
  * most len bytes including the terminating NUL (buf may be NULL if len is
  * 0) and returns the length the full message has, as snprintf does.
  * Errors: -EINVAL (t NULL, or buf NULL with len > 0), -EAGAIN (t is not
- * triggered), -ENOMEM (the name could not be composed). */
+ * triggered), -ENOMEM (the name could not be composed).  Ownership: t
+ * borrowed; buf is the caller's.  Any thread; callbacks: yes; never
+ * blocks (see ct_token_name()). */
 CT_EXTERN int ct_token_message(ct_token *t, char *buf, size_t len);
 
 /* One pointer of user data per token, for language bindings and adapters
@@ -308,7 +325,7 @@ CT_EXTERN int ct_token_chain(ct_token **out, ct_token *a, ct_token *b);
 /* N-ary chain: a new token triggered when any of the n tokens is, named
  * by joining their names with ':'.  n >= 1; a parent may appear more than
  * once.  Errors: -EINVAL (out or parents NULL, n == 0, n > CT_CHAIN_MAX, a
- * NULL parent), -ENOMEM.  Ownership and thread-safety as
+ * NULL parent), -ENOMEM.  Ownership, thread-safety and callbacks as
  * ct_token_chain(). */
 #define CT_CHAIN_MAX 65536u
 CT_EXTERN int ct_token_chain_n(ct_token **out, ct_token *const *parents,
@@ -317,7 +334,8 @@ CT_EXTERN int ct_token_chain_n(ct_token **out, ct_token *const *parents,
 /* A named child of one parent: triggered when parent is; triggering it
  * does not trigger parent.  The cheap form for "one token per request under
  * a server's shutdown token".  Errors: as ct_token_new() and
- * ct_token_chain().  Ownership: parent borrowed; *out a new reference. */
+ * ct_token_chain().  Ownership: parent borrowed; *out a new reference.
+ * Any thread; callbacks: yes; blocks only briefly on the parent's lock. */
 CT_EXTERN int ct_token_new_child(ct_token **out, const char *name,
                                  ct_token *parent);
 
@@ -327,10 +345,12 @@ CT_EXTERN int ct_token_new_child(ct_token **out, const char *name,
  * NotImplementedError.  In C that makes ct_token_chain(out, t, x) fail with
  * -ENOTSUP, while ct_token_chain(out, x, t), ct_token_chain_n() with t
  * anywhere, and ct_token_new_child(out, name, t) work.  Returns 0, or
- * -EINVAL for NULL.  Any thread; callbacks: yes. */
+ * -EINVAL for NULL.  Ownership: borrowed.  Any thread; callbacks: yes;
+ * never blocks. */
 CT_EXTERN int ct_token_mark_proxy(ct_token *t);
 
-/* Is t a proxy token (see ct_token_mark_proxy())?  NULL gives false. */
+/* Is t a proxy token (see ct_token_mark_proxy())?  NULL gives false.
+ * Ownership: borrowed.  Any thread; callbacks: yes; never blocks. */
 CT_EXTERN bool ct_token_is_proxy(const ct_token *t);
 
 /* ------------------------------------------------------------------------ */
@@ -341,10 +361,13 @@ CT_EXTERN bool ct_token_is_proxy(const ct_token *t);
  * deadline the earlier one stays.  A deadline that has passed triggers t
  * at once, in this call.  Deadlines are served by one library thread,
  * started on first use, with no descriptor or thread per token; they fire
- * within about a millisecond.  A deadline does not keep t alive: the last
- * unref cancels it.  Returns 0 or 1 (t was triggered by this call), or
- * -EINVAL (NULL, deadline negative), -ENOMEM, -EAGAIN (the timer thread
- * could not be started).  Any thread; callbacks: yes. */
+ * within about a millisecond -- provided the callbacks they run are quick,
+ * since that thread runs them one after another.  A deadline does not keep
+ * t alive: the last unref cancels it.  Returns 0 or 1 (t was triggered by
+ * this call, whose callbacks then ran in this thread), or -EINVAL (NULL,
+ * deadline negative), -ENOMEM, -EAGAIN (the timer thread could not be
+ * started).  Ownership: borrowed.  Any thread; callbacks: yes; takes the
+ * deadline heap's mutex briefly. */
 CT_EXTERN int ct_token_set_deadline(ct_token *t, int64_t deadline);
 
 /* ------------------------------------------------------------------------ */
@@ -353,8 +376,8 @@ CT_EXTERN int ct_token_set_deadline(ct_token *t, int64_t deadline);
 /* Block until t is triggered or the deadline passes.  Returns 0 when t is
  * triggered, -ETIMEDOUT when the deadline passed first (with deadline 0:
  * at once if t is not triggered), -EINVAL for NULL or a bad deadline.
- * Any number of threads may wait on one token.  Sleeps in the kernel (a
- * futex on the token's state word); no polling.  Ownership: borrowed, and
+ * Any thread; any number of threads may wait on one token.  Sleeps in the
+ * kernel (a futex on the token's state word); no polling.  Ownership: borrowed, and
  * the caller must hold its reference until the call returns.  Callbacks:
  * allowed, but a callback that waits for a token that only it would
  * trigger waits until the deadline. */
@@ -363,7 +386,8 @@ CT_EXTERN int ct_token_wait(ct_token *t, int64_t deadline);
 /* Cancellable sleep: block until the deadline.  Returns 0 when the
  * deadline passed, -ECANCELED when t was triggered first (at once if it
  * already is), -EINVAL for NULL t or a bad deadline.  CT_FOREVER sleeps
- * until t is triggered. */
+ * until t is triggered.  Ownership: borrowed.  Any thread; blocks
+ * (callbacks: allowed, as for ct_token_wait()). */
 CT_EXTERN int ct_sleep(ct_token *t, int64_t deadline);
 
 /* A descriptor that becomes readable when t is triggered and stays
@@ -371,7 +395,8 @@ CT_EXTERN int ct_sleep(ct_token *t, int64_t deadline);
  * that are never polled cost no descriptor; later calls return the same
  * one.  It belongs to t and is closed by t's last unref: do not close it,
  * read it or write it.  Returns the descriptor, or -EINVAL, -EMFILE,
- * -ENFILE, -ENOMEM.  Any thread; callbacks: yes. */
+ * -ENFILE, -ENOMEM.  Ownership: t borrowed; the descriptor stays t's.  Any
+ * thread; callbacks: yes; never blocks (the first call takes t's lock). */
 CT_EXTERN int ct_token_fd(ct_token *t);
 
 /* Cancellable poll, the C form of the reference's cancellable_wait() for
@@ -389,7 +414,8 @@ CT_EXTERN int ct_poll(ct_token *t, struct pollfd *fds, size_t n,
                       int64_t deadline);
 
 /* ct_poll() on one descriptor.  Returns the revents (> 0) of fd, or the
- * errors of ct_poll(). */
+ * errors of ct_poll() (-EINVAL for a negative fd).  Ownership, threads and
+ * callbacks as ct_poll(): blocks. */
 CT_EXTERN int ct_wait_fd(ct_token *t, int fd, short events, int64_t deadline);
 
 /* ------------------------------------------------------------------------ */
@@ -418,7 +444,8 @@ typedef struct ct_callback {
  *   -ENOMEM:   the first registration on a token allocates a small block
  *              for the token's list; later ones allocate nothing.
  * Ownership: t borrowed; cb owned by the caller (see above).  Any thread;
- * callbacks: yes. */
+ * callbacks: yes; blocks only briefly on t's lock -- but when t is already
+ * triggered it runs fn before returning. */
 CT_EXTERN int ct_callback_register(ct_callback *cb, ct_token *t,
                                    ct_callback_fn fn, void *arg);
 
