@@ -137,7 +137,8 @@ CT_UV_EXTERN int ct_uv_watch_stop(ct_uv_watch_t *watch);
 CT_UV_EXTERN void ct_uv_watch_close(ct_uv_watch_t *watch,
                                     ct_uv_watch_close_cb close_cb);
 
-/* Whether the watcher is started (and not closing).  NULL gives 0. */
+/* Whether the watcher is started (and not closing).  NULL gives 0.
+ * Ownership: borrowed.  Loop thread; callbacks: yes; never blocks. */
 CT_UV_EXTERN int ct_uv_watch_is_active(const ct_uv_watch_t *watch);
 
 /* As uv_unref()/uv_ref(): an unref'd watcher does not keep the loop alive
@@ -146,7 +147,7 @@ CT_UV_EXTERN void ct_uv_watch_unref(ct_uv_watch_t *watch);
 CT_UV_EXTERN void ct_uv_watch_ref(ct_uv_watch_t *watch);
 
 /* The watched token, borrowed (alive until the close callback); NULL for
- * NULL. */
+ * NULL.  Loop thread; callbacks: yes; never blocks. */
 CT_UV_EXTERN ct_token *ct_uv_watch_token(const ct_uv_watch_t *watch);
 
 /* ------------------------------------------------------------------------ */
@@ -225,13 +226,17 @@ typedef int (*ct_uv_fs_start_cb)(uv_loop_t *loop, uv_fs_t *req, uv_fs_cb cb,
  * never started).  Returns 0, UV_EINVAL (a NULL argument other than arg,
  * bad deadline, or start did not issue an asynchronous request on req with
  * the callback it was given), UV_ENOMEM, or start's error (then cb never
- * runs).  Loop thread. */
+ * runs).  Ownership: op is the caller's until cb; t borrowed (the binding
+ * takes a reference of its own); arg is passed to start only.  Loop
+ * thread; callbacks: yes; never blocks. */
 CT_UV_EXTERN int ct_uv_fs(uv_loop_t *loop, ct_uv_fs_t *op, ct_token *t,
                           int64_t deadline, ct_uv_fs_start_cb start, void *arg,
                           uv_fs_cb cb);
 
 /* ct_uv_fs() for uv_fs_open() and uv_fs_read(), the two that most often
- * hang (a FIFO with no writer, a dead network file system). */
+ * hang (a FIFO with no writer, a dead network file system).  Ownership and
+ * threads as ct_uv_fs(); path is copied by libuv; bufs (the array and the
+ * memory it points to) must stay valid until cb. */
 CT_UV_EXTERN int ct_uv_fs_open(uv_loop_t *loop, ct_uv_fs_t *op, ct_token *t,
                                int64_t deadline, const char *path, int flags,
                                int mode, uv_fs_cb cb);
@@ -323,7 +328,9 @@ typedef struct ct_uv_connect_s {
  * free it in close_cb, which runs after cb).  Otherwise cb gets libuv's
  * status and the handle is yours as usual.  close_cb may be NULL.
  * Returns 0, UV_EINVAL (NULL op, handle, addr, t or cb, bad deadline,
- * handle closing), UV_ENOMEM, or uv_tcp_connect()'s error.  Loop thread. */
+ * handle closing), UV_ENOMEM, or uv_tcp_connect()'s error.  Ownership:
+ * op and handle are the caller's; addr is copied; t borrowed.  Loop thread;
+ * callbacks: yes; never blocks. */
 CT_UV_EXTERN int ct_uv_tcp_connect(ct_uv_connect_t *op, uv_tcp_t *handle,
                                    const struct sockaddr *addr, ct_token *t,
                                    int64_t deadline, uv_connect_cb cb,
@@ -357,7 +364,9 @@ typedef struct ct_uv_process_s {
  * run for a moment.  Returns 0; UV_EINVAL (NULL argument, bad deadline or
  * signum), UV_ENOMEM or UV_ECANCELED/UV_ETIMEDOUT with op->process
  * untouched; or uv_spawn()'s error, after which (as with uv_spawn()) the
- * handle must be closed.  Loop thread. */
+ * handle must be closed.  Ownership: options is read during the call only;
+ * op is the caller's; t borrowed.  Loop thread; callbacks: yes; never
+ * blocks. */
 CT_UV_EXTERN int ct_uv_spawn(uv_loop_t *loop, ct_uv_process_t *op,
                              const uv_process_options_t *options, ct_token *t,
                              int64_t deadline, int signum,
