@@ -30,6 +30,19 @@ _Static_assert(_Alignof(struct ct_cb) <= _Alignof(ct_callback),
 
 static inline struct ct_cb *cb_of(ct_callback *c) { return (struct ct_cb *)c; }
 
+/* Zero a registration for reuse.  The state word is written atomically (a
+ * second, concurrent unregister -- a caller's bug we still survive -- may
+ * be reading it); the other fields are ours alone by then. */
+static void cb_clear(struct ct_cb *cb) {
+  cb->next = NULL;
+  cb->pprev = NULL;
+  cb->token = NULL;
+  cb->fn = NULL;
+  cb->arg = NULL;
+  cb->destroyed = NULL;
+  atomic_store_explicit(&cb->state, CB_IDLE, memory_order_release);
+}
+
 int ct_callback_register(ct_callback *c, ct_token *t, ct_callback_fn fn,
                          void *arg) {
   if (!c || !t || !fn)
@@ -124,7 +137,7 @@ int ct_callback_unregister(ct_callback *c) {
   if (s == CB_IDLE)
     return -EINVAL;
   if (s == CB_INLINE) {
-    memset(c, 0, sizeof *c);
+    cb_clear(cb);
     return 1;
   }
   ct_token *t = cb->token; /* kept alive by the registration's reference */
@@ -151,7 +164,7 @@ int ct_callback_unregister(ct_callback *c) {
     ct__unlock(&t->lock);
     if (old & CB_WAITING)
       ct__futex_wake(&cb->state, INT_MAX);
-    memset(c, 0, sizeof *c);
+    cb_clear(cb);
     ct_token_unref(t);
     return 1;
   } else if ((s & ~(uint32_t)CB_WAITING) == CB_RUNNING) {
@@ -176,7 +189,7 @@ int ct_callback_unregister(ct_callback *c) {
     ct__lock(&t->lock);
   }
   ct__unlock(&t->lock);
-  memset(c, 0, sizeof *c);
+  cb_clear(cb);
   ct_token_unref(t);
   return ran;
 }
