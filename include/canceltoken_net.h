@@ -13,9 +13,17 @@
  * does with its pointers ("Ownership"), from which threads it may be called
  * and whether it blocks ("Thread-safety", "Callbacks").
  *
- * There is no global state: any number of servers and clients may live in
- * one process, each with its own thread (or, for a server, driven by the
- * caller's thread with ct_net_server_serve_forever()).
+ * Any number of servers and clients may live in one process.  Each server
+ * has its own thread (or is driven by the caller's thread with
+ * ct_net_server_serve_forever()).  The clients of a process share one
+ * thread, "the clients' thread": started by the first
+ * ct_net_client_connect() and stopped by the ct_net_client_free() of the
+ * last client; it holds every client's socket in one epoll set, so that a
+ * notice to many clients wakes one thread, not one per client.  Clients
+ * are otherwise independent (own lock, proxies, requests, connection
+ * loss).  After fork() the child has no clients' thread: clients inherited
+ * from the parent are not served there and may only be freed (which does
+ * not disturb the parent's); clients connected in the child start its own.
  *
  * Addresses (servers and clients alike):
  *   "/run/app/tokens.sock"  a Unix domain socket path: anything containing a
@@ -206,8 +214,8 @@ typedef struct ct_net_client_options {
 } ct_net_client_options;
 
 /* Connect to the server at `address` and complete the handshake (version,
- * secret).  The client then runs a thread of its own that receives the
- * server's notices and triggers proxies.
+ * secret).  The client then joins the clients' thread (started if need
+ * be), which receives the server's notices and triggers proxies.
  * Errors: -EINVAL, -ENOENT (no socket file, host not found),
  * -ECONNREFUSED, -EACCES (socket file permission, or authentication
  * failed), -EPERM (the server refused our uid), -EPROTONOSUPPORT (no
@@ -232,7 +240,7 @@ CT_NET_EXTERN int ct_net_client_connect(ct_net_client **out,
  *    for any token; chaining *from* it fails with -ENOTSUP
  *    (ct_token_chain(out, proxy, x)), and it has no serialized form.
  *  - When the owner's token is triggered (by anybody), the server pushes a
- *    notice and the client's thread triggers the proxy with the same reason
+ *    notice and the clients' thread triggers the proxy with the same reason
  *    and detail; ct_token_triggered_token(proxy) then names the server-side
  *    token that fired (a local stand-in token of that name, itself
  *    triggered, or the proxy itself when that is the served token).
@@ -241,16 +249,17 @@ CT_NET_EXTERN int ct_net_client_connect(ct_net_client **out,
  *    the owner's token is triggered too.  Use ct_net_client_trigger() to
  *    know when the server has done it.  (For a local-only deadline, set it
  *    on a child: ct_token_new_child(&c, "req", proxy).)
- *  - Callbacks registered on a proxy run on the client's thread when the
- *    server triggers it; they must not call the blocking functions of this
- *    client (those return -EDEADLK there).
+ *  - Callbacks registered on a proxy run on the clients' thread when the
+ *    server triggers it; they must not call the blocking functions of any
+ *    client (those return -EDEADLK there), since that thread reads every
+ *    client's replies.  They may free another client, not their own.
  *  - When the connection is lost, the proxy is triggered with
  *    CT_REASON_OWNER_LOST (unless keep_proxies_on_loss).  So it is by
  *    ct_net_client_free().
  * Getting the same name twice gives the same proxy.
  * Errors: -EINVAL, -ENAMETOOLONG, -ENOENT (no token of that name),
  * -ENOSPC (the server's limit of proxies per client), -ETIMEDOUT,
- * -ENOMEM, -EDEADLK (called on the client's thread), or the connection's
+ * -ENOMEM, -EDEADLK (called on the clients' thread), or the connection's
  * error (ct_net_client_error()) if it is lost.  Ownership: *out is a new
  * reference; it stays a valid token after ct_net_client_free().  Any
  * thread; blocks for one round trip. */
@@ -277,12 +286,12 @@ typedef void (*ct_net_done_fn)(void *arg, int result);
 
 /* The non-blocking form of ct_net_client_trigger(), for event loops: sends
  * the request and returns 0; done(arg, result) is then called exactly
- * once, on the client's thread (or in ct_net_client_free() with
+ * once, on the clients' thread (or in ct_net_client_free() with
  * -ESHUTDOWN, or on the thread that loses the connection with its error).
  * To wake a loop, signal it from done (write an eventfd, or trigger a
  * token and poll ct_token_fd()).  On an error return done is never called.
  * Errors: -EINVAL, -ENOMEM, the connection's error.  Ownership: proxy
- * borrowed; arg passed through.  Any thread, including the client's thread
+ * borrowed; arg passed through.  Any thread, including the clients' thread
  * and callbacks; never blocks. */
 CT_NET_EXTERN int ct_net_client_trigger_async(ct_net_client *c,
                                               ct_token *proxy,
@@ -318,13 +327,18 @@ CT_NET_EXTERN ct_token *ct_net_client_lost_token(ct_net_client *c);
  * the server), -ESHUTDOWN (freed).  Any thread. */
 CT_NET_EXTERN int ct_net_client_error(const ct_net_client *c);
 
-/* Close the connection, stop the client's thread, trigger the proxies that
+/* Close the connection, leave the clients' thread (stopping it if this is
+ * the last client), trigger the proxies that
  * are not triggered yet with CT_REASON_OWNER_LOST (unless
  * keep_proxies_on_loss), complete pending asynchronous requests with
  * -ESHUTDOWN, and free the client.  Proxies the caller holds stay valid
  * tokens but are no longer connected: triggering one afterwards is local
- * only.  NULL does nothing.  Blocks until the client's thread has finished;
- * do not call it from the client's thread (a proxy's callback). */
+ * only.  NULL does nothing.  Blocks until the clients' thread is done with
+ * this client: no callback of this client runs after it returns (it waits
+ * for one that is running on the clients' thread, and for that thread to
+ * end if this was the last client).  Any thread, including the clients'
+ * thread in a callback of ANOTHER client; do not call it from a callback
+ * of this client (a proxy's, or its asynchronous requests'). */
 CT_NET_EXTERN void ct_net_client_free(ct_net_client *c);
 
 #ifdef __cplusplus

@@ -9,7 +9,10 @@
  */
 #include "net_test_util.h"
 
+#include <sched.h>
+#include <semaphore.h>
 #include <sys/eventfd.h>
+#include <time.h>
 
 struct fixture {
   char dir[64], path[96], addr[256];
@@ -201,6 +204,12 @@ static void test_proxy_fd_callback_deadline(void **state) {
   assert_int_equal(ct_wait_fd(q, fd, POLLIN, LONG_DEADLINE()),
                    POLLIN);
   ASSERT_OK(ct_token_wait(p, LONG_DEADLINE()));
+  /* The wait ends when the proxy's state flips; its callbacks run just
+   * after, on the clients' thread: unregistering before that would
+   * cancel the call (returns 0).  Wait for it. */
+  int64_t dl = LONG_DEADLINE();
+  while (atomic_load(&calls) == 0 && ct_now() < dl)
+    sched_yield();
   ASSERT_ERR(ct_callback_unregister(&cb), 1); /* it ran */
   assert_int_equal(atomic_load(&calls), 1);
   /* A deadline on a proxy triggers it, and is forwarded to the owner. */
@@ -476,6 +485,194 @@ static void test_two_client_processes(void **state) {
   assert_int_equal(t_wait_child(&srv), 0);
 }
 
+/* ---- the shared I/O thread (client.c, "The loop") ---- */
+
+#define MANY 100
+
+struct seen {
+  _Atomic int n;
+  pthread_t th[MANY];
+};
+
+static void record_thread(ct_token *t, void *arg) {
+  (void)t;
+  struct seen *sn = arg;
+  int i = atomic_fetch_add(&sn->n, 1);
+  if (i < MANY)
+    sn->th[i] = pthread_self();
+}
+
+/* Many clients in one process: every notice is delivered, all on one
+ * thread that is not the caller's; clients freed while notices for them
+ * arrive; the loop starts again after the last client is gone. */
+static void test_many_clients_share_one_loop(void **state) {
+  (void)state;
+  struct fixture f;
+  fx_start(&f, NULL, NULL);
+  ct_net_client *c[MANY];
+  ct_token *p[MANY], *q[MANY];
+  ct_callback cb[MANY];
+  memset(cb, 0, sizeof cb);
+  struct seen sn = {0};
+  for (int i = 0; i < MANY; i++) {
+    ASSERT_OK(ct_net_client_connect(&c[i], f.addr, NULL, NULL, 0,
+                                    LONG_DEADLINE()));
+    ASSERT_OK(ct_net_client_get(c[i], &p[i], "main", LONG_DEADLINE()));
+    ASSERT_OK(ct_net_client_get(c[i], &q[i], "job", LONG_DEADLINE()));
+    ASSERT_OK(ct_callback_register(&cb[i], p[i], record_thread, &sn));
+  }
+  ct_token_trigger(f.tok[0]);
+  for (int i = 0; i < MANY; i++) {
+    ASSERT_OK(ct_token_wait(p[i], LONG_DEADLINE()));
+    assert_int_equal(ct_token_reason(p[i], NULL), CT_REASON_TRIGGER);
+  }
+  /* A proxy is triggered just before its callbacks run. */
+  int64_t dl = LONG_DEADLINE();
+  while (atomic_load(&sn.n) < MANY && ct_now() < dl)
+    sched_yield();
+  assert_int_equal(atomic_load(&sn.n), MANY);
+  for (int i = 0; i < MANY; i++)
+    ct_callback_unregister(&cb[i]);
+  for (int i = 0; i < MANY; i++) {
+    assert_true(pthread_equal(sn.th[i], sn.th[0]));
+    assert_false(pthread_equal(sn.th[i], pthread_self()));
+  }
+  /* Free the clients while the notices for "job" arrive. */
+  ct_token_trigger(f.tok[1]);
+  for (int i = 0; i < MANY; i++) {
+    ct_net_client_free(c[i]);
+    assert_true(ct_token_triggered(q[i])); /* by the notice or the free */
+  }
+  for (int i = 0; i < MANY; i++) {
+    ct_token_unref(p[i]);
+    ct_token_unref(q[i]);
+  }
+  /* A new client after the last one was freed: a new loop. */
+  ct_token *o;
+  ASSERT_OK(ct_net_client_get(f.c, &o, "other", LONG_DEADLINE()));
+  ct_net_client_free(f.c);
+  ASSERT_OK(ct_net_client_connect(&f.c, f.addr, NULL, NULL, 0,
+                                  LONG_DEADLINE()));
+  ct_token_unref(o);
+  ASSERT_OK(ct_net_client_get(f.c, &o, "other", LONG_DEADLINE()));
+  ct_token_trigger(f.tok[2]);
+  ASSERT_OK(ct_token_wait(o, LONG_DEADLINE()));
+  assert_int_equal(ct_token_reason(o, NULL), CT_REASON_TRIGGER);
+  ct_token_unref(o);
+  fx_stop(&f);
+}
+
+struct cross {
+  ct_net_client *other;
+  int get_result;
+  ct_token *lost_seen;
+  sem_t entered, done;
+  bool slow;
+};
+
+/* A proxy's callback of one client: a blocking call on another client
+ * cannot work on the shared thread (-EDEADLK), freeing it does. */
+static void free_other(ct_token *t, void *arg) {
+  (void)t;
+  struct cross *x = arg;
+  ct_token *p = NULL;
+  x->get_result = ct_net_client_get(x->other, &p, "job", LONG_DEADLINE());
+  x->lost_seen = ct_token_ref(ct_net_client_lost_token(x->other));
+  if (x->slow) { /* let the main thread free our own client meanwhile */
+    sem_post(&x->entered);
+    struct timespec ts = {0, 50 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  ct_net_client_free(x->other);
+  x->other = NULL;
+  sem_post(&x->done);
+}
+
+static void cross_free(bool slow) {
+  struct fixture f;
+  fx_start(&f, NULL, NULL);
+  struct cross x = {.slow = slow};
+  sem_init(&x.entered, 0, 0);
+  sem_init(&x.done, 0, 0);
+  ASSERT_OK(ct_net_client_connect(&x.other, f.addr, NULL, NULL, 0,
+                                  LONG_DEADLINE()));
+  ct_token *p, *q;
+  ASSERT_OK(ct_net_client_get(f.c, &p, "main", LONG_DEADLINE()));
+  ASSERT_OK(ct_net_client_get(x.other, &q, "main", LONG_DEADLINE()));
+  ct_callback cb = {0};
+  ASSERT_OK(ct_callback_register(&cb, p, free_other, &x));
+  ct_token_trigger(f.tok[0]);
+  if (slow) {
+    /* Our client is freed while its callback runs (free waits for it);
+     * the callback then frees the last client, on the loop's thread. */
+    sem_wait(&x.entered);
+    ct_net_client_free(f.c);
+    f.c = NULL;
+  }
+  sem_wait(&x.done);
+  ct_callback_unregister(&cb);
+  assert_null(x.other);
+  ASSERT_ERR(x.get_result, -EDEADLK);
+  assert_true(ct_token_triggered(x.lost_seen));
+  assert_true(ct_token_triggered(q)); /* the notice, or the free */
+  ct_token_unref(x.lost_seen);
+  ct_token_unref(p);
+  ct_token_unref(q);
+  sem_destroy(&x.entered);
+  sem_destroy(&x.done);
+  fx_stop(&f);
+}
+
+static void test_callback_frees_another_client(void **state) {
+  (void)state;
+  cross_free(false);
+  cross_free(true);
+}
+
+/* fork(): the child has no I/O thread; its own clients start one, and an
+ * inherited client may be freed without disturbing the parent's. */
+static void test_fork_child_gets_its_own_loop(void **state) {
+  (void)state;
+  struct fixture f;
+  fx_start(&f, NULL, NULL);
+  ct_token *p;
+  ASSERT_OK(ct_net_client_get(f.c, &p, "main", LONG_DEADLINE()));
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int rc = 0;
+    ct_net_client *c = NULL;
+    ct_token *j = NULL;
+    if (ct_net_client_connect(&c, f.addr, NULL, NULL, 0, LONG_DEADLINE()) <
+            0 ||
+        ct_net_client_get(c, &j, "job", LONG_DEADLINE()) < 0 ||
+        ct_token_wait(j, LONG_DEADLINE()) < 0 ||
+        ct_token_reason(j, NULL) != CT_REASON_TRIGGER)
+      rc = 1;
+    ct_net_client_free(f.c); /* inherited: only freed */
+    ct_net_client_free(c);
+    _exit(rc);
+  }
+  /* The child is waiting for "job": trigger it once it holds a proxy. */
+  ct_net_server_stats st;
+  int64_t dl = LONG_DEADLINE();
+  do {
+    ct_net_server_get_stats(f.s, &st);
+  } while (st.proxies < 2 && ct_now() < dl);
+  ct_token_trigger(f.tok[1]);
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  /* The parent's client is still served. */
+  ASSERT_OK(ct_net_client_error(f.c));
+  ct_token_trigger(f.tok[0]);
+  ASSERT_OK(ct_token_wait(p, LONG_DEADLINE()));
+  assert_int_equal(ct_token_reason(p, NULL), CT_REASON_TRIGGER);
+  ct_token_unref(p);
+  fx_stop(&f);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   if (getenv("CT_TEST_SKIP")) /* e.g. CT_TEST_SKIP='*cause*' */
@@ -496,6 +693,9 @@ int main(void) {
       cmocka_unit_test(test_client_free_and_keep_option),
       cmocka_unit_test(test_server_killed_owner_lost),
       cmocka_unit_test(test_two_client_processes),
+      cmocka_unit_test(test_many_clients_share_one_loop),
+      cmocka_unit_test(test_callback_frees_another_client),
+      cmocka_unit_test(test_fork_child_gets_its_own_loop),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,18 +7,55 @@
  * Design notes:
  *
  *  Threads.  The handshake runs on the caller's thread in
- *  ct_net_client_connect().  Afterwards one thread per client (the "I/O
- *  thread") reads the socket, completes requests and triggers proxies.
+ *  ct_net_client_connect().  Afterwards every client of the process is
+ *  served by one shared thread (the "I/O thread"), an epoll loop started
+ *  with the first client and stopped (joined) when the last one is freed.
+ *  It reads each client's socket, completes requests and triggers
+ *  proxies.  One thread per client made a notice to 1,000 clients wake
+ *  1,000 threads; one loop wakes once and handles every ready socket in a
+ *  batch (bench/net_bench.c, fan-out).  Clients stay independent: each has
+ *  its own `mu`, proxies, requests and loss; only the thread is shared.
  *  Any thread may send: frames are appended to `out` under `mu` and
  *  written at once with a non-blocking send(); what does not fit is left
- *  for the I/O thread, woken through `wake_fd`, which then polls for
- *  POLLOUT.  So a request costs no thread hop on the way out.
+ *  for the loop: flush_locked() arms EPOLLOUT for the socket (`want_out`,
+ *  under `mu`; epoll_ctl() is thread-safe) and the loop writes the rest
+ *  when it is writable.  So a request costs no thread hop on the way out.
  *
- *  LOCK ORDER.  `mu` is a leaf: no token is ever triggered and no callback
- *  registered on an already-triggered token while it is held, because a
- *  proxy's callback (proxy_fired) takes `mu` to forward the trigger.
- *  Creating a token and registering a callback on a fresh (untriggered)
- *  one run no callbacks, and are done under `mu`.
+ *  The loop (struct loop, guarded by the global `g_mu`).  A client is
+ *  registered in `slots` and its socket in the epoll set with the key
+ *  slot | generation << 32, never a pointer: an event already returned by
+ *  epoll_wait() may be handled after its client was freed and another
+ *  allocated at the same address; the loop looks the key up under g_mu
+ *  and skips it if the slot is empty or holds a later client.  While it
+ *  services a client (reads, triggers proxies, runs callbacks: no lock
+ *  held) it names it in `current`.  ct_net_client_free() takes g_mu,
+ *  removes the client from the slot and the epoll set, and waits on `g_cv`
+ *  until `current` is not that client: after that the loop cannot reach
+ *  it again, so no callback of the client runs after free returns.  (A
+ *  callback may free another client: only the client being serviced
+ *  cannot be freed from its own callbacks, as before.)  The last free
+ *  stops the loop and joins its thread outside g_mu; if that free runs on
+ *  the loop thread itself (a callback of a client being freed elsewhere
+ *  frees the last other one), the thread is detached and frees the loop
+ *  as it exits.  A connect racing with that creates a fresh loop.
+ *  Heartbeats: the loop thread alone reads and writes last_rx/last_ping,
+ *  and sweeps the clients that have a heartbeat after each batch.
+ *
+ *  fork().  The child gets no I/O thread.  An atfork handler holds g_mu
+ *  across fork() (so the child's copy is consistent) and forgets the
+ *  parent's loop in the child: a client connected in the child starts a
+ *  new loop.  Clients inherited from the parent are not served in the
+ *  child and may only be freed there: free sees that their loop belongs to
+ *  another process (`pid`) and touches neither it nor its epoll set, which
+ *  the parent shares.
+ *
+ *  LOCK ORDER.  `mu` (a client's) and `g_mu` (the loop's) are never held
+ *  together: both are leaves.  No token is ever triggered and no callback
+ *  registered on an already-triggered token while either is held, because
+ *  a proxy's callback (proxy_fired) takes `mu` to forward the trigger,
+ *  and any callback may free a client (g_mu).  Creating a token and
+ *  registering a callback on a fresh (untriggered) one run no callbacks,
+ *  and are done under `mu`.
  *
  *  Requests.  A blocking request lives on its caller's stack, linked on
  *  `reqs` under `mu`, with a completion token the caller waits on.  The
@@ -41,7 +78,7 @@
  *  time on the wire.
  *
  *  Lifetime.  Proxy records (struct proxy) are freed only by
- *  ct_net_client_free(), after the I/O thread has been joined and each
+ *  ct_net_client_free(), after the loop has let go of the client and each
  *  proxy's callback unregistered (the stop_callback guarantee: it is not
  *  running and never will).  The proxy tokens themselves are reference
  *  counted and outlive the client if the application holds them.
@@ -56,6 +93,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -86,13 +124,17 @@ struct req {
   size_t plen;
 };
 
+struct loop;
+
 struct ct_net_client {
-  int fd, wake_fd;
-  pthread_t thread;
-  bool thread_started;
-  /* mu guards out, reqs, proxies/nproxies/capproxies, next_id, dead. */
+  int fd;
+  struct loop *loop; /* set once registered, before the loop can see us */
+  uint64_t key;      /* epoll key: slot | generation << 32 (see loop) */
+  /* mu guards out, want_out, reqs, proxies/nproxies/capproxies, next_id,
+   * dead. */
   pthread_mutex_t mu;
   struct net_buf out;
+  bool want_out; /* EPOLLOUT armed */
   struct req *reqs;
   struct proxy **proxies;
   size_t nproxies, capproxies;
@@ -101,17 +143,38 @@ struct ct_net_client {
   /* error: 0, or why the connection was lost.  Written once (release) by
    * lose() before it triggers anything, read (acquire) by anybody. */
   _Atomic int error;
-  /* stop: set by ct_net_client_free() to end the I/O thread.  The eventfd
-   * write that follows wakes it; seq_cst, no data rides on it. */
-  _Atomic int stop;
   ct_token *lost;
   bool keep;
   int64_t heartbeat;
   ct_net_log_fn log;
   void *log_arg;
   struct net_buf in; /* I/O thread only */
-  int64_t last_rx, last_ping;
+  int64_t last_rx, last_ping; /* I/O thread only (set before registering) */
+  bool gone; /* I/O thread only: lost, and out of the epoll set */
 };
+
+/* The process's I/O loop; see "The loop" above.  Everything but `ep`,
+ * `wake_fd`, `thread` and `pid` (fixed before the loop is published) is
+ * guarded by g_mu. */
+struct loop {
+  int ep, wake_fd;
+  pthread_t thread;
+  pid_t pid;
+  bool stop;   /* the last client is gone: the thread exits */
+  bool detach; /* ... and frees the loop itself (stopped on its thread) */
+  ct_net_client **slots; /* NULL: a free slot */
+  size_t nslots, nclients, nheartbeat;
+  size_t waiters; /* frees waiting for `current` to change */
+  uint32_t gen;
+  ct_net_client *current; /* being serviced by the thread */
+};
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static struct loop *g_loop; /* the loop new clients join; under g_mu */
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+#define WAKE_KEY UINT64_MAX
 
 #define LOG(c, ...) net_log((c)->log, (c)->log_arg, __VA_ARGS__)
 
@@ -127,12 +190,20 @@ static void flush_locked(ct_net_client *c) {
     }
     if (w < 0 && errno == EINTR)
       continue;
-    /* EAGAIN: the I/O thread polls for POLLOUT; other errors: it will see
-     * them when it reads.  Wake it either way. */
-    uint64_t one = 1;
-    ssize_t r = write(c->wake_fd, &one, sizeof one);
-    (void)r;
+    /* EAGAIN: the loop writes the rest when the socket is writable;
+     * other errors: it will see them (EPOLLERR/EPOLLHUP) and read. */
+    if (!c->want_out && c->loop) {
+      struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT,
+                               .data.u64 = c->key};
+      if (epoll_ctl(c->loop->ep, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+        c->want_out = true;
+    }
     return;
+  }
+  if (c->want_out) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = c->key};
+    epoll_ctl(c->loop->ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->want_out = false;
   }
 }
 
@@ -142,8 +213,10 @@ static uint32_t next_id_locked(ct_net_client *c) {
   return c->next_id;
 }
 
+/* On the I/O thread, a blocking request would wait for a reply that only
+ * this thread can read -- for any client, since they share it. */
 static bool on_io_thread(const ct_net_client *c) {
-  return c->thread_started && pthread_equal(pthread_self(), c->thread);
+  return c->loop && pthread_equal(pthread_self(), c->loop->thread);
 }
 
 static struct proxy *find_by_token_locked(ct_net_client *c, const ct_token *t) {
@@ -495,69 +568,308 @@ static int io_read(ct_net_client *c) {
   return 0;
 }
 
-static void *io_thread(void *arg) {
-  ct_net_client *c = arg;
-  c->last_rx = c->last_ping = ct_now();
-  int err = 0;
-  while (!atomic_load(&c->stop)) {
+/* Heartbeat of one client: ping when the server has been silent for a
+ * period, give up after three.  Returns 0 or -ETIMEDOUT. */
+static int heartbeat(ct_net_client *c) {
+  int64_t now = ct_now();
+  if (now - c->last_rx >= 3 * c->heartbeat) {
+    LOG(c, "no answer from the server for %lld ms",
+        (long long)((now - c->last_rx) / 1000000));
+    return -ETIMEDOUT;
+  }
+  if (now - c->last_rx >= c->heartbeat &&
+      now - c->last_ping >= c->heartbeat) {
     pthread_mutex_lock(&c->mu);
-    bool want_out = net_buf_pending(&c->out) > 0;
-    pthread_mutex_unlock(&c->mu);
-    struct pollfd fds[2] = {
-        {c->fd, (short)(POLLIN | (want_out ? POLLOUT : 0)), 0},
-        {c->wake_fd, POLLIN, 0}};
-    int timeout = -1;
-    if (c->heartbeat > 0) {
-      int64_t now = ct_now(), next = c->last_rx + c->heartbeat;
-      if (next < c->last_ping + c->heartbeat)
-        next = c->last_ping + c->heartbeat;
-      timeout = next <= now ? 0 : (int)((next - now) / 1000000 + 1);
-    }
-    int n = poll(fds, 2, timeout);
-    if (n < 0 && errno != EINTR) {
-      err = -errno;
-      break;
-    }
-    if (atomic_load(&c->stop))
-      break;
-    if (n > 0 && (fds[1].revents & POLLIN)) {
-      uint64_t v;
-      ssize_t r = read(c->wake_fd, &v, sizeof v);
-      (void)r;
-    }
-    if (n > 0 && (fds[0].revents & POLLOUT)) {
-      pthread_mutex_lock(&c->mu);
+    uint8_t *b = net_buf_frame(&c->out, MSG_PING, 4);
+    if (b) {
+      put_u32(b, 0);
       flush_locked(c);
-      pthread_mutex_unlock(&c->mu);
     }
-    if (n > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-      if ((err = io_read(c)) < 0)
-        break;
-    }
-    if (c->heartbeat > 0) {
-      int64_t now = ct_now();
-      if (now - c->last_rx >= 3 * c->heartbeat) {
-        LOG(c, "no answer from the server for %lld ms",
-            (long long)((now - c->last_rx) / 1000000));
-        err = -ETIMEDOUT;
-        break;
+    pthread_mutex_unlock(&c->mu);
+    c->last_ping = now;
+  }
+  return 0;
+}
+
+/* When heartbeat() next has work for c. */
+static int64_t heartbeat_due(const ct_net_client *c) {
+  int64_t next = c->last_rx + c->heartbeat;
+  if (next < c->last_ping + c->heartbeat)
+    next = c->last_ping + c->heartbeat;
+  return next;
+}
+
+/* Handle epoll events (0: heartbeat only) for client c, which the loop
+ * names in `current` (I/O thread, no lock held). */
+static void service(struct loop *l, ct_net_client *c, uint32_t events) {
+  if (c->gone)
+    return;
+  int err = 0;
+  if (events & EPOLLOUT) {
+    pthread_mutex_lock(&c->mu);
+    flush_locked(c);
+    pthread_mutex_unlock(&c->mu);
+  }
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+    err = io_read(c);
+  if (err == 0 && c->heartbeat > 0)
+    err = heartbeat(c);
+  if (err < 0) {
+    /* Out of the epoll set at once: a closed socket stays readable. */
+    c->gone = true;
+    epoll_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    lose(c, err);
+  }
+}
+
+/* The client registered under key, named `current`; NULL if it was freed
+ * (or the slot reused).  Under g_mu. */
+static ct_net_client *claim_locked(struct loop *l, uint64_t key) {
+  size_t slot = (size_t)(key & 0xffffffffu);
+  ct_net_client *c = slot < l->nslots ? l->slots[slot] : NULL;
+  if (!c || c->key != key)
+    return NULL;
+  l->current = c;
+  return c;
+}
+
+static void release_locked(struct loop *l) {
+  l->current = NULL;
+  pthread_cond_broadcast(&g_cv); /* a free may wait for it */
+}
+
+static void loop_destroy(struct loop *l) {
+  close(l->ep);
+  close(l->wake_fd);
+  net_free(l->slots);
+  net_free(l);
+}
+
+static void *loop_thread(void *arg) {
+  struct loop *l = arg;
+  struct epoll_event ev[64];
+  pthread_mutex_lock(&g_mu);
+  for (;;) {
+    if (l->stop)
+      break;
+    int timeout = -1;
+    if (l->nheartbeat > 0) {
+      int64_t now = ct_now(), next = INT64_MAX;
+      for (size_t i = 0; i < l->nslots; i++) {
+        ct_net_client *c = l->slots[i];
+        if (c && c->heartbeat > 0 && !c->gone && heartbeat_due(c) < next)
+          next = heartbeat_due(c);
       }
-      if (now - c->last_rx >= c->heartbeat &&
-          now - c->last_ping >= c->heartbeat) {
-        pthread_mutex_lock(&c->mu);
-        uint8_t *b = net_buf_frame(&c->out, MSG_PING, 4);
-        if (b) {
-          put_u32(b, 0);
-          flush_locked(c);
-        }
-        pthread_mutex_unlock(&c->mu);
-        c->last_ping = now;
+      if (next != INT64_MAX)
+        timeout = next <= now ? 0 : (int)((next - now) / 1000000 + 1);
+    }
+    pthread_mutex_unlock(&g_mu);
+    int n = epoll_wait(l->ep, ev, 64, timeout);
+    if (n < 0)
+      n = 0; /* EINTR; nothing else can happen to a valid epoll fd */
+    for (int i = 0; i < n; i++) {
+      if (ev[i].data.u64 == WAKE_KEY) {
+        uint64_t v;
+        ssize_t r = read(l->wake_fd, &v, sizeof v);
+        (void)r;
+        continue;
+      }
+      pthread_mutex_lock(&g_mu);
+      ct_net_client *c = claim_locked(l, ev[i].data.u64);
+      pthread_mutex_unlock(&g_mu);
+      if (!c)
+        continue;
+      service(l, c, ev[i].events);
+      pthread_mutex_lock(&g_mu);
+      release_locked(l);
+      pthread_mutex_unlock(&g_mu);
+    }
+    pthread_mutex_lock(&g_mu);
+    if (l->nheartbeat > 0) {
+      /* By index, re-read under g_mu: slots may move or empty while a
+       * client is serviced. */
+      int64_t now = ct_now();
+      for (size_t i = 0; i < l->nslots; i++) {
+        ct_net_client *c = l->slots[i];
+        if (!c || c->heartbeat <= 0 || c->gone || heartbeat_due(c) > now)
+          continue;
+        claim_locked(l, c->key);
+        pthread_mutex_unlock(&g_mu);
+        service(l, c, 0);
+        pthread_mutex_lock(&g_mu);
+        release_locked(l);
       }
     }
   }
-  if (err < 0)
-    lose(c, err);
+  bool detach = l->detach;
+  /* A free that waited for us to leave its client has yet to wake and
+   * look at `current`: it must find the loop still there. */
+  while (detach && l->waiters > 0)
+    pthread_cond_wait(&g_cv, &g_mu);
+  pthread_mutex_unlock(&g_mu);
+  if (detach) { /* stopped on this thread: nobody joins it */
+    pthread_detach(pthread_self());
+    loop_destroy(l);
+  }
   return NULL;
+}
+
+static void atfork_prepare(void) { pthread_mutex_lock(&g_mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&g_mu); }
+static void atfork_child(void) {
+  /* The parent's loop has no thread here, and its epoll set is shared
+   * with the parent: forget it (its memory is the parent's business). */
+  g_loop = NULL;
+  pthread_cond_init(&g_cv, NULL); /* no waiter survives fork() */
+  pthread_mutex_unlock(&g_mu);
+}
+static void install_atfork(void) {
+  pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* A new loop and its thread (under g_mu). */
+static int loop_new_locked(struct loop **out) {
+  struct loop *l = net_calloc(1, sizeof *l);
+  if (!l)
+    return -ENOMEM;
+  l->pid = getpid();
+  l->ep = epoll_create1(EPOLL_CLOEXEC);
+  l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  int r = 0;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_KEY};
+  if (l->ep < 0 || l->wake_fd < 0 ||
+      epoll_ctl(l->ep, EPOLL_CTL_ADD, l->wake_fd, &ev) < 0) {
+    r = -errno;
+  } else {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    if (pthread_create(&l->thread, &attr, loop_thread, l) != 0)
+      r = -EAGAIN;
+    pthread_attr_destroy(&attr);
+  }
+  if (r < 0) {
+    if (l->ep >= 0)
+      close(l->ep);
+    if (l->wake_fd >= 0)
+      close(l->wake_fd);
+    net_free(l);
+    return r;
+  }
+  *out = l;
+  return 0;
+}
+
+static void loop_wake(struct loop *l) {
+  uint64_t one = 1;
+  ssize_t w = write(l->wake_fd, &one, sizeof one);
+  (void)w; /* EAGAIN: the counter is non-zero already, which is enough */
+}
+
+/* Register c with the process's loop, starting it if need be. */
+static int loop_attach(ct_net_client *c) {
+  pthread_once(&g_once, install_atfork);
+  pthread_mutex_lock(&g_mu);
+  int r = 0;
+  struct loop *l = g_loop;
+  bool fresh = false;
+  if (!l) {
+    if ((r = loop_new_locked(&l)) < 0)
+      goto out;
+    fresh = true;
+  }
+  size_t slot = 0;
+  while (slot < l->nslots && l->slots[slot])
+    slot++;
+  if (slot == l->nslots) {
+    size_t cap = l->nslots ? l->nslots * 2 : 8;
+    ct_net_client **a = net_realloc(l->slots, cap * sizeof *a);
+    if (!a) {
+      r = -ENOMEM;
+      goto out;
+    }
+    memset(a + l->nslots, 0, (cap - l->nslots) * sizeof *a);
+    l->slots = a;
+    l->nslots = cap;
+  }
+  if (++l->gen == 0)
+    l->gen = 1;
+  c->key = (uint64_t)l->gen << 32 | slot;
+  c->loop = l;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = c->key};
+  if (epoll_ctl(l->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+    r = -errno;
+    c->loop = NULL;
+    goto out;
+  }
+  l->slots[slot] = c;
+  l->nclients++;
+  if (c->heartbeat > 0) {
+    l->nheartbeat++;
+    loop_wake(l); /* it may sleep with no timeout */
+  }
+  g_loop = l;
+out:
+  if (r < 0 && fresh) { /* a loop without a client: stop it again */
+    l->stop = true;
+    loop_wake(l);
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (r < 0 && fresh) {
+    pthread_join(l->thread, NULL);
+    loop_destroy(l);
+  }
+  return r;
+}
+
+/* Take c out of its loop; on return the loop will not touch c again.
+ * Stops the loop with its last client. */
+static void loop_detach(ct_net_client *c) {
+  struct loop *l = c->loop;
+  pthread_mutex_lock(&g_mu);
+  if (l->pid != getpid()) { /* inherited across fork(): not served here */
+    pthread_mutex_unlock(&g_mu);
+    c->loop = NULL;
+    return;
+  }
+  bool self = pthread_equal(pthread_self(), l->thread);
+  epoll_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL); /* ENOENT if gone */
+  l->slots[c->key & 0xffffffffu] = NULL;
+  /* Whoever takes the count to zero stops the loop, even if it has yet
+   * to wait below: another free may then run on the loop thread. */
+  bool last = --l->nclients == 0;
+  if (c->heartbeat > 0)
+    l->nheartbeat--;
+  /* On the loop thread, current is c only when c frees itself from its
+   * own callback, which would wait forever: not allowed (see the header). */
+  if (!self && l->current == c) {
+    l->waiters++;
+    while (l->current == c)
+      pthread_cond_wait(&g_cv, &g_mu);
+    if (--l->waiters == 0)
+      pthread_cond_broadcast(&g_cv); /* a detached loop may wait for us */
+  }
+  bool join = false;
+  if (last) {
+    l->stop = true;
+    if (g_loop == l)
+      g_loop = NULL;
+    if (self)
+      l->detach = true;
+    else
+      join = true;
+    loop_wake(l);
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (join) {
+    pthread_join(l->thread, NULL);
+    loop_destroy(l);
+  }
+  /* want_out is moot now; flush_locked() must not touch the epoll set. */
+  pthread_mutex_lock(&c->mu);
+  c->loop = NULL;
+  c->want_out = false;
+  pthread_mutex_unlock(&c->mu);
 }
 
 /* ---- blocking requests ---- */
@@ -1015,28 +1327,16 @@ int ct_net_client_connect(ct_net_client **out, const char *address,
     return -ENOMEM;
   }
   c->fd = fd;
-  c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   pthread_mutex_init(&c->mu, NULL);
   c->keep = o.keep_proxies_on_loss;
   c->heartbeat = o.heartbeat_ns;
   c->log = o.log;
   c->log_arg = o.log_arg;
-  if (c->wake_fd < 0) {
-    r = -errno;
-    goto fail;
-  }
+  c->last_rx = c->last_ping = ct_now();
   if ((r = ct_token_new(&c->lost, "owner-lost")) < 0)
     goto fail;
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 256 * 1024);
-  int e = pthread_create(&c->thread, &attr, io_thread, c);
-  pthread_attr_destroy(&attr);
-  if (e) {
-    r = -EAGAIN;
+  if ((r = loop_attach(c)) < 0)
     goto fail;
-  }
-  c->thread_started = true;
   *out = c;
   return 0;
 fail:
@@ -1059,14 +1359,8 @@ int ct_net_client_error(const ct_net_client *c) {
 void ct_net_client_free(ct_net_client *c) {
   if (!c)
     return;
-  atomic_store(&c->stop, 1);
-  if (c->thread_started) {
-    uint64_t one = 1;
-    ssize_t w = write(c->wake_fd, &one, sizeof one);
-    (void)w;
-    pthread_join(c->thread, NULL);
-    c->thread_started = false;
-  }
+  if (c->loop)
+    loop_detach(c);
   if (c->lost)
     lose(c, -ESHUTDOWN);
   for (size_t i = 0; i < c->nproxies; i++) {
@@ -1078,8 +1372,6 @@ void ct_net_client_free(ct_net_client *c) {
   net_free(c->proxies);
   if (c->fd >= 0)
     close(c->fd);
-  if (c->wake_fd >= 0)
-    close(c->wake_fd);
   ct_token_unref(c->lost);
   net_buf_free(&c->in);
   net_buf_free(&c->out);
