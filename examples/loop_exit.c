@@ -33,23 +33,6 @@ static void report(const char *what, int err) {
   fprintf(stderr, "loop_exit: %s: %s\n", what, ct_strerror(err));
 }
 
-static const char *reason_name(ct_reason reason) {
-  switch (reason) {
-  case CT_REASON_NONE:
-    return "none";
-  case CT_REASON_TRIGGER:
-    return "trigger";
-  case CT_REASON_DEADLINE:
-    return "deadline";
-  case CT_REASON_SIGNAL:
-    return "signal";
-  case CT_REASON_OWNER_LOST:
-    return "owner-lost";
-  default:
-    return "other"; /* later versions and applications may add reasons */
-  }
-}
-
 /* One unit of work: a step of an FNV-1a hash over the counter. */
 static void do_unit_of_work(struct worker *w) {
   w->checksum = (w->checksum ^ w->units) * UINT64_C(0x100000001b3);
@@ -143,7 +126,7 @@ int main(void) {
     goto out;
   }
   printf("worker: triggered_token=%s reason=%s\n", ct_token_name(by),
-         reason_name(reason));
+         ct_reason_name(reason));
 
   if (fflush(stdout) != 0) {
     perror("loop_exit: stdout");

@@ -233,6 +233,11 @@ CT_EXTERN int ct_async_init(void);
 CT_EXTERN int ct_token_trigger_async(ct_token *t, ct_reason reason,
                                      int detail);
 
+/* A reason's name: "none", "trigger", "deadline", "signal", "owner-lost",
+ * "user" (CT_REASON_USER and above) or "other".  Returns a static string.
+ * Any thread; async-signal-safe; callbacks: yes; never blocks. */
+CT_EXTERN const char *ct_reason_name(ct_reason reason);
+
 /* Layout of the first word of every token.  The inline check below reads
  * it; it is part of the ABI.  Do not touch it. */
 struct ct_token_public_ {

@@ -46,6 +46,24 @@ const char *ct_strerror(int err) {
   }
 }
 
+const char *ct_reason_name(ct_reason reason) {
+  switch (reason) {
+  case CT_REASON_NONE:
+    return "none";
+  case CT_REASON_TRIGGER:
+    return "trigger";
+  case CT_REASON_DEADLINE:
+    return "deadline";
+  case CT_REASON_SIGNAL:
+    return "signal";
+  case CT_REASON_OWNER_LOST:
+    return "owner-lost";
+  default:
+    /* later versions may add reasons below CT_REASON_USER */
+    return reason >= CT_REASON_USER ? "user" : "other";
+  }
+}
+
 /* ---- time ---- */
 
 int64_t ct_now(void) {

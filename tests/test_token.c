@@ -125,6 +125,14 @@ static void test_trigger_first_wins(void **state) {
   assert_int_equal(ct_token_message(t, NULL, 0), (int)strlen(msg));
   ct_token_unref(t);
 
+  assert_string_equal(ct_reason_name(CT_REASON_TRIGGER), "trigger");
+  assert_string_equal(ct_reason_name(CT_REASON_DEADLINE), "deadline");
+  assert_string_equal(ct_reason_name(CT_REASON_SIGNAL), "signal");
+  assert_string_equal(ct_reason_name(CT_REASON_OWNER_LOST), "owner-lost");
+  assert_string_equal(ct_reason_name(CT_REASON_NONE), "none");
+  assert_string_equal(ct_reason_name((ct_reason)(CT_REASON_USER + 3)), "user");
+  assert_string_equal(ct_reason_name((ct_reason)9), "other");
+
   ASSERT_OK(ct_token_new(&t, "early"));
   int steps = 0;
   ASSERT_ERR(stop_early(t, &steps), -ECANCELED);

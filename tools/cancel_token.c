@@ -222,23 +222,6 @@ static int get_proxy(const struct opts *o, ct_net_client *c, const char *name,
   return r;
 }
 
-static const char *reason_name(ct_reason r) {
-  switch (r) {
-  case CT_REASON_NONE:
-    return "none";
-  case CT_REASON_TRIGGER:
-    return "trigger";
-  case CT_REASON_DEADLINE:
-    return "deadline";
-  case CT_REASON_SIGNAL:
-    return "signal";
-  case CT_REASON_OWNER_LOST:
-    return "owner-lost";
-  default:
-    return r >= CT_REASON_USER ? "user" : "other";
-  }
-}
-
 static int cmd_trigger(struct opts *o) {
   if (o->npos != 2)
     return usage("trigger takes ADDRESS NAME");
@@ -287,7 +270,7 @@ static int cmd_wait(struct opts *o) {
         rc = EX_LOST;
       } else {
         printf("%s: triggered by %s (%s)\n", o->pos[1],
-               ct_token_name(ct_token_triggered_token(p)), reason_name(why));
+               ct_token_name(ct_token_triggered_token(p)), ct_reason_name(why));
         rc = EX_TRIGGERED;
       }
     }
@@ -300,7 +283,7 @@ static int cmd_wait(struct opts *o) {
 static void print_info(void *arg, const ct_net_token_info *i) {
   (void)arg;
   if (i->triggered)
-    printf("%s\ttriggered\t%s\t%s\n", i->name, reason_name(i->reason),
+    printf("%s\ttriggered\t%s\t%s\n", i->name, ct_reason_name(i->reason),
            i->cause);
   else
     printf("%s\tnot-triggered\n", i->name);
@@ -373,7 +356,7 @@ static int cmd_run(struct opts *o) {
   } else {
     if (r == -ECANCELED)
       fprintf(stderr, "%s: %s fired (%s): %s the command\n", prog, o->pos[1],
-              reason_name(ct_token_reason(both, NULL)),
+              ct_reason_name(ct_token_reason(both, NULL)),
               res.outcome == CT_RUN_KILLED ? "killed" : "terminated");
     rc = res.signo ? 128 + res.signo : res.exit_code;
   }
