@@ -928,11 +928,10 @@ int ct_net_client_get(ct_net_client *c, ct_token **out, const char *name,
   if (!c || !out || !name)
     return -EINVAL;
   *out = NULL;
-  size_t n = strlen(name);
-  if (n == 0 || !net_utf8_valid((const uint8_t *)name, n))
-    return -EINVAL;
-  if (n > CT_NET_NAME_MAX)
-    return -ENAMETOOLONG;
+  size_t n;
+  int rn = net_check_name(name, &n);
+  if (rn < 0)
+    return rn;
   uint8_t body[4 + CT_NET_NAME_MAX];
   memcpy(body + 4, name, n);
   struct req q = {.name = name};

@@ -327,6 +327,14 @@ int net_random(uint8_t *p, size_t n) {
 
 /* ---- misc ---- */
 
+int net_check_name(const char *name, size_t *len) {
+  size_t n = strlen(name);
+  *len = n;
+  if (n == 0 || !net_utf8_valid((const uint8_t *)name, n))
+    return -EINVAL;
+  return n > CT_NET_NAME_MAX ? -ENAMETOOLONG : 0;
+}
+
 bool net_utf8_valid(const uint8_t *s, size_t n) {
   size_t i = 0;
   while (i < n) {

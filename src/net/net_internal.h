@@ -162,6 +162,9 @@ NET_HIDDEN int net_server_run_once(ct_net_server *s, int timeout_ms);
 
 /* ---- misc ---- */
 NET_HIDDEN bool net_utf8_valid(const uint8_t *s, size_t n);
+/* A served name: 1..CT_NET_NAME_MAX bytes of UTF-8.  Stores its length;
+ * returns 0, -EINVAL (empty, not UTF-8) or -ENAMETOOLONG. */
+NET_HIDDEN int net_check_name(const char *name, size_t *len);
 /* Length of the longest prefix of s[0..n) that fits max bytes, cut on a
  * UTF-8 boundary (the caller then adds "..."). */
 NET_HIDDEN size_t net_utf8_cut(const char *s, size_t n, size_t max);

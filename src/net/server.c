@@ -1287,11 +1287,10 @@ int ct_net_server_address(const ct_net_server *s, char *buf, size_t len) {
 int ct_net_server_add(ct_net_server *s, const char *name, ct_token *t) {
   if (!s || !name || !t)
     return -EINVAL;
-  size_t n = strlen(name);
-  if (n == 0 || !net_utf8_valid((const uint8_t *)name, n))
-    return -EINVAL;
-  if (n > CT_NET_NAME_MAX)
-    return -ENAMETOOLONG;
+  size_t n;
+  int rn = net_check_name(name, &n);
+  if (rn < 0)
+    return rn;
   struct entry *e = net_calloc(1, sizeof *e);
   char *copy = net_malloc(n + 1);
   if (!e || !copy) {
