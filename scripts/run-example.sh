@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" --target quickstart >/dev/null
+cmake --build build -j"$(nproc)" --target example_quickstart >/dev/null
 ./build/examples/quickstart
