@@ -50,6 +50,9 @@ extra=()
 if [ -x "$build/bench/net_bench" ]; then
   if [ ${#quick[@]} -eq 0 ]; then
     extra+=(--extra-cmd "net=$build/bench/net_bench")
+    # Fan-out with 100 and with 10,000 connected clients (one server thread).
+    extra+=(--extra-cmd "net100=$build/bench/net_bench --samples 50 --clients 100 --procs 4 --rounds 5")
+    extra+=(--extra-cmd "net10k=$build/bench/net_bench --samples 50 --clients 10000 --procs 20 --rounds 3")
   else
     extra+=(--extra-cmd "net=$build/bench/net_bench --samples 200 --clients 100 --procs 2 --rounds 2")
   fi
