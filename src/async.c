@@ -52,6 +52,7 @@ static void *async_main(void *arg) {
 }
 
 static void atfork_child(void) {
+  /* relaxed: the child has one thread at this point. */
   atomic_store_explicit(&ready, false, memory_order_relaxed);
   pthread_mutex_init(&init_mu, NULL);
   /* The eventfd is shared with the parent: a thread of ours reading it
@@ -107,6 +108,9 @@ int ct_token_trigger_async(ct_token *t, ct_reason reason, int detail) {
   if (interest) {
     /* relaxed increment: the release push below orders it. */
     atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    /* relaxed load: the CAS below rechecks it.  release on the CAS: the
+     * thread's acquire exchange then sees work_next, the claim and the
+     * reference. */
     ct_token *head = atomic_load_explicit(&pending, memory_order_relaxed);
     do
       t->work_next = head;

@@ -48,6 +48,8 @@ int ct_callback_register(ct_callback *c, ct_token *t, ct_callback_fn fn,
   if (!c || !t || !fn)
     return -EINVAL;
   struct ct_cb *cb = cb_of(c);
+  /* relaxed: a registration is made by its owner's thread; this only
+   * catches a second register of the same storage. */
   if (atomic_load_explicit(&cb->state, memory_order_relaxed) != CB_IDLE)
     return -EINVAL; /* already registered (or not zero-initialised) */
   cb->token = t;
@@ -133,6 +135,8 @@ int ct_callback_unregister(ct_callback *c) {
   if (!c)
     return -EINVAL;
   struct ct_cb *cb = cb_of(c);
+  /* acquire: pairs with the runner's release exchange to DONE, so a
+   * callback that has run is seen with its effects. */
   uint32_t s = atomic_load_explicit(&cb->state, memory_order_acquire);
   if (s == CB_IDLE)
     return -EINVAL;

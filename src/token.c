@@ -34,6 +34,9 @@ static inline void ref_get(ct_token *t) {
 }
 
 bool ct__ref_unless_zero(ct_token *t) {
+  /* relaxed throughout: the caller reaches t under a lock (a parent's, or
+   * the deadline mutex) that orders everything else; the CAS only has to
+   * be atomic, so that a count that reached zero never comes back. */
   uint32_t r = atomic_load_explicit(&t->refs, memory_order_relaxed);
   do {
     if (r == 0)
@@ -167,6 +170,8 @@ static void process(ct_token *t, ct_token **work) {
    * cause before that), so cause is set. */
   ct_token *src = atomic_load_explicit(&t->cause, memory_order_acquire);
   assert(src != NULL);
+  /* acquire (cheap, and keeps the reasoning local): the reason and detail
+   * were written by the claim's CAS, before cause. */
   uint32_t bits =
       atomic_load_explicit(&t->state, memory_order_acquire) & CT_ST_CAUSE_MASK;
 
@@ -197,6 +202,7 @@ static void process(ct_token *t, ct_token **work) {
       }
     }
   }
+  /* acquire: pairs with the release CAS that published ext. */
   struct ct_ext *e = atomic_load_explicit(&t->ext, memory_order_acquire);
   /* relaxed: the fd is stored under this lock, which we hold. */
   int fd = e ? atomic_load_explicit(&e->fd, memory_order_relaxed) : -1;
@@ -374,6 +380,7 @@ int ct_token_mark_proxy(ct_token *t) {
 }
 
 bool ct_token_is_proxy(const ct_token *t) {
+  /* relaxed: PROXY is a flag, set before the token is handed out. */
   return t && (atomic_load_explicit(&t->state, memory_order_relaxed) &
                CT_ST_PROXY);
 }
@@ -384,6 +391,7 @@ int ct_token_set_data(ct_token *t, void *data) {
   struct ct_ext *e = ct__ext(t);
   if (!e)
     return -ENOMEM;
+  /* release/acquire: whatever data points to is visible to the reader. */
   atomic_store_explicit(&e->data, data, memory_order_release);
   return 0;
 }
@@ -428,6 +436,9 @@ static void destroy_one(ct_token *t, ct_token **dying) {
       *dying = p;
     }
   }
+  /* The last reference is gone: the acq_rel decrement that got us here
+   * ordered every other thread's writes before these loads, so the orders
+   * below only have to be atomic. */
   uint32_t st = atomic_load_explicit(&t->state, memory_order_acquire);
   if (st & CT_ST_OWNS_CAUSE) {
     ct_token *c = atomic_load_explicit(&t->cause, memory_order_relaxed);
@@ -487,6 +498,8 @@ ct_token *ct_token_triggered_token(const ct_token *t) {
 }
 
 ct_reason ct_token_reason(const ct_token *t, int *detail) {
+  /* acquire, as ct_token_triggered(): reason and detail live in the same
+   * word as TRIGGERED, written by the one claiming CAS. */
   uint32_t s =
       t ? atomic_load_explicit(&((ct_token *)t)->state, memory_order_acquire)
         : 0;
@@ -535,6 +548,8 @@ static char *compose_name(ct_token *t, size_t *size) {
       sb_put(&b, ":", 1);
       continue;
     }
+    /* relaxed: NAMED is immutable; acquire on ext and name below pairs
+     * with the release CASes that published them. */
     uint32_t s = atomic_load_explicit(&x->state, memory_order_relaxed);
     if (s & CT_ST_NAMED) {
       const char *nm = stored_name(x);

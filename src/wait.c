@@ -23,6 +23,8 @@
 /* Wait until TRIGGERED or the deadline: 0 or -ETIMEDOUT. */
 static int wait_triggered(ct_token *t, int64_t deadline) {
   for (;;) {
+    /* acquire: a waiter that returns sees what the trigger published
+     * (cause, reason), as ct_token_triggered() does. */
     uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
     if (s & CT_ST_TRIGGERED)
       return 0;
