@@ -129,7 +129,8 @@ CT_NET_EXTERN int ct_net_server_new(ct_net_server **out, const char *address,
 /* The address the server listens at, with the real port for port 0
  * ("127.0.0.1:41234", "[::1]:41234" or the socket path).  Writes at most
  * len bytes including the NUL; returns the full length, as snprintf().
- * Errors: -EINVAL.  Any thread. */
+ * Errors: -EINVAL.  Ownership: s borrowed; buf is the caller's.  Any
+ * thread; callbacks: yes; never blocks. */
 CT_NET_EXTERN int ct_net_server_address(const ct_net_server *s, char *buf,
                                         size_t len);
 
@@ -149,7 +150,8 @@ CT_NET_EXTERN int ct_net_server_add(ct_net_server *s, const char *name,
                                     ct_token *t);
 
 /* Run the server on a thread of its own.  Returns 0, -EBUSY (already
- * running or was run), -EAGAIN (no thread).  Any thread. */
+ * running or was run), -EAGAIN (no thread).  Ownership: s stays the
+ * caller's.  Any thread; callbacks: yes; never blocks (creates a thread). */
 CT_NET_EXTERN int ct_net_server_start(ct_net_server *s);
 
 /* Run the server on the calling thread until ct_net_server_stop() is
@@ -167,7 +169,9 @@ CT_NET_EXTERN int ct_net_server_serve_forever(ct_net_server *s);
 CT_NET_EXTERN void ct_net_server_stop(ct_net_server *s);
 
 /* Counters, for tests and monitoring.  Each is read with a relaxed load:
- * the values are individually exact but not a consistent snapshot. */
+ * the values are individually exact but not a consistent snapshot.
+ * ct_net_server_get_stats() fills the caller's *st.  Any thread;
+ * callbacks: yes; never blocks. */
 typedef struct ct_net_server_stats {
   uint64_t accepted; /* connections accepted */
   uint64_t active;   /* connections open now (including handshaking) */
@@ -312,19 +316,23 @@ typedef void (*ct_net_list_fn)(void *arg, const ct_net_token_info *info);
 /* Call fn(arg, info) for every token the server serves, in the order they
  * were added, on the calling thread.  Returns the number listed, or
  * -ETIMEDOUT, -EDEADLK, -ENOMEM, -EPROTO, the connection's error.  Blocks
- * for a round trip per page of results. */
+ * for a round trip per page of results.  Ownership: fn and arg are used
+ * during the call only.  Any thread except the clients' I/O thread (from a
+ * proxy callback it returns -EDEADLK); fn must not call this client's
+ * blocking functions. */
 CT_NET_EXTERN int ct_net_client_list(ct_net_client *c, ct_net_list_fn fn,
                                      void *arg, int64_t deadline);
 
 /* A token triggered (reason CT_REASON_OWNER_LOST) when the connection is
  * lost or the client is freed -- whatever keep_proxies_on_loss says.
  * Ownership: borrowed, valid until ct_net_client_free() (take a reference
- * to keep it longer).  Any thread. */
+ * to keep it longer).  Any thread; callbacks: yes; never blocks. */
 CT_NET_EXTERN ct_token *ct_net_client_lost_token(ct_net_client *c);
 
 /* 0 while connected, else why the connection was lost: -ECONNRESET (closed
  * or reset by the server), -ETIMEDOUT (heartbeat), -EPROTO (bad frame from
- * the server), -ESHUTDOWN (freed).  Any thread. */
+ * the server), -ESHUTDOWN (freed).  Ownership: borrowed.  Any thread;
+ * callbacks: yes; never blocks. */
 CT_NET_EXTERN int ct_net_client_error(const ct_net_client *c);
 
 /* Close the connection, leave the clients' thread (stopping it if this is
