@@ -2,7 +2,7 @@
  *
  * fuzz_common.h -- what the libFuzzer harnesses share: a server driven
  * without its thread (net_server_adopt/net_server_run_once, from
- * src/net/net_internal.h), a private directory for socket files, and a
+ * src/remote/net_internal.h), a private directory for socket files, and a
  * reader of the frames the server sends back.  Any broken expectation
  * aborts, which libFuzzer reports as a crash.
  */

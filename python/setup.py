@@ -2,7 +2,7 @@
 """Builds the cancel_token package with setuptools, for ``pip install`` from
 a checkout.  The extension cancel_token._core is compiled together with
 libcanceltoken's own C sources (../src/*.c and, when OpenSSL's headers are
-there, the token server and client in ../src/net/), so nothing needs to be
+there, the token server and client in ../src/remote/), so nothing needs to be
 built or installed first, and no network is needed:
 
     /usr/bin/python3 -m venv --system-site-packages /tmp/venv
@@ -44,7 +44,7 @@ net_sources = sorted(glob.glob(os.path.join(ROOT, "src", "net", "*.c")))
 
 want_net = os.environ.get("CANCEL_TOKEN_NET")
 if want_net == "1" and not net_sources:
-    raise SystemExit("setup.py: CANCEL_TOKEN_NET=1 but ../src/net is missing")
+    raise SystemExit("setup.py: CANCEL_TOKEN_NET=1 but ../src/remote is missing")
 use_net = bool(net_sources) and (
     want_net == "1" or (want_net != "0" and have_openssl()))
 

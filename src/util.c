@@ -58,6 +58,10 @@ const char *ct_reason_name(ct_reason reason) {
     return "signal";
   case CT_REASON_OWNER_LOST:
     return "owner-lost";
+  case CT_REASON_UNREACHABLE:
+    return "unreachable";
+  case CT_REASON_SHUTDOWN:
+    return "shutdown";
   default:
     /* later versions may add reasons below CT_REASON_USER */
     return reason >= CT_REASON_USER ? "user" : "other";

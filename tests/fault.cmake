@@ -3,13 +3,13 @@
 # killed, client that stops reading, descriptor exhaustion; test_fault_oom.c:
 # every allocation failing in turn), and the replay of the fuzzers' seed
 # corpora and regression inputs (fuzz/) as ordinary tests, with any
-# compiler.  Included by tests/CMakeLists.txt.  These tests use src/net's
+# compiler.  Included by tests/CMakeLists.txt.  These tests use src/remote's
 # internal hooks (net_internal.h), so they link the static library.
 if(TARGET canceltoken_net_static)
   foreach(name test_fault test_fault_oom)
     ct_test(${name} 300)
     target_link_libraries(${name} PRIVATE canceltoken_net_static)
-    target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src/net)
+    target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/src/remote)
     target_compile_definitions(${name} PRIVATE
       NET_PEER="$<TARGET_FILE:net_peer>")
   endforeach()
@@ -20,7 +20,7 @@ if(TARGET canceltoken_net_static)
   foreach(h fuzz_decoder fuzz_server fuzz_handshake)
     add_executable(${h}_replay ${CT_FUZZ_DIR}/${h}.c ${CT_FUZZ_DIR}/replay.c)
     target_compile_definitions(${h}_replay PRIVATE _GNU_SOURCE)
-    target_include_directories(${h}_replay PRIVATE ${PROJECT_SOURCE_DIR}/src/net)
+    target_include_directories(${h}_replay PRIVATE ${PROJECT_SOURCE_DIR}/src/remote)
     target_link_libraries(${h}_replay PRIVATE canceltoken_net_static)
     add_test(NAME ${h}_replay COMMAND ${h}_replay
       ${CT_FUZZ_DIR}/corpus/${h} ${CT_FUZZ_DIR}/regressions/${h})

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT
-# Tests of the token server and client (src/net) and of the cancel-token
+# Tests of the token server and client (src/remote) and of the cancel-token
 # command (tools): real processes over real sockets, loopback only, each
 # socket at a fresh /tmp path or an ephemeral port so parallel runs do not
 # collide.  Included by tests/CMakeLists.txt.

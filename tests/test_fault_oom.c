@@ -3,7 +3,7 @@
  * test_fault_oom.c -- out of memory at every allocation site of the token
  * server and client in turn, as test_oom.c does for the core.  One counter
  * numbers the allocations of both layers (the core's through
- * ct_set_allocator(), src/net's through net_set_allocator()); for each
+ * ct_set_allocator(), src/remote's through net_set_allocator()); for each
  * scenario we fail allocation 0, then 1, then 2, ... until the scenario
  * runs without meeting the failure.  Every failure must give an error (a
  * negative errno, or on a connection an ERROR frame or a drop), leave
@@ -16,7 +16,7 @@
 
 #include "net_internal.h"
 
-/* Live allocations of src/net, counted with the shared numbering. */
+/* Live allocations of src/remote, counted with the shared numbering. */
 static _Atomic long net_live;
 static void *net_alloc(void *ud, void *ptr, size_t nsize) {
   (void)ud;

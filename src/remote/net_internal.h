@@ -134,7 +134,7 @@ NET_HIDDEN bool net_proof_equal(const uint8_t a[NET_PROOF],
 NET_HIDDEN int net_random(uint8_t *p, size_t n);
 
 /* ---- allocation ----
- * Every allocation made by src/net goes through these four, so that a test
+ * Every allocation made by src/remote goes through these four, so that a test
  * can fail each allocation site in turn (tests/test_fault_oom.c), as
  * ct_set_allocator() lets tests/test_oom.c do for the core.  The hook has
  * lua_Alloc's shape without the old size: with nsize == 0 it frees ptr and

@@ -55,7 +55,7 @@ int net_err_to_errno(unsigned code) {
 
 /* ---- allocation (see net_internal.h) ---- */
 
-/* Set only by tests, while nothing of src/net is alive: plain globals. */
+/* Set only by tests, while nothing of src/remote is alive: plain globals. */
 static net_alloc_fn alloc_fn;
 static void *alloc_ud;
 
