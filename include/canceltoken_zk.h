@@ -1,0 +1,257 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * canceltoken_zk.h -- tokens across machines on an Apache ZooKeeper 3.8
+ * ensemble: an owner publishes a token under a path, any process attaches
+ * proxy tokens to it by path, anybody triggers it, and exactly one trigger
+ * -- the first -- is recorded durably in the ensemble and reported by
+ * every proxy and by the owner.  docs/zookeeper.md is the user's guide
+ * (node layout, failures, guarantees).
+ *
+ * Library: canceltoken_zk (links canceltoken and zookeeper_mt).
+ *
+ * Conventions are those of canceltoken.h: negative errno results, absolute
+ * CLOCK_MONOTONIC deadlines in ns as the last argument of every call that
+ * talks to the ensemble (CT_FOREVER = -1 never times out, 0 does not
+ * block), and every declaration says what it does with its pointers
+ * ("Ownership"), from which threads it may be called and whether it
+ * blocks ("Threads", "Blocking").
+ *
+ * One client is one ZooKeeper session.  Make one per process and take
+ * every proxy and publish every token through it: a thousand proxies cost
+ * one session, one connection and one watch per token path.  A client has
+ * one thread of its own, "the client's thread", which re-reads state after
+ * reconnects, replaces an expired session, writes forwarded triggers and
+ * runs the proxies' callbacks (besides the two threads of the ZooKeeper
+ * library).  Do not fork() a process once a client exists in it (the
+ * ZooKeeper library's threads do not survive it); a child that exec()s
+ * at once is fine.
+ *
+ * Address: "zk://HOST:PORT[,HOST:PORT...][/CHROOT]" (the address parser of
+ * canceltoken_net and of the command).  Token names are paths under the
+ * chroot: "build" or "jobs/1234" (a leading '/' is allowed and ignored);
+ * each '/'-separated part is 1..255 bytes of printable UTF-8, not "." or
+ * "..", and the whole path at most CT_ZK_NAME_MAX bytes.
+ */
+#ifndef CANCELTOKEN_ZK_H
+#define CANCELTOKEN_ZK_H
+
+#include "canceltoken.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CT_ZK_BUILDING_LIBRARY) && defined(__GNUC__)
+#define CT_ZK_EXTERN __attribute__((visibility("default")))
+#else
+#define CT_ZK_EXTERN
+#endif
+
+/* Longest token path (under the chroot), in bytes. */
+#define CT_ZK_NAME_MAX 1024
+
+/* The environment variables read for credentials (see ct_zk_options). */
+#define CT_ZK_AUTH_ENV "CT_ZK_AUTH"           /* "user:password" */
+#define CT_ZK_AUTH_FILE_ENV "CT_ZK_AUTH_FILE" /* path of a file holding it */
+
+/* Where the client reports what it does not return to a caller: a session
+ * expired and was replaced, the negotiated session timeout differs from
+ * the one asked for, the ensemble is unreachable, a forwarded trigger
+ * could not be written.  One line, without a newline.  The default writes
+ * "cancel-token: zk: <msg>" to stderr.  Called on the client's thread or
+ * in the call that causes it; must not call back into this client. */
+typedef void (*ct_zk_log_fn)(void *arg, const char *msg);
+
+typedef struct ct_zk_client ct_zk_client;
+
+/* Options of ct_zk_connect(); zero (or NULL) means the defaults.  Fields
+ * may be added at the end in later versions. */
+typedef struct ct_zk_options {
+  /* Session timeout to ask for (default 10 s).  Clamped on the client
+   * side to [200 ms, 600 s] (a request for a few ms leaves the ZooKeeper
+   * library unable to connect); the ensemble then clamps it to its own
+   * [2, 20] x tickTime.  ct_zk_session_timeout() gives the negotiated
+   * value, and a log line says so when it differs from the request. */
+  int64_t session_timeout_ns;
+  /* How long the ensemble may be unreachable (no connection to a member
+   * that is part of a quorum) before every proxy that is not triggered yet
+   * is triggered locally with CT_REASON_UNREACHABLE.  Default (0): three
+   * negotiated session timeouts.  Negative: never.  The unreachable
+   * trigger is local only: it is never written to the ensemble. */
+  int64_t unreachable_ns;
+  /* Digest credentials ("user:password"), read from this file (one line;
+   * the file must not be readable by group or others).  NULL: from the
+   * file named by $CT_ZK_AUTH_FILE, else from $CT_ZK_AUTH, else none.
+   * Never from an argument.  With credentials, the nodes a client creates
+   * can be changed only by holders of the same credentials (everybody may
+   * still read them); without, every node is open to everybody. */
+  const char *auth_file;
+  /* Ignore $CT_ZK_AUTH and $CT_ZK_AUTH_FILE. */
+  bool no_auth_env;
+  /* Recorded as the origin name of the triggers this client writes
+   * (default: the program's name, program_invocation_short_name). */
+  const char *origin_name;
+  ct_zk_log_fn log;
+  void *log_arg;
+  /* Lines of the ZooKeeper library itself (hundreds a second during an
+   * election) are dropped unless this is set; they then go to `log` with
+   * the prefix "zookeeper: ". */
+  bool library_log;
+} ct_zk_options;
+
+/* Parse `address` (zk://...), open a session and wait until it is
+ * established, then start the client's thread.  The chroot need not exist
+ * (ct_zk_publish() creates it).
+ * Errors: -EINVAL (NULL, not a zk:// address, malformed address or
+ * options; errbuf says which), -ENAMETOOLONG, -EACCES (credentials file
+ * unreadable or open to others), -EPROTO (credentials not "user:password"),
+ * -ETIMEDOUT (no member of the ensemble answered before the deadline:
+ * unreachable, or no quorum), -ENOENT (a host name did not resolve),
+ * -ENOMEM, -EAGAIN (no thread).  A connect never waits past its deadline;
+ * with CT_FOREVER it waits until a quorum answers.  If errbuf is not NULL it
+ * receives a one-line explanation of a failure (at most errlen bytes with
+ * the NUL).
+ * Ownership: address and options copied; *out owned by the caller, freed
+ * with ct_zk_client_free().  Threads: any.  Blocking: until connected or
+ * the deadline. */
+CT_ZK_EXTERN int ct_zk_connect(ct_zk_client **out, const char *address,
+                               const ct_zk_options *opts, char *errbuf,
+                               size_t errlen, int64_t deadline);
+
+/* The session timeout negotiated with the ensemble, in ns (that of the
+ * current session; a replaced session may get another).  Threads: any;
+ * never blocks; callbacks: yes. */
+CT_ZK_EXTERN int64_t ct_zk_session_timeout(const ct_zk_client *c);
+
+/* Publish token t under `name`, owned by this client's session: creates
+ * the chroot and the parents of name if missing, then, in one atomic
+ * operation, the token node and the owner node (ephemeral: it lives as
+ * long as this session).  From then on:
+ *  - a local trigger of t (ct_token_trigger(), a deadline, a chained
+ *    parent) is written to the ensemble as the token's trigger record by
+ *    the client's thread, asynchronously, and first-wins: if another
+ *    trigger was recorded first, t keeps its own local reason while the
+ *    fleet reports the recorded one (ct_zk_trigger() avoids that window);
+ *  - a trigger recorded by anybody else triggers t, with the recorded
+ *    reason and detail, on the client's thread;
+ *  - when this session ends (process killed, frozen past the session
+ *    timeout), proxies record "owner lost"; if this process lives on, the
+ *    client's thread reads that record on its next session and triggers t
+ *    with it (CT_REASON_OWNER_LOST, or a trigger that won before).
+ * Errors: -EINVAL (NULL, bad name), -ENAMETOOLONG, -EEXIST (a token of
+ * that name exists, with an owner or a trigger: tokens are one-shot),
+ * -EACCES (the nodes belong to other credentials), -ETIMEDOUT (the request
+ * may still be carried out), -ECONNRESET (the session was lost during the
+ * call), -ENOMEM, -EDEADLK (called on the client's thread).
+ * Ownership: name copied; the client takes a reference on t until
+ * ct_zk_client_free().  Threads: any except the client's.  Blocking: a few
+ * round trips, at most until the deadline. */
+CT_ZK_EXTERN int ct_zk_publish(ct_zk_client *c, const char *name,
+                               ct_token *t, int64_t deadline);
+
+/* Attach a new proxy to the token published under `name`.  The proxy is a
+ * real ct_token (ct_token_is_proxy() is true) named after the owner's
+ * token (ct_token_name() of the published token):
+ *  - ct_token_triggered() is a local atomic load; waits, the descriptor,
+ *    callbacks, deadlines, chaining *with* it and child tokens work as for
+ *    any token; chaining *from* it fails with -ENOTSUP.
+ *  - If a trigger is recorded already, the proxy is triggered before this
+ *    call returns, with the recorded reason and detail.
+ *  - When a trigger is recorded later (by anybody), the client's thread
+ *    triggers the proxy with it; ct_token_triggered_token(proxy) names the
+ *    token the trigger-er triggered (the proxy itself when that was the
+ *    owner's token or a proxy of it).
+ *  - A local trigger of the proxy is written to the ensemble
+ *    asynchronously, first-wins, as for an owner's token (above).
+ *  - When the owner's session ends and nothing was recorded yet, the
+ *    client that sees it records "owner lost" (first-wins) and every proxy
+ *    reports CT_REASON_OWNER_LOST.  Without the credentials of an ACL'd
+ *    token the record cannot be written: such a proxy is then triggered
+ *    locally with CT_REASON_OWNER_LOST.
+ *  - When the ensemble has been unreachable for longer than the tolerance
+ *    (ct_zk_options.unreachable_ns), the proxy is triggered locally with
+ *    CT_REASON_UNREACHABLE.
+ *  - Callbacks registered on a proxy run on the client's thread (or in
+ *    this call when it is triggered already, or in ct_zk_trigger()); they
+ *    must not call the blocking functions of this client (those return
+ *    -EDEADLK there) and must not free it.
+ * Every call gives a new proxy; proxies of one name share one watch.
+ * Errors: -EINVAL, -ENAMETOOLONG, -ENOENT (no token under that name, or
+ * no chroot), -EPROTO (the node is not a cancel-token token), -ETIMEDOUT,
+ * -ECONNRESET, -ENOMEM, -EDEADLK (the client's thread).
+ * Ownership: *out is a new reference; it stays a valid token after
+ * ct_zk_client_free() (which triggers it with CT_REASON_SHUTDOWN if it
+ * was not triggered).  Threads: any except the client's.  Blocking: two
+ * or three round trips, at most until the deadline. */
+CT_ZK_EXTERN int ct_zk_get(ct_zk_client *c, ct_token **out, const char *name,
+                           int64_t deadline);
+
+/* Trigger the token `tok` (a token this client published, or a proxy of
+ * this client) across the fleet and wait until the trigger is recorded:
+ * creates the trigger record (retrying after a lost connection, and
+ * reading the record when it finds one: it may be its own earlier
+ * attempt), then triggers tok and its sibling proxies locally with the
+ * recorded trigger, so that tok reports exactly what every other proxy
+ * reports.  Returns 1 if this call's record won, 0 if another trigger
+ * was recorded first.  reason/detail as in ct_token_trigger_reason()
+ * (CT_REASON_TRIGGER, 0 for a plain trigger; the backend-only reasons
+ * CT_REASON_OWNER_LOST, CT_REASON_UNREACHABLE, CT_REASON_SHUTDOWN are
+ * -EINVAL).
+ * Errors: -EINVAL (NULL, tok not of this client, bad reason/detail),
+ * -EACCES (the token is ACL'd to other credentials), -ETIMEDOUT (the
+ * record may still be written), -ECONNRESET, -ENOMEM, -EDEADLK.
+ * Ownership: tok borrowed.  Threads: any except the client's.  Blocking:
+ * one or two round trips (more while a leader is elected), at most until
+ * the deadline; runs tok's callbacks in this thread. */
+CT_ZK_EXTERN int ct_zk_trigger(ct_zk_client *c, ct_token *tok,
+                               ct_reason reason, int detail,
+                               int64_t deadline);
+
+/* The state of a token as recorded in the ensemble, read afresh. */
+typedef struct ct_zk_status {
+  bool owned;        /* the owner's session is alive */
+  bool triggered;    /* a trigger is recorded */
+  ct_reason reason;  /* the recorded reason, CT_REASON_NONE if none */
+  int detail;
+  long long pid;     /* origin of the record: process id, */
+  char host[256];    /* host name, */
+  char origin[256];  /* origin name (ct_zk_options.origin_name), */
+  char cause[CT_ZK_NAME_MAX + 1]; /* name of the token triggered there */
+  char owner_host[256]; /* the owner, while owned: host and pid */
+  long long owner_pid;
+} ct_zk_status;
+
+/* Read the state of the token `name` into *st.  Returns 0, or -EINVAL,
+ * -ENAMETOOLONG, -ENOENT, -EPROTO, -ETIMEDOUT, -ECONNRESET, -ENOMEM,
+ * -EDEADLK.  Ownership: st is the caller's.  Threads: any except the
+ * client's.  Blocking: three round trips, at most until the deadline. */
+CT_ZK_EXTERN int ct_zk_status_get(ct_zk_client *c, const char *name,
+                                  ct_zk_status *st, int64_t deadline);
+
+/* Counters, for tests and monitoring (relaxed loads: each exact, not a
+ * consistent snapshot).  Threads: any; never blocks; callbacks: yes. */
+typedef struct ct_zk_stats {
+  uint64_t sessions;      /* sessions established (1 + replacements) */
+  uint64_t reconnects;    /* connections re-established within a session */
+  uint64_t retries;       /* requests retried after a lost connection */
+  uint64_t records_won;   /* trigger records this client created */
+  uint64_t unreachable;   /* times the tolerance ran out */
+} ct_zk_stats;
+CT_ZK_EXTERN void ct_zk_get_stats(const ct_zk_client *c, ct_zk_stats *st);
+
+/* Close the session (the owner nodes of the tokens it published vanish,
+ * and proxies elsewhere then record "owner lost" for tokens not
+ * triggered), stop the client's thread, trigger this client's proxies
+ * that are not triggered yet with CT_REASON_SHUTDOWN, and free the client.
+ * Published tokens are not triggered and get their reference back.
+ * Triggers forwarded but not yet written are dropped (use ct_zk_trigger()
+ * to know a trigger is recorded).  NULL does nothing.  Ownership: frees c.
+ * Threads: any except the client's; no other call on c may be running or
+ * start.  Blocking: until the client's thread has ended and the session
+ * is closed (one round trip). */
+CT_ZK_EXTERN void ct_zk_client_free(ct_zk_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CANCELTOKEN_ZK_H */
