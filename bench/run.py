@@ -8,19 +8,24 @@ Programs, each printing `key,unit,median,min,max,note` lines
   cpp   cpp_bench: C++20 <stop_token>
   glib  glib_bench: GLib's GCancellable            (optional peer)
   go    go_bench: Go's package context             (optional peer)
+  rust  rust_bench: tokio-util's CancellationToken (optional peer)
   node  node_bench.mjs: Node's AbortController     (optional peer)
 Each repetition runs one fresh process of every program with --reps 1;
 the programs take turns in a rotating order and never run at the same
-time, so a slow drift in machine load hits all of them alike, and every
-memory figure starts from a fresh heap.  ct and cpp must run; a peer that
-is not built or fails is reported as unavailable and the run goes on.
+time, so our runs and each peer's alternate (A B A B ...), and every
+memory figure starts from a fresh heap.  A row's ratio is the median of
+the pairwise ratios ours / peer, one per repetition, with their min and
+max: a drift of the machine's load moves both figures of a pair alike and
+cancels out.  When that range contains 1 the row has no verdict.  ct and
+cpp must run; a peer that is not built or fails is reported as
+unavailable and the run goes on.
 
 Figures produced elsewhere join the table through --extra files (the
 token server's net_bench, the Python package's benchmark): see
 bench/README.md for their format.
 
 This script pairs each of our figures with its counterpart in every peer,
-prints one table (ours, peer, ratio = ours / peer from the same run),
+prints one table (ours, peer, ours / peer [min..max] pairwise),
 writes it to CSV, JSON and Markdown, and draws the chart (chart.py) when
 gnuplot is installed.  It reports figures and asserts nothing about them.
 """
@@ -38,208 +43,10 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
-# Display names of the programs, in column order.
-PEERS = [("cpp", "C++"), ("glib", "GLib"), ("go", "Go"), ("node", "Node"),
-         ("base", "baseline")]
-PEER_NAME = dict(PEERS)
-REQUIRED = ("ct", "cpp")
-
-FOOTNOTES = [
-    "Chaining.  C++ and GLib have no chained tokens; a child is linked the "
-    "way their users do it: its own std::stop_source plus a "
-    "std::stop_callback on the parent that calls request_stop() on it (C++), "
-    "its own GCancellable plus a handler connected with "
-    "g_cancellable_connect() on the parent that cancels it (GLib).  Stopping "
-    "the root of such a chain recurses once per link (both run the deep "
-    "chain on a big stack).  Go's WithCancel and Node's AbortSignal.any() "
-    "chain natively; any() flattens, so every link of a Node chain depends "
-    "on the root directly.",
-    "Sizes.  Ours, C++, GLib and Go use n = 1,000,000 for fan-out, churn "
-    "and memory and depth 100,000 for the chain.  Node uses a tenth (its "
-    "any() child costs microseconds and kilobytes), and its listener "
-    "fan-out a hundredth (EventTarget's addEventListener is O(n) per "
-    "listener).  Figures are per child, so they compare; the n is in each "
-    "row's note.",
-    "Garbage collectors.  Go and Node have no destroy step: dropped tokens "
-    "are reclaimed by the collector, whose cost lands in create and churn.  "
-    "Their memory figures include the collector's heap overhead.",
-    "Wake-up.  '2 CPUs': the waiter and the trigger run on two CPUs; '1 "
-    "CPU': on one.  Go cannot pin goroutines: its 2-CPU figure locks each "
-    "goroutine to its own pinned OS thread; its 1-CPU figure runs "
-    "GOMAXPROCS=1, where a wake-up is a goroutine switch in user space.  "
-    "Node has no threads that share a signal: N/A.",
-]
-
-# ---------------------------------------------------------------------------
-# The table.  WORKLOADS: (section, label, our key, ratio meaningful?,
-# [comparisons]); a comparison is (peer program, peer key or None for N/A,
-# variant label or "", note, main?).  "base" means a baseline measured by
-# ct_bench in the same process.  main=False marks an alternative form of a
-# peer, kept in the long table and in the files but not in the Markdown
-# summary's columns.
-NA_GC = "garbage-collected: no destroy step"
-
-
-def cmp(prog, key, note, variant="", main=True):
-    return (prog, key, variant, note, main)
-
-
-def na(prog, why):
-    return (prog, None, "", why, True)
-
-
-CHECK = [cmp("cpp", "check.%s", "stop_token::stop_requested()"),
-         cmp("glib", "check.%s", "g_cancellable_is_cancelled()"),
-         cmp("go", "check.%s", "ctx.Err() (a mutex)", "Err"),
-         cmp("go", "check_done.%s", "select on ctx.Done() with default",
-             "Done", main=False),
-         cmp("node", "check.%s", "signal.aborted (the getter's inline cache "
-             "is polymorphic once any() signals exist: ~1 ns before)")]
-WORKLOADS = []
-for _d, _label in (("plain", "check, plain token"),
-                   ("depth10", "check, chained depth 10"),
-                   ("depth100", "check, chained depth 100"),
-                   ("depth10000", "check, chained depth 10000")):
-    WORKLOADS.append(("check", _label, "check." + _d, True,
-                      [(p, k % _d if k else None, v, n, m)
-                       for p, k, v, n, m in CHECK]))
-
-FANOUT = [
-    ("create", "create child, fresh heap"),
-    ("trigger", "trigger root, fresh heap"),
-    ("destroy_random", "destroy, random order"),
-    ("create_recycled", "create child, recycled heap"),
-    ("trigger_recycled", "trigger root, recycled heap"),
-    ("destroy", "destroy, creation order"),
-]
-for _fig, _label in FANOUT:
-    _gc = _fig.startswith("destroy")
-    WORKLOADS.append(("fanout", "fan-out: " + _label, "fanout." + _fig, True, [
-        cmp("cpp", "fanout." + _fig, "child = stop_source + stop_callback"),
-        cmp("glib", "fanout." + _fig,
-            "child = GCancellable + cancelled handler"),
-        na("go", NA_GC) if _gc else
-        cmp("go", "fanout." + _fig, "child = WithCancel(root)"),
-        na("node", NA_GC) if _gc else
-        cmp("node", "fanout." + _fig, "child = AbortSignal.any([root])",
-            "any"),
-    ] + ([] if _gc else [
-        cmp("node", "fanout_listener." + _fig,
-            "child = AbortController + 'abort' listener on root",
-            "listener", main=False)])))
-for _fig, _label in FANOUT:
-    WORKLOADS.append(("fanout", "fan-out chain_n(1): " + _label,
-                      "fanout_chain1." + _fig, True, [
-                          cmp("cpp", "fanout." + _fig,
-                              "child = stop_source + stop_callback")]))
-for _fig, _label in (("create", "create link"), ("trigger", "trigger root"),
-                     ("destroy", "destroy link")):
-    _gc = _fig == "destroy"
-    WORKLOADS.append(("chain", "deep chain: " + _label, "chain." + _fig, True, [
-        cmp("cpp", "chain." + _fig, "emulated chain; stop recurses per link"),
-        cmp("glib", "chain." + _fig,
-            "handler-linked chain; cancel nests per link"),
-        na("go", NA_GC) if _gc else
-        cmp("go", "chain." + _fig, "WithCancel chain"),
-        na("node", NA_GC) if _gc else
-        cmp("node", "chain." + _fig,
-            "AbortSignal.any chain (flattened), depth 10,000"),
-    ]))
-_churn = [
-    cmp("cpp", "churn", "Child on the stack (1 allocation)", "stack"),
-    cmp("cpp", "churn_heap", "Child on the heap (2 allocations)", "heap",
-        main=False),
-    cmp("glib", "churn", "new + connect; disconnect + unref"),
-    cmp("go", "churn", "WithCancel(parent) + cancel()"),
-    cmp("node", "churn", "AbortSignal.any([parent]), dropped", "any"),
-    cmp("node", "churn_listener",
-        "AbortController + listener; removeEventListener", "listener",
-        main=False),
-]
-WORKLOADS.append(("churn", "churn: child create+destroy", "churn", True,
-                  _churn))
-WORKLOADS.append(("churn", "churn: RSS delta over the loop", "churn.rss",
-                  False, [(p, k + ".rss", v, "should stay ~0", m)
-                          for p, k, v, n, m in _churn]))
-WORKLOADS.append(("churn", "churn: chain_n(1) create+destroy", "churn_chain1",
-                  True, [cmp("cpp", "churn", "Child on the stack", "stack")]))
-WORKLOADS.append(("churn", "churn: chain_n(1) RSS delta", "churn_chain1.rss",
-                  False, [cmp("cpp", "churn.rss", "should stay ~0",
-                              "stack")]))
-WORKLOADS.append(("churn", "churn: child with a deadline (1 h)",
-                  "churn_deadline", True, [
-                      na("cpp", "<stop_token> has no deadlines"),
-                      na("glib", "GCancellable has no deadline (it takes a "
-                         "GSource on a running GMainContext)"),
-                      cmp("go", "churn_deadline",
-                          "WithTimeout(parent, 1h) + cancel()"),
-                      na("node", "AbortSignal.timeout() cannot be "
-                         "cancelled: its timer lives until it fires"),
-                  ]))
-WORKLOADS.append(("churn", "churn: deadline RSS delta", "churn_deadline.rss",
-                  False, [cmp("go", "churn_deadline.rss", "should stay ~0")]))
-for _k, _label, _c, _g, _go, _n in (
-        ("token", "memory per live plain token", "std::stop_source (state)",
-         "g_cancellable_new()", "WithCancel(Background())",
-         "new AbortController()"),
-        ("child", "memory per live child of one root", "heap Child",
-         "GCancellable + handler", "WithCancel(root)", "AbortSignal.any"),
-        ("link", "memory per live chain link", "heap Child",
-         "GCancellable + handler", "WithCancel(prev)", "AbortSignal.any")):
-    WORKLOADS.append(("memory", _label + " (RSS)", "memory." + _k, True, [
-        cmp("cpp", "memory." + _k, _c), cmp("glib", "memory." + _k, _g),
-        cmp("go", "memory." + _k, _go), cmp("node", "memory." + _k, _n)]))
-NODE_WAKE = "no threads share an AbortSignal"
-for _pfx, _regime in (("wake", "2 CPUs"), ("wake_1cpu", "1 CPU")):
-    for _pct in ("p50", "p99"):
-        WORKLOADS.append(("wake", "wake %s: ct_token_wait %s" % (_regime, _pct),
-                          "%s.wait.%s" % (_pfx, _pct), True, [
-            cmp("cpp", "%s.wait.%s" % (_pfx, _pct),
-                "condition_variable_any::wait(lock, stop_token, pred)"),
-            cmp("glib", "%s.wait.%s" % (_pfx, _pct),
-                "GCond wait + cancelled handler"),
-            cmp("go", "%s.wait.%s" % (_pfx, _pct), "<-ctx.Done()"),
-            na("node", NODE_WAKE),
-            cmp("base", "%s.condvar.%s" % (_pfx, _pct),
-                "pthread mutex+cond+flag, signal under the mutex", "cond"),
-            cmp("base", "%s.condvar_unl.%s" % (_pfx, _pct),
-                "pthread mutex+cond+flag, signal after unlock",
-                "cond, unlocked", main=False),
-        ]))
-    for _pct in ("p50", "p99"):
-        WORKLOADS.append(("wake", "wake %s: epoll on the token fd %s"
-                          % (_regime, _pct),
-                          "%s.epoll.%s" % (_pfx, _pct), True, [
-            cmp("cpp", "%s.epoll.%s" % (_pfx, _pct),
-                "epoll on an eventfd written by a stop_callback"),
-            cmp("glib", "%s.epoll.%s" % (_pfx, _pct),
-                "epoll on g_cancellable_get_fd()"),
-            na("go", "a context has no descriptor"),
-            na("node", NODE_WAKE),
-        ]))
-WORKLOADS.append(("poll", "ct_poll on a ready pipe", "poll.ct", True, [
-    cmp("cpp", "poll.cpp", "stop_requested() + poll({pipe, stop eventfd})"),
-    cmp("glib", "poll.glib",
-        "is_cancelled + g_poll({pipe, cancellable fd}), fd made once"),
-    cmp("glib", "poll.glib_percall",
-        "make_pollfd + g_poll + release_fd per call (as GSocket)", "per call",
-        main=False),
-    na("go", "a context cannot be polled with a descriptor"),
-    na("node", "no blocking poll"),
-    cmp("base", "poll.plain2", "poll(2) on {pipe, the token's fd} by hand "
-        "(same process): what ct_poll asks of the kernel", "2 fds"),
-    cmp("base", "poll.plain", "poll(2) on the pipe alone (same process)",
-        "1 fd", main=False),
-]))
-
-# Keys that are drawn but not tabled: the rest of the wake-up distribution.
-DIST_PCTS = ("p10", "p25", "p50", "p75", "p90", "p95", "p99")
-
-
-def is_dist_key(key):
-    return key.startswith("wake") and key.rsplit(".", 1)[-1] in DIST_PCTS
-
+from workloads import PEERS, PEER_NAME, REQUIRED, WORKLOADS, is_dist_key  # noqa: E402
+from report import print_table, write_files  # noqa: E402
 
 # ---------------------------------------------------------------------------
 
@@ -291,23 +98,6 @@ def run(cmd, timeout):
         print("run.py: %s: %s (results so far are kept)" % (cmd[0], status),
               file=sys.stderr)
     return out.decode("utf-8", "replace"), status
-
-
-def num(x):
-    if x is None:
-        return "-"
-    a = abs(x)
-    if a >= 100:
-        return "%.0f" % x
-    if a >= 10:
-        return "%.1f" % x
-    return "%.2f" % x
-
-
-def cell(r):
-    if r is None:
-        return "n/a"
-    return "%s [%s..%s]" % (num(r["median"]), num(r["min"]), num(r["max"]))
 
 
 def cpu_model():
@@ -483,13 +273,42 @@ def run_extra_cmd(spec, timeout):
         os.unlink(out)
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def pairwise(ours, peer):
+    """The ratio of a row: ours / peer within each repetition that both
+    ran (for a baseline, the same process), then the median, min and max
+    of those ratios.  A slow drift of the machine moves both figures of a
+    pair alike and cancels out of their ratio, where the ratio of the two
+    medians could pair a figure from a quiet minute with one from a busy
+    one.  None when no repetition has both."""
+    po = dict(zip(ours["sample_reps"], ours["samples"]))
+    pp = dict(zip(peer["sample_reps"], peer["samples"]))
+    rs = [po[k] / pp[k] for k in sorted(po) if k in pp and pp[k] > 0]
+    if not rs:
+        return None
+    lo, hi = min(rs), max(rs)
+    verdict = ("faster" if hi < 1 else "slower" if lo > 1 else
+               "no verdict")
+    return {"ratio": median(rs), "ratio_min": lo, "ratio_max": hi,
+            "pairs": len(rs), "ratios": rs, "verdict": verdict,
+            "ratio_of_medians": (ours["median"] / peer["median"]
+                                 if peer["median"] > 0 else None)}
+
+
 def make_row(section, workload, unit, okey, ours, peer, variant, pkey,
              peer_res, ratio, note, status, main, source="suite"):
     return {"section": section, "workload": workload, "unit": unit,
             "ours_key": okey, "ours": ours, "peer": peer,
             "variant": variant, "peer_key": pkey, "peer_result": peer_res,
-            "ratio": ratio, "note": note, "status": status, "main": main,
-            "source": source}
+            "ratio": ratio, "ratio_min": None, "ratio_max": None,
+            "pairs": None, "verdict": ("one run" if ratio is not None
+                                       else None),
+            "note": note, "status": status, "main": main, "source": source}
 
 
 # ---------------------------------------------------------------------------
@@ -498,10 +317,12 @@ def find_programs(a):
     """prog -> (command list or None, reason when None)."""
     bindir = os.path.dirname(os.path.abspath(a.ct_bench))
     progs = {"ct": ([a.ct_bench], None), "cpp": ([a.cpp_bench], None)}
-    wanted = set(a.peers.split(",")) if a.peers else {"glib", "go", "node"}
+    wanted = (set(a.peers.split(",")) if a.peers else
+              {"glib", "go", "rust", "node"})
     for name, opt, default in (
             ("glib", a.glib_bench, os.path.join(bindir, "glib_bench")),
-            ("go", a.go_bench, os.path.join(bindir, "go_bench"))):
+            ("go", a.go_bench, os.path.join(bindir, "go_bench")),
+            ("rust", a.rust_bench, os.path.join(bindir, "rust_bench"))):
         path = opt or default
         if name not in wanted:
             progs[name] = (None, "not selected (--peers)")
@@ -535,13 +356,16 @@ def main():
                     help="path of glib_bench (default: next to ct_bench)")
     ap.add_argument("--go-bench", default=None,
                     help="path of go_bench (default: next to ct_bench)")
+    ap.add_argument("--rust-bench", default=None,
+                    help="path of rust_bench, the tokio-util peer (default: "
+                         "next to ct_bench)")
     ap.add_argument("--node-bench", default=None,
                     help="path of node_bench.mjs (default: "
                          "bench/peers/node/node_bench.mjs)")
     ap.add_argument("--node", default="node", help="the node interpreter")
     ap.add_argument("--peers", default=None,
                     help="optional peers to run, comma-separated (default "
-                         "glib,go,node; '-' for none)")
+                         "glib,go,rust,node; '-' for none)")
     ap.add_argument("--extra", action="append", default=[],
                     metavar="[LABEL=]FILE",
                     help="include figures from another producer (repeatable)")
@@ -590,7 +414,7 @@ def main():
         bargs += ["--only", a.only]
 
     progs = find_programs(a)
-    order = [p for p in ("ct", "cpp", "glib", "go", "node")
+    order = [p for p in ("ct", "cpp", "glib", "go", "rust", "node")
              if progs[p][0] is not None]
     status = {p: ("ok" if progs[p][0] else "unavailable: " + progs[p][1])
               for p in progs}
@@ -614,6 +438,7 @@ def main():
             if not comments[name]:
                 comments[name] = com
             for key, val in res.items():
+                val["rep"] = r
                 samples[name].setdefault(key, []).append(val)
     elapsed = (datetime.datetime.now(datetime.timezone.utc) -
                started).total_seconds()
@@ -630,6 +455,7 @@ def main():
             figs[name][key] = {"unit": vals[0]["unit"], "median": med,
                                "min": xs[0], "max": xs[-1], "reps": n,
                                "samples": [v["median"] for v in vals],
+                               "sample_reps": [v["rep"] for v in vals],
                                "note": vals[0]["note"]}
             for v in vals:  # keep a warning printed by any repetition
                 if "WARNING" in v["note"]:
@@ -665,9 +491,7 @@ def main():
             if ours["unit"] != peer["unit"]:
                 print("run.py: unit mismatch for %s/%s" % (okey, pkey),
                       file=sys.stderr)
-            ratio = None
-            if ratio_ok and peer["median"] > 0:
-                ratio = ours["median"] / peer["median"]
+            pr = pairwise(ours, peer) if ratio_ok else None
             full = note
             if peer["note"]:
                 full += "; %s: %s" % (pname, peer["note"])
@@ -678,8 +502,10 @@ def main():
                 st = "partial"
                 full += "; partial: " + status[prog]
             rows.append(make_row(sec, label, ours["unit"], okey, ours, pname,
-                                 variant, pkey, peer, ratio, full, st,
+                                 variant, pkey, peer, None, full, st,
                                  is_main))
+            if pr is not None:
+                rows[-1].update(pr)
     # Anything a program printed that the table does not name (other than
     # the wake-up distribution, which goes to the chart): a row of its own.
     for pname, res in figs.items():
@@ -735,171 +561,6 @@ def main():
             msg = "chart not drawn: %s" % e
         print(msg)
     return 0 if all(status[p] == "ok" for p in REQUIRED) else 1
-
-
-def fmt_ratio(x):
-    """Two decimals, or two significant digits below 0.1 (0.0047)."""
-    if x is None:
-        return "-"
-    return "%.2f" % x if x >= 0.1 else "%.2g" % x
-
-
-def row_cells(r):
-    ratio = fmt_ratio(r["ratio"])
-    peer = r["peer"] + (" (%s)" % r["variant"] if r["variant"] else "")
-    if r["status"] in ("ok", "ours only", "partial"):
-        pcell = cell(r["peer_result"]) if r["peer_result"] else "-"
-    elif r["status"] == "n/a":
-        pcell = "N/A"
-    elif r["status"].startswith("unavailable"):
-        pcell = "unavailable"
-    else:
-        pcell = r["status"]
-    return peer, pcell, ratio
-
-
-def short_note(r):
-    if r["status"] in ("n/a",) or r["status"].startswith("unavailable"):
-        return r["note"] if r["status"] == "n/a" else r["status"]
-    n = r["note"].split("; ")[0]
-    for res in (r["ours"], r["peer_result"]):
-        if res and "WARNING" in res.get("note", ""):
-            n += "; " + res["note"][res["note"].index("WARNING"):]
-    return n
-
-
-def print_table(rows, meta, busy_before):
-    head = ["workload", "unit", "ours median [min..max]", "peer",
-            "peer median [min..max]", "ours/peer", "note"]
-    table, last = [head], None
-    for r in rows:
-        peer, pcell, ratio = row_cells(r)
-        same = (r["workload"], r["ours_key"]) == last
-        last = (r["workload"], r["ours_key"])
-        table.append(["" if same else r["workload"],
-                      "" if same else r["unit"],
-                      "" if same else cell(r["ours"]),
-                      peer, pcell, ratio, short_note(r)])
-    widths = [max(len(t[i]) for t in table) for i in range(len(head) - 1)]
-    print()
-    print("libcanceltoken vs C++ <stop_token>, GLib, Go, Node -- %s mode, %s, "
-          "%d CPUs, Linux %s, %s" % (meta["mode"], meta["started"][:16],
-                                     meta["cpus"] or 0, meta["kernel"],
-                                     meta["cpu"]))
-    for p, v in meta["versions"].items():
-        for x in v:
-            print("  %s: %s" % (p, x))
-    print("  CPUs busy just before the run: %s; load average (1 min) "
-          "before %s, after %s (our own run adds up to ~1-2)"
-          % ("?" if busy_before is None else "%.0f%%" % (100 * busy_before),
-             meta["loadavg_before"], meta["loadavg_after"]))
-    if busy_before is not None and busy_before > 0.25:
-        print("  WARNING: the machine was busy when the run started; the "
-              "figures may be noisy")
-    print("  each cell: median [min..max] over %d repetitions (one fresh "
-          "process of each program per repetition, taking turns); ours/peer "
-          "from the same run (< 1: ours faster or smaller)" % meta["reps"])
-    print()
-    for i, t in enumerate(table):
-        print("  ".join(t[j].ljust(widths[j]) if j < len(widths) else t[j]
-                        for j in range(len(t))).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths) + "  ----")
-    print()
-    for f in FOOTNOTES:
-        print("- " + f)
-    for p, s in meta["status"].items():
-        if s != "ok":
-            print("NOTE: %s: %s" % (p, s))
-    for x in meta["extras"]:
-        if x["status"] != "ok":
-            print("NOTE: extra %s: %s" % (x["label"], x["status"]))
-    print("total run time %.1f s" % meta["elapsed_s"])
-
-
-CSV_HEAD = ["section", "workload", "unit", "ours_key", "ours_median",
-            "ours_min", "ours_max", "peer", "peer_key", "peer_median",
-            "peer_min", "peer_max", "ratio", "note", "variant", "status",
-            "main", "source"]
-
-
-def write_files(rows, figs, meta, csv_path, json_path, md_path):
-    for p in (csv_path, json_path, md_path):
-        os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
-    with open(csv_path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_HEAD)
-        for r in rows:
-            o, p = r["ours"] or {}, r["peer_result"] or {}
-            w.writerow([r["section"], r["workload"], r["unit"], r["ours_key"],
-                        o.get("median", ""), o.get("min", ""),
-                        o.get("max", ""), r["peer"], r["peer_key"],
-                        p.get("median", ""), p.get("min", ""),
-                        p.get("max", ""),
-                        "%.4f" % r["ratio"] if r["ratio"] is not None else "",
-                        r["note"], r["variant"], r["status"],
-                        "1" if r["main"] else "0", r["source"]])
-    raw = {p: v for p, v in figs.items() if p != "base"}
-    with open(json_path, "w") as f:
-        json.dump({"format": 2, "meta": meta, "rows": rows, "raw": raw}, f,
-                  indent=1)
-    with open(md_path, "w") as f:
-        f.write(markdown(rows, meta))
-
-
-def markdown(rows, meta):
-    """The summary table: one line per workload, a column per peer with
-    'figure (ours/peer)', main comparisons only; then every row."""
-    cols = [name for _, name in PEERS]
-    out = ["| workload | unit | ours | " + " | ".join(cols) + " |",
-           "|---|---|---:|" + "---:|" * len(cols)]
-    order, byw = [], {}
-    for r in rows:
-        if r["source"] != "suite" or r["section"] == "other":
-            continue
-        k = (r["workload"], r["ours_key"])
-        if k not in byw:
-            order.append(k)
-            byw[k] = {"ours": r["ours"], "unit": r["unit"], "peers": {}}
-        if r["main"] and r["peer"] not in byw[k]["peers"]:
-            byw[k]["peers"][r["peer"]] = r
-    for k in order:
-        w = byw[k]
-        cells = []
-        for c in cols:
-            r = w["peers"].get(c)
-            if r is None:
-                cells.append("")
-            elif r["status"] == "n/a":
-                cells.append("N/A")
-            elif r["status"] not in ("ok", "partial"):
-                cells.append("unavailable")
-            elif r["ratio"] is not None:
-                cells.append("%s (**%s**)" % (num(r["peer_result"]["median"]),
-                                               fmt_ratio(r["ratio"])))
-            else:
-                cells.append(num(r["peer_result"]["median"]))
-        out.append("| %s | %s | %s | %s |" % (k[0], w["unit"],
-                                              num(w["ours"]["median"]),
-                                              " | ".join(cells)))
-    extra = [r for r in rows if r["source"] != "suite"]
-    if extra:
-        out += ["", "| from | figure | unit | ours | peer | peer figure | "
-                "ours/peer |", "|---|---|---|---:|---|---:|---:|"]
-        for r in extra:
-            out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-                r["source"], r["workload"], r["unit"],
-                num(r["ours"]["median"]) if r["ours"] else "",
-                r["peer"], num(r["peer_result"]["median"])
-                if r["peer_result"] else "",
-                fmt_ratio(r["ratio"]) if r["ratio"] is not None else ""))
-    out.append("")
-    out.append("Medians over %d runs (%s mode, %s); each peer cell is the "
-               "peer's median and, in bold, ours / peer from the same run "
-               "(below 1: ours faster or smaller).  Alternative forms of a "
-               "peer, minima and maxima are in results.csv."
-               % (meta["reps"], meta["mode"], meta["started"][:10]))
-    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
