@@ -121,7 +121,7 @@ static void echo(struct conn *c) {
 
 int main(void) {
   ct_token *shutdown = NULL;
-  int lfd = -1, ep = -1, tfd, port, rc;
+  int lfd = -1, ep = -1, tfd, port = 0, rc;
   int status = EXIT_FAILURE;
   char message[128];
   bool hooked_int = false, hooked_term = false;

@@ -48,9 +48,25 @@ extern "C" {
 #define CT_EXTERN
 #endif
 
+/* The version this header belongs to.  The one place the version is written
+ * is the file VERSION at the top of the source tree; CMake refuses to
+ * configure when these three lines disagree with it, and a test compares
+ * ct_version_string() with it, so they cannot drift apart. */
 #define CT_VERSION_MAJOR 0
-#define CT_VERSION_MINOR 1
+#define CT_VERSION_MINOR 2
 #define CT_VERSION_PATCH 0
+/* One number, as ct_version() returns it: 0x000200 for 0.2.0. */
+#define CT_VERSION_HEX                                                        \
+  ((CT_VERSION_MAJOR << 16) | (CT_VERSION_MINOR << 8) | CT_VERSION_PATCH)
+
+/* The version of the library actually loaded, which may differ from the
+ * header a program was compiled with (compare with CT_VERSION_HEX).
+ * ct_version() returns (major << 16) | (minor << 8) | patch;
+ * ct_version_string() returns "MAJOR.MINOR.PATCH", a static string the
+ * caller must not free.  Ownership: nothing is allocated or retained.
+ * Any thread; async-signal-safe; never blocks; callbacks: yes. */
+CT_EXTERN unsigned int ct_version(void);
+CT_EXTERN const char *ct_version_string(void);
 
 /* Deadlines (see the conventions above). */
 #define CT_FOREVER ((int64_t)-1)

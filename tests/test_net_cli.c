@@ -29,7 +29,7 @@ static void start_serve(struct child *srv, char *const argv[],
   char line[300];
   assert_true(t_read_line(srv, line, sizeof line, LONG_DEADLINE()));
   assert_memory_equal(line, "listening on ", 13);
-  snprintf(addr, 256, "%s", line + 13);
+  assert_true(snprintf(addr, 256, "%s", line + 13) < 256);
 }
 
 static void test_help_and_usage(void **state) {
