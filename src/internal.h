@@ -110,15 +110,32 @@ static inline void ct__unlock(ct_lock *l) {
 }
 
 /* ---- the token ---- */
-struct ct_link {          /* one parent edge of a child */
-  /* next and child first: they are what a parent's trigger walk reads, and
-   * with the child's state word and cause they share as few cache lines as
-   * the layout allows. */
-  struct ct_link *next;   /* in parent->children; guarded by parent->lock */
-  ct_token *child;        /* borrowed: the child owns this link */
-  struct ct_link **pprev; /* NULL when not on the list */
-  ct_token *parent;       /* holds a reference */
+struct ct_link {          /* one parent edge of a child, inside the child */
+  ct_token *child;        /* the token this link belongs to */
+  ct_token *parent;       /* holds a reference; NULL: never linked (a
+                             creation that failed with -ENOMEM) */
+  uint32_t slot;          /* where the parent keeps us (guarded by
+                             parent->lock): an index in its kids array,
+                             CT_SLOT_ONE (its only child, kept inline) or
+                             CT_SLOT_NONE (on no list: born triggered) */
+  uint32_t self;          /* our index in child->links; immutable */
 };
+#define CT_SLOT_ONE UINT32_MAX
+#define CT_SLOT_NONE (UINT32_MAX - 1)
+
+/* A parent's children, when it has (or had) more than one at a time: two
+ * parallel arrays in one block, child[cap] then link[cap] (the index of the
+ * link in that child's links, for O(1) removal of a child that appears
+ * several times).  The trigger reads only child[], sequentially, and
+ * prefetches the children ahead of claiming them, so the cache misses of
+ * children scattered in memory overlap instead of forming a chain. */
+struct ct_kids {
+  uint32_t n, cap;
+  ct_token *child[]; /* then uint32_t link[cap] */
+};
+static inline uint32_t *ct__kids_link(struct ct_kids *k) {
+  return (uint32_t *)(void *)&k->child[k->cap];
+}
 
 struct ct_ext; /* rarely used parts, allocated on demand: see token.c */
 
@@ -128,11 +145,27 @@ struct ct_token {
   ct_lock lock;
   uint32_t nlinks;               /* immutable */
   _Atomic(ct_token *) cause;     /* stored once, by the claimer */
-  struct ct_link *children;      /* guarded by lock */
+  uintptr_t kids;                /* guarded by lock: 0 none; a struct ct_link *
+                                    (bit 0 clear) for an only child; a
+                                    struct ct_kids * | 1 otherwise */
   _Atomic(struct ct_ext *) ext;  /* set once by CAS, freed at destroy */
   ct_token *work_next;           /* owned by the holder of the work item */
-  struct ct_link links[];        /* nlinks, then the name if NAMED */
+  struct ct_link links[];        /* nlinks, then the name if NAMED, or,
+                                    unnamed with one link, the alias (see
+                                    name.c) */
 };
+
+/* The bytes after a token's links: its own name (NAMED), or, for an
+ * unnamed token with one parent, its alias: the nearest ancestor along
+ * single-parent unnamed links that has a name of its own or several
+ * parents.  Such a token's name IS its alias's name, so naming skips the
+ * whole single-parent stretch in one step (see name.c).  Immutable. */
+static inline const char *ct__stored_name(const ct_token *t) {
+  return (const char *)&t->links[t->nlinks];
+}
+static inline ct_token *ct__alias(const ct_token *t) {
+  return *(ct_token *const *)(const void *)&t->links[t->nlinks];
+}
 
 /* The parts of a token that most tokens never use, allocated on first use:
  * keeping them out of struct ct_token keeps a child with a short name in a
@@ -141,6 +174,8 @@ struct ct_ext {
   struct ct_cb *callbacks; /* guarded by the token's lock */
   _Atomic int fd;         /* eventfd or -1; created under the token's lock,
                              read without it once set */
+  _Atomic uint32_t fd_gen; /* fork generation fd was made in (wait.c):
+                              another one means inherited through fork() */
   _Atomic(char *) name;   /* composed chain name, set once by CAS */
   size_t name_size;       /* bytes allocated for name */
   size_t heap_idx;        /* deadline heap slot or SIZE_MAX; guarded by the
@@ -184,6 +219,9 @@ CT_HIDDEN bool ct__ref_unless_zero(ct_token *t);
 CT_HIDDEN void ct__run_callbacks(ct_token *t);
 CT_HIDDEN void ct__deadline_remove(ct_token *t, struct ct_ext *ext);
 CT_HIDDEN void ct__eventfd_signal(int fd);
+/* Make t's descriptor readable, if it has one of this process (adopting an
+ * inherited one first, see wait.c).  Caller holds t's lock. */
+CT_HIDDEN void ct__fd_signal_locked(struct ct_ext *e);
 CT_HIDDEN bool ct__claim(ct_token *t, ct_token *src, uint32_t bits,
                          bool *interest);
 CT_HIDDEN void ct__drain(ct_token *t);

@@ -6,16 +6,27 @@
  * lifetime rules and the lock order.  In this file:
  *
  *  - Trigger propagation is a loop over an explicit work list: depth costs
- *    heap, never stack.  A parent's children are marked while its lock is
- *    held (so none can be freed under us); only children that have work of
- *    their own (INTEREST) are referenced and queued for a second step.
+ *    heap, never stack.  It runs in two phases.  Phase 1 claims every
+ *    descendant the trigger reaches (which wakes its waiters), and makes
+ *    each one's descriptor readable; it runs no user code.  Phase 2 then
+ *    runs the callbacks, the triggered token's first.  So when the first
+ *    callback runs, every token this trigger reached, at every depth, is
+ *    triggered, woken and readable.  A parent's children are claimed while
+ *    its lock is held (so none can be freed under us); only children that
+ *    have work of their own (INTEREST) are referenced and queued, and only
+ *    those with callbacks are kept for phase 2.
+ *  - A parent keeps its children in an array (struct ct_kids), or inline
+ *    while it has only one.  The array is read sequentially and the
+ *    children are prefetched ahead of their claims, so children scattered
+ *    in memory cost overlapping misses, not a chain of dependent ones.
+ *    Removal swaps the last entry into the hole (O(1)); the array halves
+ *    when a quarter full and is freed with the last child.  Every
+ *    allocation is made with no lock held.
  *  - Destruction is a loop too: the last unref of a child drops its
  *    parents' references, which may free them, and so on up the chain,
  *    through the same work_next field (a dying token is on no trigger work
  *    list, since those hold references).
- *  - Chain names are composed on demand, once, and cached in the chained
- *    token only -- never in its ancestors -- so a chain of depth d costs
- *    O(d) name memory, not O(d^2).
+ *  - Names are in name.c.
  */
 #include "internal.h"
 
@@ -46,13 +57,14 @@ bool ct__ref_unless_zero(ct_token *t) {
   return true;
 }
 
+/* Bytes of a token: header, links, then its name or its alias. */
 static inline size_t token_size(uint32_t nlinks, size_t namelen, bool named) {
   return sizeof(ct_token) + (size_t)nlinks * sizeof(struct ct_link) +
-         (named ? namelen + 1 : 0);
+         (named ? namelen + 1 : nlinks == 1 ? sizeof(ct_token *) : 0);
 }
 
 static inline const char *stored_name(const ct_token *t) {
-  return (const char *)&t->links[t->nlinks];
+  return ct__stored_name(t);
 }
 
 struct ct_ext *ct__ext(ct_token *t) {
@@ -91,11 +103,11 @@ static ct_token *token_alloc(uint32_t nlinks, const char *name,
   atomic_init(&t->lock, 0);
   t->nlinks = nlinks;
   atomic_init(&t->cause, NULL);
-  t->children = NULL;
+  t->kids = 0;
   atomic_init(&t->ext, NULL);
   t->work_next = NULL;
   for (uint32_t i = 0; i < nlinks; i++)
-    t->links[i] = (struct ct_link){.child = t};
+    t->links[i] = (struct ct_link){.child = t, .slot = CT_SLOT_NONE, .self = i};
   if (named)
     memcpy((char *)stored_name(t), name, namelen + 1);
   return t;
@@ -162,10 +174,24 @@ void ct__eventfd_signal(int fd) {
   (void)r;
 }
 
-/* Process t, which the caller has claimed and holds a reference on: mark
- * its children (queueing those with work of their own on *work), make its
- * descriptor readable, then run its callbacks with no lock held. */
-static void process(ct_token *t, ct_token **work) {
+/* Claim child c of a token being processed; queue it on *work if it has
+ * work of its own. */
+static inline void claim_child(ct_token *c, ct_token *src, uint32_t bits,
+                               ct_token **work) {
+  bool interest;
+  if (ct__claim(c, src, bits, &interest) && interest &&
+      ct__ref_unless_zero(c)) {
+    c->work_next = *work;
+    *work = c;
+  }
+}
+
+/* Phase 1 for t, which the caller has claimed and holds a reference on:
+ * claim its children (queueing those with work of their own on *work) and
+ * make its descriptor readable.  Runs no user code.  Returns whether t has
+ * callbacks to run in phase 2 (decided under t's lock: any callback
+ * registered after the claim sees TRIGGERED and runs at once instead). */
+static bool process(ct_token *t, ct_token **work) {
   /* We claimed t (or the thread that handed it to us did, and published
    * cause before that), so cause is set. */
   ct_token *src = atomic_load_explicit(&t->cause, memory_order_acquire);
@@ -176,53 +202,68 @@ static void process(ct_token *t, ct_token **work) {
       atomic_load_explicit(&t->state, memory_order_acquire) & CT_ST_CAUSE_MASK;
 
   ct__lock(&t->lock);
-  /* Children are claimed in batches: first a walk of plain loads that
-   * gathers a batch and prefetches each child's header for writing, then
-   * the atomics.  Locked instructions stall later loads, so claiming as we
-   * walk would take the cache misses of scattered children one at a time;
-   * batching lets them overlap.  Every child stays valid while we hold t's
-   * lock: it must unlink itself, under this lock, before it is freed. */
-  enum { BATCH = 16 };
-  ct_token *batch[BATCH];
-  struct ct_link *l = t->children;
-  while (l) {
-    size_t n = 0;
-    for (; l && n < BATCH; l = l->next) {
-      batch[n] = l->child;
-      __builtin_prefetch(batch[n], 1);
-      n++;
+  /* Every child stays valid while we hold t's lock: it must unlink itself,
+   * under this lock, before it is freed. */
+  uintptr_t k = t->kids;
+  if (k & 1) {
+    /* The array is read in order; each child is prefetched (for writing:
+     * the claim is a CAS on its state word) PREFETCH entries before its
+     * claim, so up to that many cache misses are in flight at once.
+     * Locked instructions stall later loads, so without the prefetch each
+     * scattered child would cost one full miss after another. */
+    enum { PREFETCH = 16 };
+    struct ct_kids *a = (struct ct_kids *)(k - 1);
+    uint32_t n = a->n;
+    ct_token **v = a->child;
+    for (uint32_t i = 0; i < n && i < PREFETCH; i++)
+      __builtin_prefetch(v[i], 1);
+    for (uint32_t i = 0; i < n; i++) {
+      if (i + PREFETCH < n)
+        __builtin_prefetch(v[i + PREFETCH], 1);
+      claim_child(v[i], src, bits, work);
     }
-    for (size_t i = 0; i < n; i++) {
-      ct_token *c = batch[i];
-      bool interest;
-      if (ct__claim(c, src, bits, &interest) && interest &&
-          ct__ref_unless_zero(c)) {
-        c->work_next = *work;
-        *work = c;
-      }
-    }
+  } else if (k) {
+    claim_child(((struct ct_link *)k)->child, src, bits, work);
   }
   /* acquire: pairs with the release CAS that published ext. */
   struct ct_ext *e = atomic_load_explicit(&t->ext, memory_order_acquire);
-  /* relaxed: the fd is stored under this lock, which we hold. */
+  /* relaxed: the fd and the callbacks list are written under this lock,
+   * which we hold. */
   int fd = e ? atomic_load_explicit(&e->fd, memory_order_relaxed) : -1;
   if (fd >= 0)
     ct__eventfd_signal(fd);
+  bool cbs = e && e->callbacks;
   ct__unlock(&t->lock);
-
-  ct__run_callbacks(t);
+  return cbs;
 }
 
 /* Process t, claimed by the caller who also holds a reference on it for
- * us (dropped here), and everything its trigger reaches. */
+ * us (dropped here), and everything its trigger reaches: phase 1 for every
+ * token reached, then phase 2 (callbacks), t's first, then the others in
+ * the order phase 1 reached them.  The tokens kept for phase 2 stay
+ * referenced, on a FIFO threaded through work_next (free again once a
+ * token has left the work list: only its claimer ever links it). */
 void ct__drain(ct_token *t) {
-  ct_token *work = t;
+  ct_token *work = t, *later = NULL, **tail = &later;
   t->work_next = NULL;
   while (work) {
     ct_token *x = work;
     work = x->work_next;
     x->work_next = NULL;
-    process(x, &work);
+    if (process(x, &work)) {
+      *tail = x;
+      tail = &x->work_next;
+    } else {
+      /* No user code can run here: a token with no callbacks frees
+       * nothing but memory, descriptors and references. */
+      ct_token_unref(x);
+    }
+  }
+  while (later) {
+    ct_token *x = later;
+    later = x->work_next;
+    x->work_next = NULL;
+    ct__run_callbacks(x);
     ct_token_unref(x);
   }
 }
@@ -277,45 +318,189 @@ int ct_token_trigger(ct_token *t) {
   return ct_token_trigger_reason(t, CT_REASON_TRIGGER, 0);
 }
 
+/* ---- a parent's children ---- */
+
+static inline size_t kids_size(uint32_t cap) {
+  return sizeof(struct ct_kids) + (size_t)cap * (sizeof(ct_token *) + 4);
+}
+
+static struct ct_kids *kids_alloc(uint32_t cap) {
+  struct ct_kids *a = ct__alloc(kids_size(cap));
+  if (a) {
+    a->n = 0;
+    a->cap = cap;
+  }
+  return a;
+}
+
+static inline void kids_put(struct ct_kids *a, uint32_t i, struct ct_link *l) {
+  a->child[i] = l->child;
+  ct__kids_link(a)[i] = l->self;
+  l->slot = i;
+}
+
+/* Add link l to p's children; p's lock is held.  *spare is a block the
+ * caller allocated with no lock held (or NULL).  Returns 0 when l was
+ * added; then *spare is whatever block the caller must free (the spare if
+ * unused, or the array it replaced).  Otherwise returns the capacity of
+ * the block needed, and changes nothing. */
+static uint32_t kids_add(ct_token *p, struct ct_link *l,
+                         struct ct_kids **spare) {
+  uintptr_t k = p->kids;
+  if (!k) {
+    p->kids = (uintptr_t)l;
+    l->slot = CT_SLOT_ONE;
+    return 0;
+  }
+  struct ct_kids *a = (k & 1) ? (struct ct_kids *)(k - 1) : NULL;
+  if (a && a->n < a->cap) {
+    kids_put(a, a->n++, l);
+    return 0;
+  }
+  /* Doubling; past 2^30 entries, a size no allocation can meet. */
+  uint32_t need = !a ? 4 : a->cap <= (1u << 30) ? a->cap * 2 : UINT32_MAX;
+  struct ct_kids *b = *spare;
+  if (!b || b->cap < need)
+    return need;
+  if (a) {
+    memcpy(b->child, a->child, a->n * sizeof(ct_token *));
+    memcpy(ct__kids_link(b), ct__kids_link(a), a->n * sizeof(uint32_t));
+    b->n = a->n;
+  } else {
+    kids_put(b, 0, (struct ct_link *)k);
+    b->n = 1;
+  }
+  kids_put(b, b->n++, l);
+  p->kids = (uintptr_t)b | 1;
+  *spare = a;
+  return 0;
+}
+
+/* Remove link l from p's children; p's lock is held.  Returns a block for
+ * the caller to free once the lock is dropped (the array, when l was the
+ * last child), or NULL. */
+static struct ct_kids *kids_remove(ct_token *p, struct ct_link *l) {
+  uint32_t i = l->slot;
+  l->slot = CT_SLOT_NONE;
+  if (i == CT_SLOT_NONE)
+    return NULL;
+  if (i == CT_SLOT_ONE) {
+    assert(p->kids == (uintptr_t)l);
+    p->kids = 0;
+    return NULL;
+  }
+  struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
+  uint32_t last = --a->n;
+  if (i != last) {
+    /* The moved child's link learns its new place: one store into that
+     * child, which cannot be freed meanwhile (it would need this lock). */
+    ct_token *c = a->child[last];
+    kids_put(a, i, &c->links[ct__kids_link(a)[last]]);
+  }
+  if (a->n == 0) {
+    p->kids = 0;
+    return a;
+  }
+  return NULL;
+}
+
+/* Shrink p's array to half if it is at most a quarter full; called with no
+ * lock held, after a removal.  The block is allocated outside the lock;
+ * if the array changed meanwhile, it is re-checked and the loser freed. */
+static void kids_maybe_shrink(ct_token *p, uint32_t cap_seen) {
+  uint32_t cap = cap_seen / 2;
+  struct ct_kids *b = kids_alloc(cap);
+  if (!b)
+    return; /* keep the larger array: nothing is lost */
+  ct__lock(&p->lock);
+  uintptr_t k = p->kids;
+  struct ct_kids *a = (k & 1) ? (struct ct_kids *)(k - 1) : NULL;
+  if (a && a->cap == cap_seen && a->n <= cap / 2) {
+    memcpy(b->child, a->child, a->n * sizeof(ct_token *));
+    memcpy(ct__kids_link(b), ct__kids_link(a), a->n * sizeof(uint32_t));
+    b->n = a->n;
+    p->kids = (uintptr_t)b | 1;
+    b = a; /* free the old one */
+  }
+  ct__unlock(&p->lock);
+  ct__free(b, kids_size(b->cap));
+}
+
 /* ---- creation and chaining ---- */
 
+/* Compute the alias of a new unnamed token whose one parent is p. */
+static ct_token *alias_for(ct_token *p) {
+  /* relaxed: NAMED is immutable, set before p was handed out. */
+  uint32_t s = atomic_load_explicit(&p->state, memory_order_relaxed);
+  if (!(s & CT_ST_NAMED) && p->nlinks == 1)
+    return ct__alias(p);
+  return p;
+}
+
 /* Link child c (fully initialised, refs == 1, not yet returned to anybody)
- * under its parents.  Cannot fail. */
-static void link_parents(ct_token *c, ct_token *const *parents) {
+ * under its parents.  Returns 0, or -ENOMEM with c unlinked from every
+ * parent again and ready to be freed with ct_token_unref(). */
+static int link_parents(ct_token *c, ct_token *const *parents) {
   bool born_triggered = false;
+  struct ct_kids *spare = NULL;
   for (uint32_t i = 0; i < c->nlinks; i++) {
     ct_token *p = parents[i];
     struct ct_link *l = &c->links[i];
-    ref_get(p);
-    l->parent = p;
-    if (born_triggered)
-      continue; /* a triggered token needs no further links */
-    ct__lock(&p->lock);
-    /* Under p's lock.  INTEREST is set with an RMW on the state word, so
-     * p's trigger either sees it (and then walks p->children under this
-     * lock, after us) or we see TRIGGERED here.  Skip the RMW when INTEREST
-     * is already set: it was set under this lock, so our plain load is
-     * ordered after it, and a trigger whose fetch_or we miss will take the
-     * lock after us and find the link. */
-    uint32_t s = atomic_load_explicit(&p->state, memory_order_acquire);
-    if (!(s & CT_ST_INTEREST))
-      s = atomic_fetch_or_explicit(&p->state, CT_ST_INTEREST,
-                                   memory_order_acq_rel);
-    if (s & CT_ST_TRIGGERED) {
-      ct__unlock(&p->lock);
-      bool interest;
-      ct__claim(c, ct__cause(p),
-            s & CT_ST_CAUSE_MASK, &interest);
-      born_triggered = true;
+    if (born_triggered) {
+      ref_get(p); /* a triggered token needs no further links */
+      l->parent = p;
       continue;
     }
-    l->next = p->children;
-    if (l->next)
-      l->next->pprev = &l->next;
-    l->pprev = &p->children;
-    p->children = l;
-    ct__unlock(&p->lock);
+    for (;;) {
+      ct__lock(&p->lock);
+      /* Under p's lock.  INTEREST is set with an RMW on the state word, so
+       * p's trigger either sees it (and then reads p's children under
+       * this lock, after us) or we see TRIGGERED here.  Skip the RMW when
+       * INTEREST is already set: it was set under this lock, so our plain
+       * load is ordered after it, and a trigger whose fetch_or we miss
+       * will take the lock after us and find the link. */
+      uint32_t s = atomic_load_explicit(&p->state, memory_order_acquire);
+      if (!(s & CT_ST_INTEREST))
+        s = atomic_fetch_or_explicit(&p->state, CT_ST_INTEREST,
+                                     memory_order_acq_rel);
+      if (s & CT_ST_TRIGGERED) {
+        ct__unlock(&p->lock);
+        bool interest;
+        ct__claim(c, ct__cause(p), s & CT_ST_CAUSE_MASK, &interest);
+        born_triggered = true;
+        break;
+      }
+      uint32_t need = kids_add(p, l, &spare);
+      ct__unlock(&p->lock);
+      if (need == 0)
+        break;
+      /* Allocate with no lock held, then try again. */
+      if (spare)
+        ct__free(spare, kids_size(spare->cap));
+      spare = need < CT_SLOT_NONE ? kids_alloc(need) : NULL;
+      if (!spare) {
+        /* Links i.. were never made: destroy_one skips them. */
+        for (uint32_t j = i; j < c->nlinks; j++)
+          c->links[j].parent = NULL;
+        return -ENOMEM;
+      }
+    }
+    ref_get(p);
+    l->parent = p;
   }
+  if (spare)
+    ct__free(spare, kids_size(spare->cap));
+  return 0;
+}
+
+/* Finish a new token: link it, or free it if that ran out of memory. */
+static int finish_new(ct_token **out, ct_token *t, ct_token *const *parents) {
+  if (link_parents(t, parents) < 0) {
+    ct_token_unref(t);
+    return -ENOMEM;
+  }
+  *out = t;
+  return 0;
 }
 
 int ct_token_new(ct_token **out, const char *name) {
@@ -342,9 +527,7 @@ int ct_token_new_child(ct_token **out, const char *name, ct_token *parent) {
   ct_token *t = token_alloc(1, name, len);
   if (!t)
     return -ENOMEM;
-  link_parents(t, &parent);
-  *out = t;
-  return 0;
+  return finish_new(out, t, &parent);
 }
 
 int ct_token_chain_n(ct_token **out, ct_token *const *parents, size_t n) {
@@ -356,9 +539,9 @@ int ct_token_chain_n(ct_token **out, ct_token *const *parents, size_t n) {
   ct_token *t = token_alloc((uint32_t)n, NULL, 0);
   if (!t)
     return -ENOMEM;
-  link_parents(t, parents);
-  *out = t;
-  return 0;
+  if (n == 1) /* the alias (see internal.h); immutable from here on */
+    *(ct_token **)(void *)&t->links[1] = alias_for(parents[0]);
+  return finish_new(out, t, parents);
 }
 
 int ct_token_chain(ct_token **out, ct_token *a, ct_token *b) {
@@ -413,22 +596,27 @@ ct_token *ct_token_ref(ct_token *t) {
 }
 
 static void destroy_one(ct_token *t, ct_token **dying) {
-  assert(t->children == NULL && "a live child holds a reference on us");
+  assert(t->kids == 0 && "a live child holds a reference on us");
   for (uint32_t i = 0; i < t->nlinks; i++) {
     struct ct_link *l = &t->links[i];
     ct_token *p = l->parent;
     if (!p)
       continue;
-    /* Under p's lock: unlinking a neighbour rewrites our pprev.  A link
-     * that was never put on the list (the child was born triggered) has
-     * pprev NULL for ever. */
+    /* Under p's lock: p's trigger reads its children under it, and a
+     * removal may move a sibling's entry. */
+    uint32_t cap = 0, n = 0;
     ct__lock(&p->lock);
-    if (l->pprev) {
-      *l->pprev = l->next;
-      if (l->next)
-        l->next->pprev = l->pprev;
+    struct ct_kids *gone = kids_remove(p, l);
+    if (p->kids & 1) {
+      struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
+      cap = a->cap;
+      n = a->n;
     }
     ct__unlock(&p->lock);
+    if (gone)
+      ct__free(gone, kids_size(gone->cap));
+    else if (cap >= 64 && n <= cap / 4)
+      kids_maybe_shrink(p, cap); /* we still hold our reference on p */
     /* acq_rel: release our uses of p to its destroyer; acquire if we are
      * the destroyer. */
     if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
@@ -513,149 +701,3 @@ ct_reason ct_token_reason(const ct_token *t, int *detail) {
   return (ct_reason)((s >> CT_ST_REASON_SHIFT) & 0xff);
 }
 
-/* ---- names ---- */
-
-struct sbuf {
-  char *p;
-  size_t len, cap;
-  bool full;
-};
-
-static void sb_put(struct sbuf *b, const char *s, size_t n) {
-  if (b->full)
-    return;
-  if (b->len + n > CT_NAME_MAX) {
-    n = CT_NAME_MAX - b->len;
-    b->full = true;
-  }
-  memcpy(b->p + b->len, s, n);
-  b->len += n;
-}
-
-/* Compose the name of a chained token without recursion: a stack of
- * tokens to emit, where NULL stands for a ':' separator. */
-static char *compose_name(ct_token *t, size_t *size) {
-  struct sbuf b = {NULL, 0, CT_NAME_MAX + 4, false};
-  size_t cap = 64, top = 0;
-  ct_token **stack = ct__alloc(cap * sizeof *stack);
-  b.p = ct__alloc(b.cap);
-  if (!stack || !b.p)
-    goto oom;
-  stack[top++] = t;
-  while (top > 0 && !b.full) {
-    ct_token *x = stack[--top];
-    if (!x) {
-      sb_put(&b, ":", 1);
-      continue;
-    }
-    /* relaxed: NAMED is immutable; acquire on ext and name below pairs
-     * with the release CASes that published them. */
-    uint32_t s = atomic_load_explicit(&x->state, memory_order_relaxed);
-    if (s & CT_ST_NAMED) {
-      const char *nm = stored_name(x);
-      sb_put(&b, nm, strlen(nm));
-      continue;
-    }
-    struct ct_ext *e = atomic_load_explicit(&x->ext, memory_order_acquire);
-    char *cached = e ? atomic_load_explicit(&e->name, memory_order_acquire)
-                     : NULL;
-    if (cached && x != t) {
-      sb_put(&b, cached, strlen(cached));
-      continue;
-    }
-    /* Push parents last-first with separators between them. */
-    size_t need = top + 2 * (size_t)x->nlinks;
-    if (need > cap) {
-      size_t ncap = cap;
-      while (ncap < need)
-        ncap *= 2;
-      ct_token **ns = ct__alloc(ncap * sizeof *ns);
-      if (!ns)
-        goto oom;
-      memcpy(ns, stack, top * sizeof *stack);
-      ct__free(stack, cap * sizeof *stack);
-      stack = ns;
-      cap = ncap;
-    }
-    for (uint32_t i = x->nlinks; i-- > 0;) {
-      stack[top++] = x->links[i].parent;
-      if (i > 0)
-        stack[top++] = NULL;
-    }
-  }
-  if (b.full) {
-    /* Cut at a character boundary: every name is valid UTF-8.  Find the
-     * last character's lead byte and drop it if its sequence was cut. */
-    b.len = CT_NAME_MAX;
-    size_t i = b.len;
-    while (i > 0 && ((unsigned char)b.p[i - 1] & 0xc0) == 0x80)
-      i--;
-    if (i > 0) {
-      unsigned char lead = (unsigned char)b.p[i - 1];
-      size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
-      if (b.len - (i - 1) < need)
-        b.len = i - 1;
-    }
-    memcpy(b.p + b.len, "...", 3);
-    b.len += 3;
-  }
-  b.p[b.len] = '\0';
-  ct__free(stack, cap * sizeof *stack);
-  *size = b.cap;
-  return b.p;
-oom:
-  ct__free(stack, cap * sizeof *stack);
-  ct__free(b.p, b.cap);
-  return NULL;
-}
-
-const char *ct_token_name(ct_token *t) {
-  if (!t)
-    return NULL;
-  uint32_t s = atomic_load_explicit(&t->state, memory_order_relaxed);
-  if (s & CT_ST_NAMED)
-    return stored_name(t);
-  struct ct_ext *e = ct__ext(t);
-  if (!e)
-    return NULL;
-  char *nm = atomic_load_explicit(&e->name, memory_order_acquire);
-  if (nm)
-    return nm;
-  size_t size;
-  char *mine = compose_name(t, &size);
-  if (!mine)
-    return NULL;
-  /* Shrink to fit: most names are short, the buffer is CT_NAME_MAX. */
-  size_t len = strlen(mine);
-  char *fit = ct__alloc(len + 1);
-  if (fit) {
-    memcpy(fit, mine, len + 1);
-    ct__free(mine, size);
-    mine = fit;
-    size = len + 1;
-  }
-  /* The first composer publishes (release) and owns the size field; the
-   * size is written before the CAS and read only by the destroyer. */
-  char *expected = NULL;
-  if (atomic_compare_exchange_strong_explicit(&e->name, &expected, mine,
-                                              memory_order_acq_rel,
-                                              memory_order_acquire)) {
-    e->name_size = size;
-    return mine;
-  }
-  ct__free(mine, size);
-  return expected;
-}
-
-int ct_token_message(ct_token *t, char *buf, size_t len) {
-  if (!t || (!buf && len > 0))
-    return -EINVAL;
-  ct_token *cause = ct_token_triggered_token(t);
-  if (!cause)
-    return -EAGAIN;
-  const char *nm = ct_token_name(cause);
-  if (!nm)
-    return -ENOMEM;
-  int n = snprintf(buf, len, "Cancellation requested by %s token", nm);
-  return n < 0 ? -EOVERFLOW : n;
-}
