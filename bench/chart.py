@@ -20,11 +20,11 @@ import sys
 import tempfile
 
 COLOURS = {"C++": "#1f77b4", "GLib": "#2ca02c", "Go": "#17becf",
-           "Node": "#9467bd", "baseline": "#7f7f7f"}
+           "tokio": "#ff7f0e", "Node": "#9467bd", "baseline": "#7f7f7f"}
 PCTS = (("p10", 10), ("p25", 25), ("p50", 50), ("p75", 75), ("p90", 90),
         ("p95", 95), ("p99", 99))
 PROG_NAME = {"ct": "ours", "cpp": "C++", "glib": "GLib", "go": "Go",
-             "node": "Node"}
+             "rust": "tokio", "node": "Node"}
 
 
 def q(s):
@@ -52,8 +52,11 @@ def draw(json_path, svg_path):
             for i, b in enumerate(bars):
                 y = n - i
                 label = "%s  vs %s" % (b["workload"], b["peer"])
-                f.write("%d %g %d %s\n" % (y, b["ratio"],
-                                           peers.index(b["peer"]), q(label)))
+                lo = b.get("ratio_min") or b["ratio"]
+                hi = b.get("ratio_max") or b["ratio"]
+                f.write("%d %g %d %g %g %s\n" % (y, b["ratio"],
+                                                 peers.index(b["peer"]), lo,
+                                                 hi, q(label)))
         # ---- wake-up distributions
         dist = []  # (regime index, label, colour, [(latency_us, pct)])
         for prog, figs in d["raw"].items():
@@ -90,8 +93,8 @@ def draw(json_path, svg_path):
         s.append("set size 1,%g" % (bar_h / height))
         s.append("set lmargin 52")
         s.append("set title %s" % q(
-            "libcanceltoken / peer, same run (%s mode, %s): left of 1 = "
-            "ours faster or smaller" % (d["meta"]["mode"],
+            "libcanceltoken / peer, median of the pairwise ratios (%s mode, "
+            "%s): left of 1 = ours faster or smaller" % (d["meta"]["mode"],
                                        d["meta"]["started"][:10])))
         s.append("set logscale x 10")
         s.append("set xrange [0.001:1000]")
@@ -109,9 +112,13 @@ def draw(json_path, svg_path):
             # ratio, on this peer's rows only (1/0 skips the others).
             plots.append(
                 "%s using ($3==%d?$2:1/0):1:($2<1?$2:1):($2<1?1:$2):"
-                "($1-0.35):($1+0.35):ytic(4) with boxxyerror lc rgb %s "
+                "($1-0.35):($1+0.35):ytic(6) with boxxyerror lc rgb %s "
                 "title %s" % (q(os.path.join(tmp, "ratios.dat")), pi,
                               q(COLOURS[p]), q("vs " + p)))
+        # The range of the pairwise ratios over the repetitions.
+        plots.append("%s using 2:1:4:5 with xerrorbars pt 0 lw 1 "
+                     "lc rgb 'black' title 'min..max over the repetitions'"
+                     % q(os.path.join(tmp, "ratios.dat")))
         s.append("plot " + ", ".join(plots))
         s.append("unset arrow 1")
         s.append("unset ytics")
