@@ -3,12 +3,14 @@
  * proxy.c -- the transport-neutral proxy layer: what makes a token a
  * proxy, how an owner's trigger, a lost owner and a local trigger are
  * applied.  The design notes are in proxy.h, beside the declarations the
- * backends use.
+ * backends use.  Its one allocation goes through alloc.h's hook, so that
+ * tests/test_fault_oom.c fails it too.
  */
 #include "proxy.h"
 
+#include "alloc.h"
+
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
 bool ct_proxy_reason_sendable(ct_reason reason) {
@@ -81,14 +83,14 @@ int ct_proxy_fire(struct ct_proxy *p, ct_reason reason, int detail,
   if (!cause || cause_len == 0 || cause_len > CT_NAME_MAX || !pname ||
       (strlen(pname) == cause_len && memcmp(pname, cause, cause_len) == 0))
     return ct_token_trigger_reason(p->tok, reason, detail);
-  char *buf = malloc(cause_len + 1);
+  char *buf = net_malloc(cause_len + 1); /* the hook of alloc.h */
   ct_token *stand_in = NULL;
   if (buf) {
     memcpy(buf, cause, cause_len);
     buf[cause_len] = '\0';
     if (ct_token_new(&stand_in, buf) < 0) /* bad UTF-8, or no memory */
       stand_in = NULL;
-    free(buf);
+    net_free(buf);
   }
   if (!stand_in)
     return ct_token_trigger_reason(p->tok, reason, detail);

@@ -1,0 +1,466 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * client_io.c -- the token clients' I/O thread: one epoll loop per
+ * process that holds every client's socket, reads what the servers send,
+ * hands each frame to client_req.c, writes what could not be sent at
+ * once, and keeps the heartbeats.
+ *
+ * Design notes:
+ *
+ *  Threads.  The handshake runs on the caller's thread in
+ *  ct_net_client_connect().  Afterwards every client of the process is
+ *  served by one shared thread (the "I/O thread"), an epoll loop started
+ *  with the first client and stopped (joined) when the last one is freed.
+ *  It reads each client's socket, completes requests and triggers
+ *  proxies.  One thread per client made a notice to 1,000 clients wake
+ *  1,000 threads; one loop wakes once and handles every ready socket in a
+ *  batch (bench/net_bench.c, fan-out).  Clients stay independent: each has
+ *  its own `mu`, proxies, requests and loss; only the thread is shared.
+ *  Any thread may send: frames are appended to `out` under `mu` and
+ *  written at once with a non-blocking send(); what does not fit is left
+ *  for the loop: client_flush_locked() arms EPOLLOUT for the socket (`want_out`,
+ *  under `mu`; epoll_ctl() is thread-safe) and the loop writes the rest
+ *  when it is writable.  So a request costs no thread hop on the way out.
+ *
+ *  The loop (struct loop, guarded by the global `g_mu`).  A client is
+ *  registered in `slots` and its socket in the epoll set with the key
+ *  slot | generation << 32, never a pointer: an event already returned by
+ *  epoll_wait() may be handled after its client was freed and another
+ *  allocated at the same address; the loop looks the key up under g_mu
+ *  and skips it if the slot is empty or holds a later client.  While it
+ *  services a client (reads, triggers proxies, runs callbacks: no lock
+ *  held) it names it in `current`.  ct_net_client_free() takes g_mu,
+ *  removes the client from the slot and the epoll set, and waits on `g_cv`
+ *  until `current` is not that client: after that the loop cannot reach
+ *  it again, so no callback of the client runs after free returns.  (A
+ *  callback may free another client: only the client being serviced
+ *  cannot be freed from its own callbacks, as before.)  The last free
+ *  stops the loop and joins its thread outside g_mu; if that free runs on
+ *  the loop thread itself (a callback of a client being freed elsewhere
+ *  frees the last other one), the thread is detached and frees the loop
+ *  as it exits.  A connect racing with that creates a fresh loop.
+ *  Heartbeats: the loop thread alone reads and writes last_rx/last_ping,
+ *  and sweeps the clients that have a heartbeat after each batch.
+ *
+ *  fork().  The child gets no I/O thread.  An atfork handler holds g_mu
+ *  across fork() (so the child's copy is consistent) and forgets the
+ *  parent's loop in the child: a client connected in the child starts a
+ *  new loop.  Clients inherited from the parent are not served in the
+ *  child and may only be freed there: free sees that their loop belongs to
+ *  another process (`pid`) and touches neither it nor its epoll set, which
+ *  the parent shares.
+ *
+ *  LOCK ORDER.  `mu` (a client's) and `g_mu` (the loop's) are never held
+ *  together: both are leaves.  No token is ever triggered and no callback
+ *  registered on an already-triggered token while either is held, because
+ *  a proxy's callback (proxy.c, then forward() in client_req.c) takes
+ *  `mu` to forward the trigger,
+ *  and any callback may free a client (g_mu).  Creating a token and
+ *  registering a callback on a fresh (untriggered) one run no callbacks,
+ *  and are done under `mu`.
+ */
+#include "client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* The process's I/O loop; see "The loop" above.  Everything but `ep`,
+ * `wake_fd`, `thread` and `pid` (fixed before the loop is published) is
+ * guarded by g_mu. */
+struct loop {
+  int ep, wake_fd;
+  pthread_t thread;
+  pid_t pid;
+  bool stop;   /* the last client is gone: the thread exits */
+  bool detach; /* ... and frees the loop itself (stopped on its thread) */
+  ct_net_client **slots; /* NULL: a free slot */
+  size_t nslots, nclients, nheartbeat;
+  size_t waiters; /* frees waiting for `current` to change */
+  uint32_t gen;
+  ct_net_client *current; /* being serviced by the thread */
+};
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static struct loop *g_loop; /* the loop new clients join; under g_mu */
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+#define WAKE_KEY UINT64_MAX
+
+/* ---- sending (any thread, under mu) ---- */
+
+void client_flush_locked(ct_net_client *c) {
+  while (net_buf_pending(&c->out)) {
+    ssize_t w = send(c->fd, c->out.data + c->out.off, net_buf_pending(&c->out),
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) {
+      net_buf_consume(&c->out, (size_t)w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR)
+      continue;
+    /* EAGAIN: the loop writes the rest when the socket is writable;
+     * other errors: it will see them (EPOLLERR/EPOLLHUP) and read. */
+    if (!c->want_out && c->loop) {
+      struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT,
+                               .data.u64 = c->key};
+      if (epoll_ctl(c->loop->ep, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+        c->want_out = true;
+    }
+    return;
+  }
+  if (c->want_out) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = c->key};
+    epoll_ctl(c->loop->ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->want_out = false;
+  }
+}
+
+/* On the I/O thread, a blocking request would wait for a reply that only
+ * this thread can read -- for any client, since they share it. */
+bool client_on_io_thread(const ct_net_client *c) {
+  return c->loop && pthread_equal(pthread_self(), c->loop->thread);
+}
+
+/* ---- the I/O thread ---- */
+
+/* Read what is there and handle whole frames.  Returns 0, or the error
+ * that loses the connection. */
+static int io_read(ct_net_client *c) {
+  if (net_buf_reserve(&c->in, NET_HDR + NET_MAX_FRAME) < 0)
+    return -ENOMEM;
+  ssize_t r = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
+  if (r < 0)
+    return errno == EAGAIN || errno == EINTR ? 0 : -ECONNRESET;
+  if (r == 0)
+    return -ECONNRESET;
+  c->last_rx = ct_now();
+  c->in.len += (size_t)r;
+  for (;;) {
+    struct net_frame f;
+    uint32_t len = 0;
+    int k = net_frame_next(c->in.data + c->in.off, net_buf_pending(&c->in),
+                           NET_MAX_FRAME, &f, &len);
+    if (k == 0)
+      break;
+    if (k < 0) {
+      CLOG(c, "bad frame length %u from the server", len);
+      return -EPROTO;
+    }
+    int e = client_on_frame(c, &f);
+    if (e < 0)
+      return e;
+    net_buf_consume(&c->in, f.size);
+  }
+  return 0;
+}
+
+/* Heartbeat of one client: ping when the server has been silent for a
+ * period, give up after three.  Returns 0 or -ETIMEDOUT. */
+static int heartbeat(ct_net_client *c) {
+  int64_t now = ct_now();
+  if (now - c->last_rx >= 3 * c->heartbeat) {
+    CLOG(c, "no answer from the server for %lld ms",
+        (long long)((now - c->last_rx) / 1000000));
+    return -ETIMEDOUT;
+  }
+  if (now - c->last_rx >= c->heartbeat &&
+      now - c->last_ping >= c->heartbeat) {
+    pthread_mutex_lock(&c->mu);
+    uint8_t *b = net_buf_frame(&c->out, MSG_PING, 4);
+    if (b) {
+      put_u32(b, 0);
+      client_flush_locked(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    c->last_ping = now;
+  }
+  return 0;
+}
+
+/* When heartbeat() next has work for c. */
+static int64_t heartbeat_due(const ct_net_client *c) {
+  int64_t next = c->last_rx + c->heartbeat;
+  if (next < c->last_ping + c->heartbeat)
+    next = c->last_ping + c->heartbeat;
+  return next;
+}
+
+/* Handle epoll events (0: heartbeat only) for client c, which the loop
+ * names in `current` (I/O thread, no lock held). */
+static void service(struct loop *l, ct_net_client *c, uint32_t events) {
+  if (c->gone)
+    return;
+  int err = 0;
+  if (events & EPOLLOUT) {
+    pthread_mutex_lock(&c->mu);
+    client_flush_locked(c);
+    pthread_mutex_unlock(&c->mu);
+  }
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+    err = io_read(c);
+  if (err == 0 && c->heartbeat > 0)
+    err = heartbeat(c);
+  if (err < 0) {
+    /* Out of the epoll set at once: a closed socket stays readable. */
+    c->gone = true;
+    epoll_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    client_lose(c, err, err == -ESHUTDOWN ? CT_REASON_SHUTDOWN
+                                          : CT_REASON_OWNER_LOST);
+  }
+}
+
+/* The client registered under key, named `current`; NULL if it was freed
+ * (or the slot reused).  Under g_mu. */
+static ct_net_client *claim_locked(struct loop *l, uint64_t key) {
+  size_t slot = (size_t)(key & 0xffffffffu);
+  ct_net_client *c = slot < l->nslots ? l->slots[slot] : NULL;
+  if (!c || c->key != key)
+    return NULL;
+  l->current = c;
+  return c;
+}
+
+static void release_locked(struct loop *l) {
+  l->current = NULL;
+  pthread_cond_broadcast(&g_cv); /* a free may wait for it */
+}
+
+static void loop_destroy(struct loop *l) {
+  close(l->ep);
+  close(l->wake_fd);
+  net_free(l->slots);
+  net_free(l);
+}
+
+static void *loop_thread(void *arg) {
+  struct loop *l = arg;
+  struct epoll_event ev[64];
+  pthread_mutex_lock(&g_mu);
+  for (;;) {
+    if (l->stop)
+      break;
+    int timeout = -1;
+    if (l->nheartbeat > 0) {
+      int64_t now = ct_now(), next = INT64_MAX;
+      for (size_t i = 0; i < l->nslots; i++) {
+        ct_net_client *c = l->slots[i];
+        if (c && c->heartbeat > 0 && !c->gone && heartbeat_due(c) < next)
+          next = heartbeat_due(c);
+      }
+      if (next != INT64_MAX)
+        timeout = next <= now ? 0 : (int)((next - now) / 1000000 + 1);
+    }
+    pthread_mutex_unlock(&g_mu);
+    int n = epoll_wait(l->ep, ev, 64, timeout);
+    if (n < 0)
+      n = 0; /* EINTR; nothing else can happen to a valid epoll fd */
+    for (int i = 0; i < n; i++) {
+      if (ev[i].data.u64 == WAKE_KEY) {
+        uint64_t v;
+        ssize_t r = read(l->wake_fd, &v, sizeof v);
+        (void)r;
+        continue;
+      }
+      pthread_mutex_lock(&g_mu);
+      ct_net_client *c = claim_locked(l, ev[i].data.u64);
+      pthread_mutex_unlock(&g_mu);
+      if (!c)
+        continue;
+      service(l, c, ev[i].events);
+      pthread_mutex_lock(&g_mu);
+      release_locked(l);
+      pthread_mutex_unlock(&g_mu);
+    }
+    pthread_mutex_lock(&g_mu);
+    if (l->nheartbeat > 0) {
+      /* By index, re-read under g_mu: slots may move or empty while a
+       * client is serviced. */
+      int64_t now = ct_now();
+      for (size_t i = 0; i < l->nslots; i++) {
+        ct_net_client *c = l->slots[i];
+        if (!c || c->heartbeat <= 0 || c->gone || heartbeat_due(c) > now)
+          continue;
+        claim_locked(l, c->key);
+        pthread_mutex_unlock(&g_mu);
+        service(l, c, 0);
+        pthread_mutex_lock(&g_mu);
+        release_locked(l);
+      }
+    }
+  }
+  bool detach = l->detach;
+  /* A free that waited for us to leave its client has yet to wake and
+   * look at `current`: it must find the loop still there. */
+  while (detach && l->waiters > 0)
+    pthread_cond_wait(&g_cv, &g_mu);
+  pthread_mutex_unlock(&g_mu);
+  if (detach) { /* stopped on this thread: nobody joins it */
+    pthread_detach(pthread_self());
+    loop_destroy(l);
+  }
+  return NULL;
+}
+
+static void atfork_prepare(void) { pthread_mutex_lock(&g_mu); }
+static void atfork_parent(void) { pthread_mutex_unlock(&g_mu); }
+static void atfork_child(void) {
+  /* The parent's loop has no thread here, and its epoll set is shared
+   * with the parent: forget it (its memory is the parent's business). */
+  g_loop = NULL;
+  pthread_cond_init(&g_cv, NULL); /* no waiter survives fork() */
+  pthread_mutex_unlock(&g_mu);
+}
+static void install_atfork(void) {
+  pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+/* A new loop and its thread (under g_mu). */
+static int loop_new_locked(struct loop **out) {
+  struct loop *l = net_calloc(1, sizeof *l);
+  if (!l)
+    return -ENOMEM;
+  l->pid = getpid();
+  l->ep = epoll_create1(EPOLL_CLOEXEC);
+  l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  int r = 0;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = WAKE_KEY};
+  if (l->ep < 0 || l->wake_fd < 0 ||
+      epoll_ctl(l->ep, EPOLL_CTL_ADD, l->wake_fd, &ev) < 0) {
+    r = -errno;
+  } else {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    if (pthread_create(&l->thread, &attr, loop_thread, l) != 0)
+      r = -EAGAIN;
+    pthread_attr_destroy(&attr);
+  }
+  if (r < 0) {
+    if (l->ep >= 0)
+      close(l->ep);
+    if (l->wake_fd >= 0)
+      close(l->wake_fd);
+    net_free(l);
+    return r;
+  }
+  *out = l;
+  return 0;
+}
+
+static void loop_wake(struct loop *l) {
+  uint64_t one = 1;
+  ssize_t w = write(l->wake_fd, &one, sizeof one);
+  (void)w; /* EAGAIN: the counter is non-zero already, which is enough */
+}
+
+/* Register c with the process's loop, starting it if need be. */
+int client_loop_attach(ct_net_client *c) {
+  pthread_once(&g_once, install_atfork);
+  pthread_mutex_lock(&g_mu);
+  int r = 0;
+  struct loop *l = g_loop;
+  bool fresh = false;
+  if (!l) {
+    if ((r = loop_new_locked(&l)) < 0)
+      goto out;
+    fresh = true;
+  }
+  size_t slot = 0;
+  while (slot < l->nslots && l->slots[slot])
+    slot++;
+  if (slot == l->nslots) {
+    size_t cap = l->nslots ? l->nslots * 2 : 8;
+    ct_net_client **a = net_realloc(l->slots, cap * sizeof *a);
+    if (!a) {
+      r = -ENOMEM;
+      goto out;
+    }
+    memset(a + l->nslots, 0, (cap - l->nslots) * sizeof *a);
+    l->slots = a;
+    l->nslots = cap;
+  }
+  if (++l->gen == 0)
+    l->gen = 1;
+  c->key = (uint64_t)l->gen << 32 | slot;
+  c->loop = l;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = c->key};
+  if (epoll_ctl(l->ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+    r = -errno;
+    c->loop = NULL;
+    goto out;
+  }
+  l->slots[slot] = c;
+  l->nclients++;
+  if (c->heartbeat > 0) {
+    l->nheartbeat++;
+    loop_wake(l); /* it may sleep with no timeout */
+  }
+  g_loop = l;
+out:
+  if (r < 0 && fresh) { /* a loop without a client: stop it again */
+    l->stop = true;
+    loop_wake(l);
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (r < 0 && fresh) {
+    pthread_join(l->thread, NULL);
+    loop_destroy(l);
+  }
+  return r;
+}
+
+/* Take c out of its loop; on return the loop will not touch c again.
+ * Stops the loop with its last client. */
+void client_loop_detach(ct_net_client *c) {
+  struct loop *l = c->loop;
+  pthread_mutex_lock(&g_mu);
+  if (l->pid != getpid()) { /* inherited across fork(): not served here */
+    pthread_mutex_unlock(&g_mu);
+    c->loop = NULL;
+    return;
+  }
+  bool self = pthread_equal(pthread_self(), l->thread);
+  epoll_ctl(l->ep, EPOLL_CTL_DEL, c->fd, NULL); /* ENOENT if gone */
+  l->slots[c->key & 0xffffffffu] = NULL;
+  /* Whoever takes the count to zero stops the loop, even if it has yet
+   * to wait below: another free may then run on the loop thread. */
+  bool last = --l->nclients == 0;
+  if (c->heartbeat > 0)
+    l->nheartbeat--;
+  /* On the loop thread, current is c only when c frees itself from its
+   * own callback, which would wait forever: not allowed (see the header). */
+  if (!self && l->current == c) {
+    l->waiters++;
+    while (l->current == c)
+      pthread_cond_wait(&g_cv, &g_mu);
+    if (--l->waiters == 0)
+      pthread_cond_broadcast(&g_cv); /* a detached loop may wait for us */
+  }
+  bool join = false;
+  if (last) {
+    l->stop = true;
+    if (g_loop == l)
+      g_loop = NULL;
+    if (self)
+      l->detach = true;
+    else
+      join = true;
+    loop_wake(l);
+  }
+  pthread_mutex_unlock(&g_mu);
+  if (join) {
+    pthread_join(l->thread, NULL);
+    loop_destroy(l);
+  }
+  /* want_out is moot now; flush_locked() must not touch the epoll set. */
+  pthread_mutex_lock(&c->mu);
+  c->loop = NULL;
+  c->want_out = false;
+  pthread_mutex_unlock(&c->mu);
+}
+

@@ -1,0 +1,339 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * server_proto.c -- the token server's protocol handlers (docs/PROTOCOL.md):
+ * the handshake (HELLO, AUTH), the requests (GET, TRIGGER, LIST, PING),
+ * and the notices sent to subscribers when a served token fires.  Frames
+ * are decoded and replies encoded by the codec (codec.c); what is checked
+ * here is what depends on the connection's state.  Loop thread only.
+ *
+ * Design notes:
+ *
+ *  State.  Before READY only HELLO then AUTH are accepted, in that order:
+ *  a peer that has not authenticated can neither trigger a token nor learn
+ *  any name or state.
+ *
+ *  Exactly-once notices.  A GET answers "triggered" from the token's own
+ *  state and subscribes only while it is not: a trigger after that point
+ *  always reaches the subscriber through the fired queue, and one before
+ *  it is in the answer, so no client misses a trigger and none gets two.
+ *  `notified` (loop only) makes the sending idempotent.
+ *
+ *  Order on a connection.  A client's TRIGGER is carried out here, on the
+ *  loop thread: the trigger runs the server's hook, which queues the
+ *  entry; the fired queue is then drained (the NOTICE goes to every
+ *  subscriber, the requester included) and only then is the ACK queued.
+ *  So the requester's proxy is triggered before its request completes.
+ */
+#include "server.h"
+
+#include <stdio.h>
+#include <unistd.h>
+
+/* ---- notices ---- */
+
+/* Copy a token's name for the wire (cut with "..." if longer than
+ * CT_NET_NAME_MAX); the served name stands in if composing a chain name
+ * ran out of memory. */
+static size_t token_name(struct entry *e, ct_token *t, char *buf) {
+  const char *name = t ? ct_token_name(t) : NULL;
+  return net_wire_name(name ? name : e->name, buf);
+}
+
+/* The name of the token that fired e (see NOTIFY in PROTOCOL.md). */
+static size_t cause_name(struct entry *e, char *buf) {
+  return token_name(e, ct_token_triggered_token(e->tok), buf);
+}
+
+static void notify_entry(ct_net_server *s, struct entry *e) {
+  if (e->notified)
+    return;
+  e->notified = true;
+  char cause[CT_NET_NAME_MAX];
+  int detail = 0;
+  struct net_notify m = {.cause = cause, .cause_len = cause_name(e, cause),
+                         .handle = e->id};
+  m.reason = (uint8_t)ct_token_reason(e->tok, &detail);
+  m.detail = (uint8_t)detail;
+  for (size_t i = 0; i < e->nsubs; i++) {
+    struct conn *c = e->subs[i]->c;
+    if (conn_room(s, c, 0, true))
+      conn_queued(s, c, net_enc_notify(&c->out, &m));
+  }
+}
+
+void proto_process_fired(ct_net_server *s) {
+  pthread_mutex_lock(&s->mu);
+  struct entry *list = s->fired;
+  s->fired = NULL;
+  pthread_mutex_unlock(&s->mu);
+  while (list) {
+    struct entry *e = list;
+    list = e->fired_next;
+    notify_entry(s, e);
+  }
+}
+
+/* ---- handshake ---- */
+
+bool proto_uid_allowed(ct_net_server *s, uid_t uid) {
+  if (s->o.allow_any_uid || uid == geteuid())
+    return true;
+  for (size_t i = 0; i < s->o.n_allowed_uids; i++)
+    if (s->o.allowed_uids[i] == uid)
+      return true;
+  return false;
+}
+
+static void on_hello(ct_net_server *s, struct conn *c, const uint8_t *b,
+                     size_t n) {
+  struct net_hello h;
+  if (net_dec_hello(b, n, &h) < 0) {
+    conn_fail(s, c, NERR_MALFORMED, "not a cancel-token client (bad HELLO)");
+    return;
+  }
+  unsigned v = h.vmax < NET_VERSION_MAX ? h.vmax : NET_VERSION_MAX;
+  if (h.vmin > h.vmax || v < h.vmin || v < NET_VERSION_MIN) {
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "no common protocol version: client speaks %u..%u, server "
+             "speaks %u..%u",
+             (unsigned)h.vmin, (unsigned)h.vmax, NET_VERSION_MIN,
+             NET_VERSION_MAX);
+    conn_refuse(s, c, NERR_VERSION, msg);
+    return;
+  }
+  memcpy(c->cnonce, h.nonce, NET_NONCE);
+  if (net_random(c->snonce, NET_NONCE) < 0) {
+    conn_fail(s, c, NERR_NO_MEMORY, "no random bytes for a nonce");
+    return;
+  }
+  uint8_t proof[NET_PROOF] = {0};
+  if (s->secret && net_proof(s->secret, s->o.secret_len, true, c->cnonce,
+                             c->snonce, proof) < 0) {
+    conn_fail(s, c, NERR_NO_MEMORY, "cannot compute a proof");
+    return;
+  }
+  struct net_welcome w = {.version = (uint16_t)v,
+                          .flags = s->secret ? NET_WELCOME_SECRET : 0,
+                          .nonce = c->snonce,
+                          .proof = proof};
+  if (!conn_room(s, c, NET_HDR + 1 + 3 + NET_NONCE + NET_PROOF, false))
+    return;
+  int rc = net_enc_welcome(&c->out, &w);
+  if (rc == 0)
+    c->state = CS_AUTH;
+  conn_queued(s, c, rc);
+}
+
+static void on_auth(ct_net_server *s, struct conn *c, const uint8_t *b,
+                    size_t n) {
+  const uint8_t *proof;
+  if (net_dec_auth(b, n, &proof) < 0) {
+    conn_fail(s, c, NERR_MALFORMED, "bad AUTH frame");
+    return;
+  }
+  if (s->secret) {
+    uint8_t want[NET_PROOF];
+    if (net_proof(s->secret, s->o.secret_len, false, c->cnonce, c->snonce,
+                  want) < 0) {
+      conn_fail(s, c, NERR_NO_MEMORY, "cannot compute a proof");
+      return;
+    }
+    bool ok = net_proof_equal(want, proof);
+    net_wipe(want, sizeof want);
+    if (!ok) {
+      conn_refuse(s, c, NERR_AUTH, "authentication failed (wrong secret)");
+      return;
+    }
+  }
+  if (!conn_room(s, c, NET_HDR + 1 + 4, false))
+    return;
+  int rc = net_enc_ready(&c->out, NET_MAX_FRAME);
+  if (rc == 0) {
+    c->state = CS_READY;
+    c->hs_deadline = 0;
+    c->is_ready = true;
+    stat_add(&s->st_ready, 1);
+  }
+  conn_queued(s, c, rc);
+}
+
+/* ---- requests ---- */
+
+static int subscribe(ct_net_server *s, struct conn *c, struct entry *e,
+                     size_t limit) {
+  for (size_t i = 0; i < c->nsubs; i++)
+    if (c->subs[i]->e == e)
+      return 0; /* already */
+  if (c->nsubs >= limit)
+    return -ENOSPC;
+  if (net_grow(&c->subs, &c->capsubs, c->nsubs, sizeof *c->subs, 4) < 0 ||
+      net_grow(&e->subs, &e->capsubs, e->nsubs, sizeof *e->subs, 4) < 0)
+    return -ENOMEM;
+  struct sub *u = net_malloc(sizeof *u);
+  if (!u)
+    return -ENOMEM;
+  *u = (struct sub){c, e, e->nsubs};
+  e->subs[e->nsubs++] = u;
+  c->subs[c->nsubs++] = u;
+  stat_add(&s->st_proxies, 1);
+  return 0;
+}
+
+static void on_get(ct_net_server *s, struct conn *c, const uint8_t *b,
+                   size_t n) {
+  struct net_get g;
+  if (net_dec_get(b, n, &g) < 0) {
+    conn_fail(s, c, NERR_MALFORMED, "bad GET frame");
+    return;
+  }
+  struct entry *e = srv_lookup(s, g.name, g.name_len);
+  if (!e) {
+    conn_error(s, c, g.req, NERR_NOT_FOUND, "no token of that name");
+    return;
+  }
+  bool trig = ct_token_triggered(e->tok);
+  if (!trig) {
+    int r = subscribe(s, c, e, s->o.max_proxies_per_client);
+    if (r == -ENOSPC) {
+      conn_error(s, c, g.req, NERR_LIMIT,
+                 "too many proxies on this connection");
+      return;
+    }
+    if (r < 0) {
+      conn_error(s, c, g.req, NERR_NO_MEMORY, "server out of memory");
+      return;
+    }
+  }
+  char cause[CT_NET_NAME_MAX], owner[CT_NET_NAME_MAX];
+  int detail = 0;
+  struct net_token m = {.req = g.req, .handle = e->id, .triggered = trig,
+                        .owner = owner, .cause = cause};
+  m.cause_len = trig ? cause_name(e, cause) : 0;
+  m.owner_len = token_name(e, e->tok, owner); /* the proxy's name */
+  m.reason = (uint8_t)(trig ? ct_token_reason(e->tok, &detail)
+                            : CT_REASON_NONE);
+  m.detail = (uint8_t)detail;
+  if (conn_room(s, c, NET_HDR + 1 + 13 + m.owner_len + m.cause_len, false))
+    conn_queued(s, c, net_enc_token(&c->out, &m));
+}
+
+static void on_trigger(ct_net_server *s, struct conn *c, const uint8_t *b,
+                       size_t n) {
+  struct net_trigger t;
+  if (net_dec_trigger(b, n, &t) < 0) {
+    conn_fail(s, c, NERR_MALFORMED, "bad TRIGGER frame");
+    return;
+  }
+  struct entry *e = srv_entry_by_id(s, t.handle);
+  if (!e) {
+    if (t.req == 0)
+      conn_fail(s, c, NERR_BAD_HANDLE, "TRIGGER of an unknown handle");
+    else
+      conn_error(s, c, t.req, NERR_BAD_HANDLE, "no token of that handle");
+    return;
+  }
+  ct_reason reason = t.reason ? (ct_reason)t.reason : CT_REASON_TRIGGER;
+  /* Runs the token's callbacks here, our hook among them, which queues
+   * the entry: the notices go out before the ACK. */
+  int r = ct_token_trigger_reason(e->tok, reason, t.detail);
+  proto_process_fired(s);
+  if (t.req == 0 || c->dead)
+    return;
+  if (conn_room(s, c, NET_HDR + 1 + 5, false))
+    conn_queued(s, c, net_enc_ack(&c->out, t.req, r == 1));
+}
+
+static void on_list(ct_net_server *s, struct conn *c, const uint8_t *b,
+                    size_t n) {
+  uint32_t req, start;
+  if (net_dec_list(b, n, &req, &start) < 0) {
+    conn_fail(s, c, NERR_MALFORMED, "bad LIST frame");
+    return;
+  }
+  static const size_t room = NET_MAX_FRAME - 1 - 12;
+  uint8_t *page = net_malloc(room);
+  if (!page) {
+    conn_error(s, c, req, NERR_NO_MEMORY, "server out of memory");
+    return;
+  }
+  struct net_list_reply m = {.req = req, .entries = page};
+  char cause[CT_NET_NAME_MAX];
+  pthread_mutex_lock(&s->mu);
+  for (size_t i = start; i < s->nentries; i++) {
+    struct entry *e = s->entries[i];
+    bool trig = ct_token_triggered(e->tok);
+    int detail = 0;
+    struct net_list_entry le = {.triggered = trig, .name = e->name,
+                                .name_len = e->name_len, .cause = cause};
+    le.cause_len = trig ? cause_name(e, cause) : 0;
+    size_t need = net_list_entry_size(&le);
+    if (m.len + need > room) {
+      m.next = (uint32_t)i;
+      break;
+    }
+    le.reason = (uint8_t)(trig ? ct_token_reason(e->tok, &detail)
+                               : CT_REASON_NONE);
+    le.detail = (uint8_t)detail;
+    net_put_list_entry(page + m.len, &le);
+    m.len += need;
+    m.count++;
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (conn_room(s, c, NET_HDR + 1 + 12 + m.len, false))
+    conn_queued(s, c, net_enc_list_reply(&c->out, &m));
+  net_free(page);
+}
+
+static void on_ping(ct_net_server *s, struct conn *c, const uint8_t *b,
+                    size_t n) {
+  uint32_t req;
+  if (net_dec_req(b, n, &req) < 0) {
+    conn_fail(s, c, NERR_MALFORMED, "bad PING frame");
+    return;
+  }
+  if (conn_room(s, c, NET_HDR + 1 + 4, false))
+    conn_queued(s, c, net_enc_req(&c->out, MSG_PONG, req));
+}
+
+void proto_frame(ct_net_server *s, struct conn *c, const struct net_frame *f) {
+  const uint8_t *b = f->body;
+  size_t n = f->len;
+  switch (c->state) {
+  case CS_HELLO:
+    if (f->type == MSG_HELLO)
+      on_hello(s, c, b, n);
+    else
+      conn_fail(s, c, NERR_UNEXPECTED, "expected HELLO");
+    return;
+  case CS_AUTH:
+    if (f->type == MSG_AUTH)
+      on_auth(s, c, b, n);
+    else
+      conn_fail(s, c, NERR_UNEXPECTED, "expected AUTH");
+    return;
+  case CS_READY:
+    break;
+  default:
+    return;
+  }
+  switch (f->type) {
+  case MSG_GET:
+    on_get(s, c, b, n);
+    break;
+  case MSG_TRIGGER:
+    on_trigger(s, c, b, n);
+    break;
+  case MSG_LIST:
+    on_list(s, c, b, n);
+    break;
+  case MSG_PING:
+    on_ping(s, c, b, n);
+    break;
+  default: {
+    char msg[64];
+    snprintf(msg, sizeof msg, "unknown message type 0x%02x", f->type);
+    conn_fail(s, c, NERR_UNEXPECTED, msg);
+  }
+  }
+}

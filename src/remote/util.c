@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * util.c -- small helpers of the socket backend that are about neither
+ * the server nor the client: logging, error strings, descriptors, and
+ * deadlines turned into poll(2) timeouts.
+ */
+#include "net_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+
+void net_log(ct_net_log_fn fn, void *arg, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (fn)
+    fn(arg, msg);
+  else
+    fprintf(stderr, "cancel-token: %s\n", msg);
+}
+
+void net_seterr(char *buf, size_t len, const char *fmt, ...) {
+  if (!buf || len == 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, len, fmt, ap);
+  va_end(ap);
+}
+
+int net_set_nonblock(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    return -errno;
+  return 0;
+}
+
+int net_poll_ms(int64_t deadline) {
+  if (deadline == CT_FOREVER)
+    return -1;
+  int64_t left = deadline - ct_now();
+  if (left <= 0)
+    return 0;
+  int64_t ms = (left + 999999) / 1000000;
+  return ms > 3600000 ? 3600000 : (int)ms;
+}
