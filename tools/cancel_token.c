@@ -2,13 +2,16 @@
  *
  * cancel_token.c -- the cancel-token command: serve named tokens at an
  * address, and trigger, wait for, inspect or run a command under a token
- * served by another process.  A thin application of canceltoken_net.h and
- * canceltoken_os.h (ct_run, ct_signal_hook); docs/net.md is its manual.
+ * served by another process.  A thin application of the public API
+ * (canceltoken_net.h through backend.h, canceltoken_os.h for ct_run and
+ * ct_signal_hook); its manual is docs/man/cancel-token.1.scd, with more in
+ * docs/net.md.
  *
- * Exit statuses (also in --help and docs/net.md):
+ * Exit statuses (also in --help and the man page):
  *   0   success; for wait: the token was triggered
  *   1   wait: the timeout passed first
- *   2   wait: the owner was lost (the server went away)
+ *   2   wait: the owner was lost (the server went away, was shut down, or
+ *       could not be reached)
  *   3   error (cannot connect, no such token, refused, ...)
  *   64  usage error
  *   run: the command's own exit status, 128+N if signal N ended it, 125 for
@@ -18,9 +21,22 @@
  * The secret is read from --secret-file FILE or the environment variable
  * CANCEL_TOKEN_SECRET, never from an argument: arguments are visible to
  * every user through /proc/PID/cmdline and ps(1).
+ *
+ * Design notes
+ *  - One table, `subcmds`, gives each subcommand its synopsis, its help
+ *    and the options it accepts; "cancel-token SUB --help" prints that
+ *    entry only, and an option another subcommand takes is a usage error
+ *    here (64) rather than silently ignored.
+ *  - Every address goes through backend_for() (one function): the command
+ *    never parses addresses itself, and a second kind of address is one
+ *    more backend (backend.h).
+ *  - Token names are any UTF-8, tabs and newlines included.  The plain
+ *    output is one line per token with tab-separated fields, so names are
+ *    escaped there (\t, \n, \\, \xHH for other control bytes); --json
+ *    prints proper JSON strings instead.
  */
+#include "backend.h"
 #include "canceltoken.h"
-#include "canceltoken_net.h"
 #include "canceltoken_os.h"
 
 #include <errno.h>
@@ -39,55 +55,201 @@ enum { EX_TRIGGERED = 0, EX_TIMEOUT = 1, EX_LOST = 2, EX_ERROR = 3,
 
 static const char *prog = "cancel-token";
 
-static const char usage_text[] =
-    "usage: cancel-token COMMAND ADDRESS [ARGS...] [OPTIONS]\n"
-    "\n"
-    "Commands:\n"
-    "  serve ADDRESS NAME...          hold tokens NAME... and serve them at\n"
-    "                                 ADDRESS until SIGINT or SIGTERM\n"
-    "  trigger ADDRESS NAME           trigger the token NAME served there\n"
-    "  wait ADDRESS NAME [--timeout S]\n"
-    "                                 wait until NAME is triggered\n"
-    "  status ADDRESS [NAME]          show the served tokens (or one)\n"
-    "  run ADDRESS NAME [--grace S] -- CMD [ARGS...]\n"
-    "                                 run CMD; when NAME fires send it\n"
-    "                                 SIGTERM, then SIGKILL after S seconds\n"
-    "                                 (default 5)\n"
-    "\n"
+/* ---- the subcommands and their options ---- */
+
+enum {
+  OPT_SECRET = 1 << 0,  /* --secret-file, --connect-timeout */
+  OPT_TIMEOUT = 1 << 1, /* --timeout */
+  OPT_GRACE = 1 << 2,   /* --grace */
+  OPT_UIDS = 1 << 3,    /* --allow-uid, --allow-any-uid */
+  OPT_JSON = 1 << 4,    /* --json */
+  OPT_CMD = 1 << 5,     /* -- CMD ARGS... */
+};
+
+struct opts;
+struct subcmd {
+  const char *name;
+  const char *synopsis; /* after "cancel-token " */
+  const char *about;    /* what it does, and its own options */
+  unsigned accepts;     /* OPT_* */
+  int (*run)(struct opts *);
+};
+
+static const char common_help[] =
     "ADDRESS is a Unix socket path (anything with a '/'), or HOST:PORT for\n"
     "TCP ([::1]:PORT for IPv6; an empty HOST means 127.0.0.1).\n"
     "\n"
-    "Options (every command):\n"
+    "Common options:\n"
     "  --secret-file FILE   the shared secret (else $CANCEL_TOKEN_SECRET);\n"
     "                       a trailing newline is ignored.  Never given on\n"
     "                       the command line, where ps(1) would show it.\n"
     "  --connect-timeout S  give up connecting after S seconds (default 10)\n"
-    "  --help               this text\n"
-    "serve only:\n"
-    "  --allow-uid UID      also accept Unix-socket peers of this uid\n"
-    "                       (repeatable; the socket file is mode 0600, so\n"
-    "                       change its mode or group as well)\n"
-    "  --allow-any-uid      accept peers of any uid\n"
-    "\n"
-    "Exit status: 0 success (wait: triggered), 1 wait timed out, 2 owner\n"
-    "lost, 3 error, 64 usage.  run exits with the command's status (128+N\n"
-    "for signal N), 125 for its own errors, 126/127 if CMD cannot run.\n";
+    "  --help               this text\n";
 
-static int usage(const char *msg) {
+static int cmd_serve(struct opts *o);
+static int cmd_trigger(struct opts *o);
+static int cmd_wait(struct opts *o);
+static int cmd_status(struct opts *o);
+static int cmd_run(struct opts *o);
+
+static const struct subcmd subcmds[] = {
+    {"serve", "serve ADDRESS NAME... [OPTIONS]",
+     "Create the tokens NAME... and serve them at ADDRESS until SIGINT,\n"
+     "SIGTERM or SIGHUP.  Prints \"listening on ADDRESS\" (with the real\n"
+     "port for port 0) once clients can connect.\n"
+     "\n"
+     "Options:\n"
+     "  --allow-uid UID      also accept Unix-socket peers of this uid\n"
+     "                       (repeatable; the socket file is mode 0600, so\n"
+     "                       change its mode or group as well)\n"
+     "  --allow-any-uid      accept peers of any uid\n"
+     "\n"
+     "Exit status: 0 after a stop signal, 3 error, 64 usage.\n",
+     OPT_SECRET | OPT_UIDS, cmd_serve},
+    {"trigger", "trigger ADDRESS NAME [OPTIONS]",
+     "Trigger the token NAME served at ADDRESS.  Prints \"NAME: triggered\"\n"
+     "or \"NAME: already triggered\".\n"
+     "\n"
+     "Exit status: 0 done (either way), 3 error, 64 usage.\n",
+     OPT_SECRET, cmd_trigger},
+    {"wait", "wait ADDRESS NAME [--timeout S] [--json] [OPTIONS]",
+     "Wait until the token NAME served at ADDRESS is triggered.  Prints\n"
+     "\"NAME: triggered by CAUSE (REASON)\".\n"
+     "\n"
+     "Options:\n"
+     "  --timeout S          give up after S seconds (default: never)\n"
+     "  --json               print one JSON object on standard output:\n"
+     "                       {\"name\", \"outcome\" (\"triggered\", \"timeout\",\n"
+     "                       \"owner-lost\"), \"reason\", \"detail\", \"cause\",\n"
+     "                       \"error\" (owner-lost only)}\n"
+     "\n"
+     "Exit status: 0 triggered, 1 timed out, 2 owner lost (the server went\n"
+     "away or shut down), 3 error, 64 usage.\n",
+     OPT_SECRET | OPT_TIMEOUT | OPT_JSON, cmd_wait},
+    {"status", "status ADDRESS [NAME] [--json] [OPTIONS]",
+     "Show every token served at ADDRESS (or only NAME), one line each:\n"
+     "NAME<tab>not-triggered, or NAME<tab>triggered<tab>REASON<tab>CAUSE.\n"
+     "Tabs, newlines, backslashes and other control characters in names\n"
+     "are written \\t, \\n, \\\\ and \\xHH.\n"
+     "\n"
+     "Options:\n"
+     "  --json               print one JSON object instead:\n"
+     "                       {\"tokens\": [{\"name\", \"triggered\", \"reason\",\n"
+     "                       \"detail\", \"cause\"}, ...]}\n"
+     "\n"
+     "Exit status: 0 success, 3 error, 64 usage.\n",
+     OPT_SECRET | OPT_JSON, cmd_status},
+    {"run", "run ADDRESS NAME [--grace S] -- CMD [ARGS...]",
+     "Run CMD; when the token NAME fires (or cancel-token gets SIGINT or\n"
+     "SIGTERM), send CMD SIGTERM, then SIGKILL after the grace period.\n"
+     "\n"
+     "Options:\n"
+     "  --grace S            seconds between SIGTERM and SIGKILL (default 5)\n"
+     "\n"
+     "Exit status: the command's (128+N for signal N), 125 for an error of\n"
+     "cancel-token itself or a token already triggered, 126/127 if CMD\n"
+     "cannot run, 64 usage.\n",
+     OPT_SECRET | OPT_GRACE | OPT_CMD, cmd_run},
+};
+#define N_SUBCMDS (sizeof subcmds / sizeof subcmds[0])
+
+static const struct subcmd *find_subcmd(const char *name) {
+  for (size_t i = 0; i < N_SUBCMDS; i++)
+    if (strcmp(subcmds[i].name, name) == 0)
+      return &subcmds[i];
+  return NULL;
+}
+
+static void print_global_help(FILE *f) {
+  fputs("usage: cancel-token COMMAND ADDRESS [ARGS...] [OPTIONS]\n"
+        "       cancel-token COMMAND --help | --help | --version\n"
+        "\n"
+        "Commands:\n",
+        f);
+  for (size_t i = 0; i < N_SUBCMDS; i++)
+    fprintf(f, "  %s\n", subcmds[i].synopsis);
+  fputs("\n", f);
+  fputs(common_help, f);
+  fputs("  --version            print the version and exit\n"
+        "\n"
+        "Exit status: 0 success (wait: triggered), 1 wait timed out, 2 owner\n"
+        "lost, 3 error, 64 usage.  run exits with the command's status (128+N\n"
+        "for signal N), 125 for its own errors, 126/127 if CMD cannot run.\n"
+        "'cancel-token COMMAND --help' describes one command.\n",
+        f);
+}
+
+static void print_subcmd_help(const struct subcmd *sc) {
+  printf("usage: cancel-token %s\n\n%s\n%s", sc->synopsis, sc->about,
+         common_help);
+}
+
+static void print_version(void) {
+  /* The header this was compiled with and the library actually loaded. */
+  printf("cancel-token %d.%d.%d (libcanceltoken %s)\n", CT_VERSION_MAJOR,
+         CT_VERSION_MINOR, CT_VERSION_PATCH, ct_version_string());
+}
+
+static int usage(const char *sub, const char *msg) {
   if (msg)
     fprintf(stderr, "%s: %s\n", prog, msg);
-  fprintf(stderr, "Try '%s --help'.\n", prog);
+  fprintf(stderr, "Try '%s %s%s--help'.\n", prog, sub ? sub : "",
+          sub ? " " : "");
   return EX_USAGEERR;
+}
+
+/* ---- output: escaped names ---- */
+
+/* A name in the plain, tab-separated output: one line, one field. */
+static void put_plain(FILE *f, const char *s) {
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (*p == '\\')
+      fputs("\\\\", f);
+    else if (*p == '\t')
+      fputs("\\t", f);
+    else if (*p == '\n')
+      fputs("\\n", f);
+    else if (*p == '\r')
+      fputs("\\r", f);
+    else if (*p < 0x20 || *p == 0x7f)
+      fprintf(f, "\\x%02x", *p);
+    else
+      fputc(*p, f);
+  }
+}
+
+/* A JSON string, quotes included (RFC 8259).  Names are valid UTF-8 (the
+ * library checks every name on both sides), so bytes >= 0x80 pass. */
+static void put_json(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    switch (*p) {
+    case '"': fputs("\\\"", f); break;
+    case '\\': fputs("\\\\", f); break;
+    case '\b': fputs("\\b", f); break;
+    case '\f': fputs("\\f", f); break;
+    case '\n': fputs("\\n", f); break;
+    case '\r': fputs("\\r", f); break;
+    case '\t': fputs("\\t", f); break;
+    default:
+      if (*p < 0x20 || *p == 0x7f)
+        fprintf(f, "\\u%04x", *p);
+      else
+        fputc(*p, f);
+    }
+  }
+  fputc('"', f);
 }
 
 /* ---- options ---- */
 
 struct opts {
+  const struct subcmd *sc;
   const char *secret_file;
   char secret[4096];
   size_t secret_len;
   double timeout, grace, connect_timeout;
-  bool has_timeout;
+  bool has_timeout, json;
   uid_t uids[64];
   size_t nuids;
   bool any_uid;
@@ -145,51 +307,83 @@ static int load_secret(struct opts *o) {
   return 0;
 }
 
-/* Returns -1 after printing --help (exit 0), 1 on a usage error. */
+/* Returns 0, -1 after printing --help (exit 0), 1 on a usage error
+ * (printed), 2 on an error loading the secret (printed). */
 static int parse(int argc, char **argv, struct opts *o) {
+  const struct subcmd *sc = o->sc;
+  const char *sub = sc->name;
   o->grace = 5;
   o->connect_timeout = 10;
   o->pos = calloc((size_t)argc + 1, sizeof *o->pos);
-  if (!o->pos)
-    return 1;
+  if (!o->pos) {
+    fprintf(stderr, "%s: out of memory\n", prog);
+    return 2;
+  }
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (strcmp(a, "--") == 0) {
+    unsigned need = 0;
+    if (strcmp(a, "--") == 0)
+      need = OPT_CMD;
+    else if (strcmp(a, "--secret-file") == 0 ||
+             strcmp(a, "--connect-timeout") == 0)
+      need = OPT_SECRET;
+    else if (strcmp(a, "--timeout") == 0)
+      need = OPT_TIMEOUT;
+    else if (strcmp(a, "--grace") == 0)
+      need = OPT_GRACE;
+    else if (strcmp(a, "--allow-uid") == 0 || strcmp(a, "--allow-any-uid") == 0)
+      need = OPT_UIDS;
+    else if (strcmp(a, "--json") == 0)
+      need = OPT_JSON;
+    if (need && !(sc->accepts & need)) {
+      fprintf(stderr, "%s: %s does not take %s\n", prog, sub, a);
+      return usage(sub, NULL), 1;
+    }
+    bool has_value = need && need != OPT_CMD && need != OPT_JSON &&
+                     strcmp(a, "--allow-any-uid") != 0;
+    if (has_value && !v) {
+      fprintf(stderr, "%s: %s needs a value\n", prog, a);
+      return usage(sub, NULL), 1;
+    }
+    if (need == OPT_CMD) {
       o->cmd = argv + i + 1;
       break;
     } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      fputs(usage_text, stdout);
+      print_subcmd_help(sc);
       return -1;
     } else if (strcmp(a, "--secret") == 0 || strncmp(a, "--secret=", 9) == 0) {
-      usage("--secret is not accepted: the command line is public; use "
-            "--secret-file FILE or CANCEL_TOKEN_SECRET");
+      usage(sub, "--secret is not accepted: the command line is public; use "
+                 "--secret-file FILE or CANCEL_TOKEN_SECRET");
       return 1;
-    } else if (strcmp(a, "--secret-file") == 0 && v) {
+    } else if (strcmp(a, "--secret-file") == 0) {
       o->secret_file = v, i++;
-    } else if (strcmp(a, "--timeout") == 0 && v) {
+    } else if (strcmp(a, "--timeout") == 0) {
       if (!parse_seconds(v, &o->timeout))
-        return usage("bad --timeout"), 1;
+        return usage(sub, "bad --timeout"), 1;
       o->has_timeout = true, i++;
-    } else if (strcmp(a, "--grace") == 0 && v) {
+    } else if (strcmp(a, "--grace") == 0) {
       if (!parse_seconds(v, &o->grace))
-        return usage("bad --grace"), 1;
+        return usage(sub, "bad --grace"), 1;
       i++;
-    } else if (strcmp(a, "--connect-timeout") == 0 && v) {
+    } else if (strcmp(a, "--connect-timeout") == 0) {
       if (!parse_seconds(v, &o->connect_timeout))
-        return usage("bad --connect-timeout"), 1;
+        return usage(sub, "bad --connect-timeout"), 1;
       i++;
-    } else if (strcmp(a, "--allow-uid") == 0 && v) {
+    } else if (strcmp(a, "--allow-uid") == 0) {
       char *end;
+      errno = 0;
       long u = strtol(v, &end, 10);
-      if (*end || u < 0 || o->nuids == 64)
-        return usage("bad --allow-uid"), 1;
+      if (errno || end == v || *end || u < 0 || o->nuids == 64)
+        return usage(sub, "bad --allow-uid"), 1;
       o->uids[o->nuids++] = (uid_t)u, i++;
     } else if (strcmp(a, "--allow-any-uid") == 0) {
       o->any_uid = true;
+    } else if (strcmp(a, "--json") == 0) {
+      o->json = true;
     } else if (a[0] == '-' && a[1] == '-') {
-      fprintf(stderr, "%s: unknown option or missing value: %s\n", prog, a);
-      return usage(NULL), 1;
+      fprintf(stderr, "%s: unknown option: %s\n", prog, a);
+      return usage(sub, NULL), 1;
     } else {
       o->pos[o->npos++] = argv[i];
     }
@@ -197,138 +391,251 @@ static int parse(int argc, char **argv, struct opts *o) {
   return load_secret(o) < 0 ? 2 : 0;
 }
 
-/* ---- client commands ---- */
+/* ---- the remote: the one place an address is looked at ---- */
 
-static int connect_client(const struct opts *o, const char *addr,
-                          ct_net_client **c) {
-  ct_net_client_options co = {.secret = o->secret_len ? o->secret : NULL,
-                              .secret_len = o->secret_len};
-  char err[256];
-  int r = ct_net_client_connect(c, addr, &co, err, sizeof err,
-                                ct_deadline_after(secs_ns(o->connect_timeout)));
-  if (r < 0)
+struct remote {
+  const ct_tool_backend *be;
+  void *conn;
+};
+
+/* The backend that serves ADDRESS.  zk:// addresses go to the ZooKeeper
+ * backend when it is compiled in; everything else to the token server. */
+static const ct_tool_backend *backend_for(const char *addr) {
+  if (strncmp(addr, "zk://", 5) == 0) {
+#ifdef CT_TOOL_HAVE_ZK
+    return &ct_tool_zk_backend;
+#else
+    fprintf(stderr,
+            "%s: %s: zk:// addresses need a build with the ZooKeeper "
+            "backend (libzookeeper-mt-dev, CT_WITH_ZK)\n",
+            prog, addr);
+    return NULL;
+#endif
+  }
+  return &ct_tool_net_backend;
+}
+
+static int remote_open(const struct opts *o, const char *addr,
+                       struct remote *rm) {
+  rm->conn = NULL;
+  rm->be = backend_for(addr);
+  if (!rm->be)
+    return -EINVAL;
+  char err[256] = "";
+  int r = rm->be->connect(&rm->conn, addr, o->secret_len ? o->secret : NULL,
+                          o->secret_len, err, sizeof err,
+                          ct_deadline_after(secs_ns(o->connect_timeout)));
+  if (r < 0) {
     fprintf(stderr, "%s: %s: %s\n", prog, addr, *err ? err : ct_strerror(r));
+    rm->conn = NULL;
+  }
   return r;
 }
 
-static int get_proxy(const struct opts *o, ct_net_client *c, const char *name,
-                     ct_token **p) {
-  int r = ct_net_client_get(c, p, name,
-                            ct_deadline_after(secs_ns(o->connect_timeout)));
-  if (r == -ENOENT)
-    fprintf(stderr, "%s: no token named '%s' is served there\n", prog, name);
-  else if (r < 0)
-    fprintf(stderr, "%s: %s: %s\n", prog, name, ct_strerror(r));
+static void remote_close(struct remote *rm) {
+  if (rm->conn)
+    rm->be->disconnect(rm->conn);
+  rm->conn = NULL;
+}
+
+static int remote_get(const struct opts *o, struct remote *rm,
+                      const char *name, ct_token **p) {
+  int r = rm->be->get(rm->conn, p, name,
+                      ct_deadline_after(secs_ns(o->connect_timeout)));
+  if (r < 0) {
+    fprintf(stderr, "%s: ", prog);
+    if (r == -ENOENT) {
+      fputs("no token named '", stderr);
+      put_plain(stderr, name);
+      fputs("' is served there\n", stderr);
+    } else {
+      put_plain(stderr, name);
+      fprintf(stderr, ": %s\n", ct_strerror(r));
+    }
+  }
   return r;
 }
+
+/* ---- client commands ---- */
 
 static int cmd_trigger(struct opts *o) {
   if (o->npos != 2)
-    return usage("trigger takes ADDRESS NAME");
-  ct_net_client *c;
+    return usage("trigger", "trigger takes ADDRESS NAME");
+  struct remote rm;
   ct_token *p;
-  if (connect_client(o, o->pos[0], &c) < 0)
+  if (remote_open(o, o->pos[0], &rm) < 0)
     return EX_ERROR;
   int rc = EX_ERROR;
-  if (get_proxy(o, c, o->pos[1], &p) == 0) {
-    int r = ct_net_client_trigger(
-        c, p, CT_REASON_TRIGGER, 0,
-        ct_deadline_after(secs_ns(o->connect_timeout)));
-    if (r < 0)
-      fprintf(stderr, "%s: trigger %s: %s\n", prog, o->pos[1], ct_strerror(r));
-    else {
-      printf("%s: %s\n", o->pos[1], r ? "triggered" : "already triggered");
+  if (remote_get(o, &rm, o->pos[1], &p) == 0) {
+    int r = rm.be->trigger(rm.conn, p,
+                           ct_deadline_after(secs_ns(o->connect_timeout)));
+    if (r < 0) {
+      fprintf(stderr, "%s: trigger ", prog);
+      put_plain(stderr, o->pos[1]);
+      fprintf(stderr, ": %s\n", ct_strerror(r));
+    } else {
+      put_plain(stdout, o->pos[1]);
+      printf(": %s\n", r ? "triggered" : "already triggered");
       rc = 0;
     }
     ct_token_unref(p);
   }
-  ct_net_client_free(c);
+  remote_close(&rm);
   return rc;
+}
+
+/* How a wait ended, for both outputs. */
+static bool lost_reason(ct_reason why) {
+  return why == CT_REASON_OWNER_LOST || why == CT_REASON_SHUTDOWN ||
+         why == CT_REASON_UNREACHABLE;
 }
 
 static int cmd_wait(struct opts *o) {
   if (o->npos != 2)
-    return usage("wait takes ADDRESS NAME");
+    return usage("wait", "wait takes ADDRESS NAME");
   int64_t deadline =
       o->has_timeout ? ct_deadline_after(secs_ns(o->timeout)) : CT_FOREVER;
-  ct_net_client *c;
+  struct remote rm;
   ct_token *p;
-  if (connect_client(o, o->pos[0], &c) < 0)
+  if (remote_open(o, o->pos[0], &rm) < 0)
     return EX_ERROR;
   int rc = EX_ERROR;
-  if (get_proxy(o, c, o->pos[1], &p) == 0) {
+  const char *name = o->pos[1];
+  if (remote_get(o, &rm, name, &p) == 0) {
     int r = ct_token_wait(p, deadline);
+    int detail = 0;
+    ct_reason why = r == 0 ? ct_token_reason(p, &detail) : CT_REASON_NONE;
+    const char *cause =
+        r == 0 ? ct_token_name(ct_token_triggered_token(p)) : "";
+    const char *outcome;
+    int lost_err = 0;
     if (r == -ETIMEDOUT) {
-      fprintf(stderr, "%s: %s: timed out\n", prog, o->pos[1]);
-      rc = EX_TIMEOUT;
+      outcome = "timeout", rc = EX_TIMEOUT;
+    } else if (r < 0) {
+      outcome = NULL; /* an error of the wait itself */
+      fprintf(stderr, "%s: wait: %s\n", prog, ct_strerror(r));
+    } else if (lost_reason(why)) {
+      outcome = "owner-lost", rc = EX_LOST;
+      lost_err = rm.be->error(rm.conn);
     } else {
-      int detail = 0;
-      ct_reason why = ct_token_reason(p, &detail);
-      if (why == CT_REASON_OWNER_LOST) {
-        fprintf(stderr, "%s: %s: owner lost (%s)\n", prog, o->pos[1],
-                ct_strerror(ct_net_client_error(c)));
-        rc = EX_LOST;
-      } else {
-        printf("%s: triggered by %s (%s)\n", o->pos[1],
-               ct_token_name(ct_token_triggered_token(p)), ct_reason_name(why));
-        rc = EX_TRIGGERED;
+      outcome = "triggered", rc = EX_TRIGGERED;
+    }
+    if (outcome && o->json) {
+      fputs("{\"name\": ", stdout);
+      put_json(stdout, name);
+      printf(", \"outcome\": \"%s\", \"reason\": \"%s\", \"detail\": %d, "
+             "\"cause\": ",
+             outcome, ct_reason_name(why), detail);
+      put_json(stdout, cause);
+      if (rc == EX_LOST) {
+        fputs(", \"error\": ", stdout);
+        put_json(stdout, lost_err ? ct_strerror(lost_err) : "");
       }
+      fputs("}\n", stdout);
+    } else if (rc == EX_TIMEOUT) {
+      fprintf(stderr, "%s: ", prog);
+      put_plain(stderr, name);
+      fputs(": timed out\n", stderr);
+    } else if (rc == EX_LOST) {
+      fprintf(stderr, "%s: ", prog);
+      put_plain(stderr, name);
+      if (why == CT_REASON_SHUTDOWN)
+        fputs(": owner lost (the server shut down)\n", stderr);
+      else
+        fprintf(stderr, ": owner lost (%s)\n",
+                lost_err ? ct_strerror(lost_err) : ct_reason_name(why));
+    } else if (rc == EX_TRIGGERED) {
+      put_plain(stdout, name);
+      fputs(": triggered by ", stdout);
+      put_plain(stdout, cause);
+      printf(" (%s)\n", ct_reason_name(why));
     }
     ct_token_unref(p);
   }
-  ct_net_client_free(c);
+  remote_close(&rm);
   return rc;
 }
 
+struct listing {
+  bool json;
+  int n;
+};
+
 static void print_info(void *arg, const ct_net_token_info *i) {
-  (void)arg;
-  if (i->triggered)
-    printf("%s\ttriggered\t%s\t%s\n", i->name, ct_reason_name(i->reason),
-           i->cause);
-  else
-    printf("%s\tnot-triggered\n", i->name);
+  struct listing *l = arg;
+  if (l->json) {
+    fputs(l->n ? ",\n  {\"name\": " : "\n  {\"name\": ", stdout);
+    put_json(stdout, i->name);
+    printf(", \"triggered\": %s, \"reason\": \"%s\", \"detail\": %d, "
+           "\"cause\": ",
+           i->triggered ? "true" : "false",
+           ct_reason_name(i->triggered ? i->reason : CT_REASON_NONE),
+           i->triggered ? i->detail : 0);
+    put_json(stdout, i->triggered ? i->cause : "");
+    fputs("}", stdout);
+  } else {
+    put_plain(stdout, i->name);
+    if (i->triggered) {
+      printf("\ttriggered\t%s\t", ct_reason_name(i->reason));
+      put_plain(stdout, i->cause);
+      fputs("\n", stdout);
+    } else {
+      fputs("\tnot-triggered\n", stdout);
+    }
+  }
+  l->n++;
 }
 
 static int cmd_status(struct opts *o) {
   if (o->npos != 1 && o->npos != 2)
-    return usage("status takes ADDRESS [NAME]");
-  ct_net_client *c;
-  if (connect_client(o, o->pos[0], &c) < 0)
+    return usage("status", "status takes ADDRESS [NAME]");
+  struct remote rm;
+  if (remote_open(o, o->pos[0], &rm) < 0)
     return EX_ERROR;
   int rc = EX_ERROR;
+  struct listing l = {.json = o->json};
   if (o->npos == 2) {
     ct_token *p;
-    if (get_proxy(o, c, o->pos[1], &p) == 0) {
+    if (remote_get(o, &rm, o->pos[1], &p) == 0) {
       bool trig = ct_token_triggered(p);
+      int detail = 0;
       ct_net_token_info i = {
           .name = o->pos[1], .triggered = trig,
-          .reason = ct_token_reason(p, NULL),
+          .reason = ct_token_reason(p, &detail), .detail = detail,
           .cause = trig ? ct_token_name(ct_token_triggered_token(p)) : ""};
-      print_info(NULL, &i);
+      if (o->json)
+        fputs("{\"tokens\": [", stdout);
+      print_info(&l, &i);
       ct_token_unref(p);
       rc = 0;
     }
   } else {
-    int n = ct_net_client_list(c, print_info, NULL,
-                               ct_deadline_after(secs_ns(o->connect_timeout)));
+    if (o->json)
+      fputs("{\"tokens\": [", stdout);
+    int n = rm.be->list(rm.conn, print_info, &l,
+                        ct_deadline_after(secs_ns(o->connect_timeout)));
     if (n < 0)
       fprintf(stderr, "%s: status: %s\n", prog, ct_strerror(n));
     else
       rc = 0;
   }
-  ct_net_client_free(c);
+  /* A started JSON document is always closed, even after an error, so a
+   * reader never sees half an object; the exit status tells the error. */
+  if (o->json && (rc == 0 || o->npos == 1))
+    fputs(l.n ? "\n]}\n" : "]}\n", stdout);
+  remote_close(&rm);
   return rc;
 }
 
 static int cmd_run(struct opts *o) {
   if (o->npos != 2 || !o->cmd || !o->cmd[0])
-    return usage("run takes ADDRESS NAME [--grace S] -- CMD [ARGS...]");
-  ct_net_client *c;
+    return usage("run", "run takes ADDRESS NAME [--grace S] -- CMD [ARGS...]");
+  struct remote rm;
   ct_token *p, *sig = NULL, *both = NULL;
-  if (connect_client(o, o->pos[0], &c) < 0)
+  if (remote_open(o, o->pos[0], &rm) < 0)
     return EX_RUN_ERROR;
-  if (get_proxy(o, c, o->pos[1], &p) < 0) {
-    ct_net_client_free(c);
+  if (remote_get(o, &rm, o->pos[1], &p) < 0) {
+    remote_close(&rm);
     return EX_RUN_ERROR;
   }
   /* SIGINT/SIGTERM to us stop the command the same way the token does. */
@@ -342,6 +649,7 @@ static int cmd_run(struct opts *o) {
   ct_signal_hook(SIGINT, sig, 0);
   ct_signal_hook(SIGTERM, sig, 0);
   ct_run_result res;
+  memset(&res, 0, sizeof res);
   int r = ct_run(both, o->cmd, secs_ns(o->grace), &res, CT_FOREVER);
   ct_signal_unhook(SIGINT);
   ct_signal_unhook(SIGTERM);
@@ -351,20 +659,24 @@ static int cmd_run(struct opts *o) {
   } else if (r < 0 && r != -ECANCELED) {
     fprintf(stderr, "%s: run: %s\n", prog, ct_strerror(r));
   } else if (res.outcome == CT_RUN_NOT_STARTED) {
-    fprintf(stderr, "%s: %s was already triggered; not started\n", prog,
-            o->pos[1]);
+    fprintf(stderr, "%s: ", prog);
+    put_plain(stderr, o->pos[1]);
+    fputs(" was already triggered; not started\n", stderr);
   } else {
-    if (r == -ECANCELED)
-      fprintf(stderr, "%s: %s fired (%s): %s the command\n", prog, o->pos[1],
+    if (r == -ECANCELED) {
+      fprintf(stderr, "%s: ", prog);
+      put_plain(stderr, o->pos[1]);
+      fprintf(stderr, " fired (%s): %s the command\n",
               ct_reason_name(ct_token_reason(both, NULL)),
               res.outcome == CT_RUN_KILLED ? "killed" : "terminated");
+    }
     rc = res.signo ? 128 + res.signo : res.exit_code;
   }
   ct_token_unref(both);
 out:
   ct_token_unref(sig);
   ct_token_unref(p);
-  ct_net_client_free(c);
+  remote_close(&rm);
   return rc;
 }
 
@@ -372,7 +684,15 @@ out:
 
 static int cmd_serve(struct opts *o) {
   if (o->npos < 2)
-    return usage("serve takes ADDRESS NAME...");
+    return usage("serve", "serve takes ADDRESS NAME...");
+  const ct_tool_backend *be = backend_for(o->pos[0]);
+  if (!be)
+    return EX_ERROR;
+  if (!be->serve_new) {
+    fprintf(stderr, "%s: %s: the %s backend cannot serve tokens\n", prog,
+            o->pos[0], be->name);
+    return EX_ERROR;
+  }
   /* Block the stop signals before any thread exists; sigwait them below. */
   sigset_t set;
   sigemptyset(&set);
@@ -380,17 +700,17 @@ static int cmd_serve(struct opts *o) {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
-  ct_net_server_options so = {.secret = o->secret_len ? o->secret : NULL,
-                              .secret_len = o->secret_len,
-                              .allowed_uids = o->uids,
-                              .n_allowed_uids = o->nuids,
-                              .allow_any_uid = o->any_uid};
-  ct_net_server *s;
-  int r = ct_net_server_new(&s, o->pos[0], &so);
+  ct_tool_serve_opts so = {.secret = o->secret_len ? o->secret : NULL,
+                           .secret_len = o->secret_len,
+                           .allowed_uids = o->uids,
+                           .n_allowed_uids = o->nuids,
+                           .allow_any_uid = o->any_uid};
+  void *s = NULL;
+  char err[256] = "";
+  int r = be->serve_new(&s, o->pos[0], &so, err, sizeof err);
   if (r < 0) {
     fprintf(stderr, "%s: cannot serve at %s: %s\n", prog, o->pos[0],
-            r == -EPERM ? "a non-loopback address needs a secret"
-                        : ct_strerror(r));
+            *err ? err : ct_strerror(r));
     return EX_ERROR;
   }
   int n = o->npos - 1, rc = 0;
@@ -398,25 +718,28 @@ static int cmd_serve(struct opts *o) {
   for (int i = 0; toks && i < n && rc == 0; i++) {
     const char *name = o->pos[1 + i];
     if ((r = ct_token_new(&toks[i], name)) < 0 ||
-        (r = ct_net_server_add(s, name, toks[i])) < 0) {
-      fprintf(stderr, "%s: token '%s': %s\n", prog, name,
-              r == -EEXIST ? "given twice" : ct_strerror(r));
+        (r = be->serve_add(s, name, toks[i])) < 0) {
+      fprintf(stderr, "%s: token '", prog);
+      put_plain(stderr, name);
+      fprintf(stderr, "': %s\n", r == -EEXIST ? "given twice" : ct_strerror(r));
       rc = EX_ERROR;
     }
   }
-  if (!toks || (rc == 0 && (r = ct_net_server_start(s)) < 0)) {
+  char addr[320] = "";
+  if (!toks) {
+    fprintf(stderr, "%s: out of memory\n", prog);
+    rc = EX_ERROR;
+  } else if (rc == 0 && (r = be->serve_start(s, addr, sizeof addr)) < 0) {
     fprintf(stderr, "%s: cannot start: %s\n", prog, ct_strerror(r));
     rc = EX_ERROR;
   }
   if (rc == 0) {
-    char addr[320];
-    ct_net_server_address(s, addr, sizeof addr);
     printf("listening on %s\n", addr);
     fflush(stdout);
     int signo;
     sigwait(&set, &signo);
   }
-  ct_net_server_free(s);
+  be->serve_free(s);
   for (int i = 0; toks && i < n; i++)
     ct_token_unref(toks[i]);
   free(toks);
@@ -426,38 +749,49 @@ static int cmd_serve(struct opts *o) {
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (argc < 2)
-    return usage("missing command");
+    return usage(NULL, "missing command");
   const char *cmd = argv[1];
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    print_global_help(stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
+    print_version();
+    return 0;
+  }
+  if (strcmp(cmd, "help") == 0) { /* "help" or "help COMMAND" */
+    const struct subcmd *sc = argc > 2 ? find_subcmd(argv[2]) : NULL;
+    if (argc > 2 && !sc) {
+      fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[2]);
+      return usage(NULL, NULL);
+    }
+    if (sc)
+      print_subcmd_help(sc);
+    else
+      print_global_help(stdout);
+    return 0;
+  }
+  const struct subcmd *sc = find_subcmd(cmd);
+  if (!sc) {
+    fprintf(stderr, "%s: unknown command '%s'\n", prog, cmd);
+    return usage(NULL, NULL);
+  }
   struct opts o;
   memset(&o, 0, sizeof o);
+  o.sc = sc;
   int pr = parse(argc - 2, argv + 2, &o);
   int rc;
-  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
-      strcmp(cmd, "help") == 0) {
-    fputs(usage_text, stdout);
-    rc = 0;
-  } else if (pr < 0) {
+  if (pr < 0)
     rc = 0; /* --help was printed */
-  } else if (pr == 1) {
+  else if (pr == 1)
     rc = EX_USAGEERR;
-  } else if (pr == 2) {
-    rc = strcmp(cmd, "run") == 0 ? EX_RUN_ERROR : EX_ERROR;
-  } else if (strcmp(cmd, "serve") == 0) {
-    rc = cmd_serve(&o);
-  } else if (strcmp(cmd, "trigger") == 0) {
-    rc = cmd_trigger(&o);
-  } else if (strcmp(cmd, "wait") == 0) {
-    rc = cmd_wait(&o);
-  } else if (strcmp(cmd, "status") == 0) {
-    rc = cmd_status(&o);
-  } else if (strcmp(cmd, "run") == 0) {
-    rc = cmd_run(&o);
-  } else {
-    fprintf(stderr, "%s: unknown command '%s'\n", prog, cmd);
-    rc = usage(NULL);
-  }
+  else if (pr == 2)
+    rc = sc->run == cmd_run ? EX_RUN_ERROR : EX_ERROR;
+  else
+    rc = sc->run(&o);
   /* do not leave the secret in memory longer than needed */
   memset(o.secret, 0, sizeof o.secret);
   free(o.pos);
+  fflush(stdout);
   return rc;
 }
