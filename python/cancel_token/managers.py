@@ -28,6 +28,7 @@ Design notes:
   tokens live here, and a child process could not share them.
 """
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -95,15 +96,29 @@ class CancelTokenProxy(CancelToken):
     done it; it can be chained with (``CancelToken('x').chain(proxy)``) but
     not from (``proxy.chain(x)`` raises NotImplementedError); it cannot be
     pickled.  Its name is the owner token's name, as in the reference (not
-    the name it is served under).  When the connection
-    is lost it is triggered (``triggered_token`` is then the proxy itself).
-    """
+    the name it is served under).  When the connection is lost it is
+    triggered (``triggered_token`` is then the proxy itself).
 
-    __slots__ = ()
+    Two ways to ask whether it is triggered, as in the reference's
+    cross-process branch:
+
+    - ``triggered`` is the local view: one atomic load, no round trip.  The
+      server pushes the owner's trigger to every proxy, so it becomes true
+      a moment (tens of microseconds on one machine) after the owner's
+      ``trigger()`` returns.  Use it in loops and hot paths, and
+      ``await proxy.wait()`` to be woken.
+    - ``check_triggered()`` is the owner's answer: one round trip to the
+      server.  If the owner's ``trigger()`` has returned, it returns True,
+      whichever process asks.  Use it where that ordering matters (a test,
+      a decision made once).
+    """
 
     def __new__(cls, *args, **kwargs):
         raise TypeError(
             "CancelTokenProxy objects are made by CancelTokenClient")
+
+    def __init__(self, *args, **kwargs):
+        pass  # made by the client, never by a call
 
     def trigger(self):
         """Trigger the owner's token; return once the server has done it."""
@@ -114,6 +129,44 @@ class CancelTokenProxy(CancelToken):
             CancelToken.trigger(self)
             return
         owner.trigger(self)
+
+    def check_triggered(self, timeout=None):
+        """Ask the owner: True if its token is triggered (one round trip,
+        or none if this proxy knows already).  When the connection is
+        lost the proxy is triggered (owner lost), and this says True."""
+        if self.triggered:
+            return True
+        owner = self._owner
+        if owner is not None and not owner.closed:
+            try:
+                # A GET of the same name is answered from the served
+                # token's state and applied to this proxy before it returns.
+                owner.get(self.__dict__["_served_as"], type(self), timeout)
+            except OSError:
+                if not self.triggered:  # not the loss of the connection
+                    raise
+        return self.triggered
+
+    def get_triggered_token(self, timeout=None):
+        """The token that fired (as the owner reports it), after asking the
+        owner with check_triggered(); None if it is not triggered."""
+        if not self.check_triggered(timeout):
+            return None
+        return self.triggered_token
+
+    def get_event_loop(self):
+        """The running event loop (a proxy is bound to none), as in the
+        reference's cross-process branch; outside a loop, the policy's
+        current loop."""
+        try:
+            return asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.get_event_loop_policy().get_event_loop()
+
+    @property
+    def loop(self):
+        """get_event_loop(), as in the reference's cross-process branch."""
+        return self.get_event_loop()
 
     def chain(self, token):
         raise NotImplementedError(
@@ -305,7 +358,9 @@ class BaseCancelTokenManager:
                 raise RuntimeError("not connected: call connect() first")
             self.connect()  # a manager started here talks to itself
             client = self._client
-        return client.get(name, proxytype, self._timeout)
+        proxy = client.get(name, proxytype, self._timeout)
+        proxy.__dict__.setdefault("_served_as", name)
+        return proxy
 
     def list_tokens(self):
         """[(name, triggered, cause name), ...] for every served token."""

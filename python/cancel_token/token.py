@@ -3,7 +3,10 @@
 
 Everything about the token itself -- triggering, chaining, which token
 fired, the message of OperationCancelled -- is done by the C core.  This
-module adds only the two coroutines, wait() and cancellable_wait().
+module adds waiting: the coroutines wait() and cancellable_wait(), and the
+token as an asynchronous context manager (``async with token:``), under
+asyncio; under trio (and anyio on either backend) the same three calls go
+to cancel_token._trio.
 
 Design notes:
 
@@ -30,12 +33,30 @@ Design notes:
 - Cleanup.  A waiter that leaves (cancelled) removes its future; the last
   one to leave closes the registration.  So an abandoned wait leaves no
   callback and no task behind.
+- Which library.  A coroutine of ours first asks for the running asyncio
+  loop of this thread (one C call); with none, it is running under trio
+  (directly, or as anyio's trio backend), and _trio does the waiting with
+  trio's own primitives.  anyio on asyncio is plain asyncio here.
+- cancellable_wait() decides as the reference v0.2.0 does: if the token is
+  triggered, an awaitable that had finished with an exception raises that
+  exception (the first such in argument order, where v0.2.0 takes them in
+  set order), and otherwise OperationCancelled is raised even if an
+  awaitable had finished with a value; if it is not triggered, the result
+  (value or exception) of the first finished awaitable in argument order.
+- Scopes.  ``async with token:`` cancels the task running the block when
+  the token is triggered (Task.cancel, as asyncio.timeout() does) and turns
+  that cancellation into OperationCancelled on the way out.  On 3.11+ it
+  counts cancellations with Task.uncancel(), so that nested scopes and an
+  outside cancel() are told apart; on 3.9 and 3.10, which lack it, a
+  cancel() from outside that arrives while the scope's own is pending is
+  reported as OperationCancelled.
 - Threads.  A _LoopWaiters is touched only on its loop's thread.  The
   per-token map from loop to _LoopWaiters is created by C in one step
   (CoreToken._waiter_map), so threads with different loops cannot race.
 """
 
 import asyncio
+import inspect
 import weakref
 
 from . import _core
@@ -149,15 +170,25 @@ class _LoopWaiters:
                 fut.set_result(None)
 
 
+def _mismatch(token, bound, loop):
+    return EventLoopMismatch(
+        f"{token!r} is bound to the event loop {bound!r}, not to the "
+        f"running loop {loop!r}")
+
+
 def _loop_for(token):
     """The running loop, checked against the loop the token is bound to."""
     loop = asyncio.get_running_loop()
-    bound = token.loop
+    bound = token._bound_loop
     if bound is not None and bound is not loop:
-        raise EventLoopMismatch(
-            f"{token!r} is bound to {bound!r}, not to the running loop "
-            f"{loop!r}")
+        raise _mismatch(token, bound, loop)
     return loop
+
+
+def _trio():
+    """cancel_token._trio, for a coroutine running under no asyncio loop."""
+    from . import _trio
+    return _trio
 
 
 def _watch(token, loop):
@@ -193,6 +224,84 @@ async def _cancel_and_wait(futures):
         raise error
 
 
+def _outcome(token, finished, done):
+    """What cancellable_wait() returns or raises once nothing is pending:
+    finished are the futures that had finished before the others were
+    cancelled, in argument order; done is asyncio.wait's set, or None if
+    the token was triggered before anything was awaited."""
+    if done is not None and not done:
+        raise asyncio.TimeoutError()
+    if token.triggered:
+        error = None
+        for f in finished:  # retrieve every exception: none is logged
+            e = f.exception()
+            if e is not None and error is None:
+                error = e
+        if error is not None:
+            raise error
+        raise OperationCancelled(token._cancel_message())
+    for f in finished:  # the first, in argument order, that finished
+        if f in done:
+            return f.result()
+    raise AssertionError("unreachable: asyncio.wait returned no future")
+
+
+class _Scope:
+    """``async with token:`` under asyncio (see the design notes)."""
+
+    __slots__ = ("token", "loop", "task", "registration", "cancelling")
+
+    def __init__(self, token):
+        self.token = token
+        self.cancelling = False
+        self.registration = None
+
+    async def __aenter__(self):
+        token = self.token
+        self.loop = _loop_for(token)
+        token.raise_if_triggered()
+        self.task = asyncio.current_task()
+        if self.task is None:
+            raise RuntimeError("async with token: needs a task")
+        self.registration = token._on_trigger(
+            self._triggered, _notifier_for(self.loop))
+        return token
+
+    def _triggered(self):
+        if asyncio._get_running_loop() is self.loop:
+            self._cancel()
+        else:
+            _call_soon_threadsafe(self.loop, self._cancel)
+
+    def _cancel(self):
+        if self.registration is not None and not self.cancelling:
+            self.cancelling = True
+            self.task.cancel(self.token._cancel_message())
+
+    async def __aexit__(self, exc_type, exc, tb):
+        registration, self.registration = self.registration, None
+        if registration is not None:
+            registration.close()
+        if not self.cancelling:
+            return False
+        uncancel = getattr(self.task, "uncancel", None)
+        mine = uncancel() == 0 if uncancel is not None else True
+        if mine and exc_type is not None and \
+                issubclass(exc_type, asyncio.CancelledError):
+            raise OperationCancelled(self.token._cancel_message()) from exc
+        return False
+
+
+def _task_key():
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop: trio
+        return _trio().current_task()
+    if task is None:
+        raise RuntimeError("async with token: needs a task")
+    return task
+
+
 class CancelToken(_core.CoreToken):
     """CancelToken(name, loop=None)
 
@@ -201,15 +310,25 @@ class CancelToken(_core.CoreToken):
     triggered; ``wait()`` waits for that.  ``loop`` optionally binds the
     token to one event loop, as in the reference: tokens bound to different
     loops cannot be chained, and a bound token cannot be waited for in
-    another loop (EventLoopMismatch).
+    another loop (EventLoopMismatch).  ``async with token:`` runs a block
+    that is cancelled, with OperationCancelled, when the token triggers.
+
+    Instances take attributes, and ``name`` may be set (a str), as in the
+    reference; subclasses may define ``__init__`` and ``__new__`` freely.
     """
 
-    __slots__ = ()
+    __signature__ = inspect.Signature([
+        inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("loop", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          default=None),
+    ])
 
     async def wait(self):
         """Return once the token is triggered (at once if it already is)."""
         if self.triggered:
             return
+        if asyncio._get_running_loop() is None:
+            return await _trio().wait(self)
         fut, record = _watch(self, _loop_for(self))
         try:
             await fut
@@ -222,10 +341,15 @@ class CancelToken(_core.CoreToken):
 
         Raises ``asyncio.TimeoutError`` if none has finished after
         ``timeout`` seconds, and ``OperationCancelled`` if the token is
-        triggered first.  Whatever happens -- including the cancellation of
-        the caller -- the awaitables still pending are cancelled, and waited
-        for, before this returns or raises.
+        triggered first.  If the token is triggered and an awaitable has
+        finished with an exception, that exception is raised (as the
+        reference v0.2.0 does).  Whatever happens -- including the
+        cancellation of the caller -- the awaitables still pending are
+        cancelled, and waited for, before this returns or raises.
         """
+        if asyncio._get_running_loop() is None:
+            return await _trio().cancellable_wait(
+                self, *awaitables, timeout=timeout)
         loop = _loop_for(self)
         futures = []
         try:
@@ -249,20 +373,32 @@ class CancelToken(_core.CoreToken):
                 raise
             record.discard(token_fut)
 
+        finished = [f for f in futures if f.done()]
         await _cancel_and_wait(futures)
-        if done is not None and not done:
-            raise asyncio.TimeoutError()
-        if self.triggered:
-            # We do not want their results, but retrieve their exceptions
-            # so that asyncio does not log them as never retrieved.
-            for f in futures:
-                if f.done() and not f.cancelled():
-                    f.exception()
-            raise OperationCancelled(self._cancel_message())
-        for f in futures:  # the first, in argument order, that finished
-            if f in done:
-                return f.result()
-        raise AssertionError("unreachable: asyncio.wait returned no future")
+        return _outcome(self, finished, done)
+
+    def scope(self):
+        """An asynchronous context manager: ``async with token.scope():``
+        is ``async with token:``; one object per use."""
+        if asyncio._get_running_loop() is None:
+            return _trio().Scope(self)
+        return _Scope(self)
+
+    async def __aenter__(self):
+        scope = self.scope()
+        await scope.__aenter__()
+        stacks = self.__dict__.setdefault("_scopes", {})
+        stacks.setdefault(_task_key(), []).append(scope)
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb):
+        stacks = self.__dict__["_scopes"]
+        key = _task_key()
+        stack = stacks[key]
+        scope = stack.pop()
+        if not stack:
+            del stacks[key]
+        return await scope.__aexit__(exc_type, exc, tb)
 
 
 _core._set_token_class(CancelToken)

@@ -2,15 +2,14 @@
  *
  * net.c -- cancel_token._core.Server and cancel_token._core.Client: the
  * token server and client of canceltoken_net.h for the Python package's
- * cross-process API (managers.py).  Included by _core.c when it is built
- * with CT_PY_NET; it shares that file's globals and helpers.
+ * cross-process API (managers.py).  Compiled only with CT_PY_NET.
  *
  * Design notes:
  *  - Every call that may block (bind and name resolution, connect and its
  *    handshake, a round trip, freeing a server or client, which joins its
  *    thread) runs with the GIL released.  The library's threads never call
  *    into Python: its log function is its own (stderr), and proxies are
- *    plain tokens whose triggers reach asyncio through the descriptor.
+ *    plain tokens whose triggers reach Python through notify.c.
  *  - Use after free.  While one thread is inside a blocking call with the
  *    GIL released, another could close() the same object.  Each object
  *    counts the calls in progress (`busy`, changed only with the GIL held);
@@ -21,8 +20,12 @@
  *    class it is given (CancelTokenProxy) whose `owner` is the Client, so a
  *    proxy keeps its connection open for trigger().  Getting a name twice
  *    gives the same C proxy, hence (through the data pointer) the same
- *    Python object.
+ *    Python object; and since a GET is answered from the served token's own
+ *    state, and the client applies a "triggered" answer to the proxy
+ *    before the call returns, a second get() is the authoritative round
+ *    trip behind CancelTokenProxy.check_triggered().
  */
+#include "ct_py.h"
 
 #include "canceltoken_net.h"
 
@@ -64,22 +67,24 @@ static PyObject *raise_net_error(int err, const char *detail) {
   return NULL;
 }
 
-/* A secret from None, bytes-like or str (UTF-8).  On success *buf holds a
- * buffer to release with PyBuffer_Release() when buf->obj is set. */
-static int secret_from(PyObject *secret, Py_buffer *buf) {
-  memset(buf, 0, sizeof *buf);
+/* A secret from None, bytes-like or str (UTF-8): a new bytes object in
+ * *out (NULL for None).  Returns 0, or -1 with an exception set.  (The
+ * buffer protocol is not in the 3.9 limited API; bytes() copies.) */
+static int secret_from(PyObject *secret, PyObject **out) {
+  *out = NULL;
   if (secret == NULL || secret == Py_None)
     return 0;
-  if (PyUnicode_Check(secret)) {
-    PyObject *b = PyUnicode_AsUTF8String(secret);
-    if (!b)
-      return -1;
-    int r = PyObject_GetBuffer(b, buf, PyBUF_SIMPLE);
-    Py_DECREF(b); /* the buffer holds its own reference */
-    return r;
-  }
-  return PyObject_GetBuffer(secret, buf, PyBUF_SIMPLE);
+  *out = PyUnicode_Check(secret) ? PyUnicode_AsUTF8String(secret)
+                                 : PyBytes_FromObject(secret);
+  return *out ? 0 : -1;
 }
+
+/* Point opts' secret fields at the bytes object b (or nothing). */
+#define SET_SECRET(opts, b)                                                   \
+  do {                                                                        \
+    (opts).secret = (b) ? PyBytes_AsString(b) : NULL;                         \
+    (opts).secret_len = (b) ? (size_t)PyBytes_Size(b) : 0;                    \
+  } while (0)
 
 /* ------------------------------------------------------------------------ */
 /* Server                                                                   */
@@ -92,7 +97,6 @@ typedef struct {
   char started;       /* start() succeeded */
 } ServerObject;
 
-static PyTypeObject ServerType;
 
 static ServerObject *server_usable(ServerObject *s) {
   if (s->closed || !s->srv) {
@@ -122,24 +126,23 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args,
   if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O:Server", kwlist, &address,
                                    &secret))
     return NULL;
-  Py_buffer sb;
+  PyObject *sb;
   if (secret_from(secret, &sb) < 0)
     return NULL;
-  ServerObject *s = (ServerObject *)type->tp_alloc(type, 0);
+  ServerObject *s = (ServerObject *)ct_type_alloc(type);
   if (!s) {
-    PyBuffer_Release(&sb);
+    Py_XDECREF(sb);
     return NULL;
   }
   ct_net_server_options opts;
   memset(&opts, 0, sizeof opts);
-  opts.secret = sb.buf;
-  opts.secret_len = sb.obj ? (size_t)sb.len : 0;
+  SET_SECRET(opts, sb);
   int r;
   ct_net_server *srv = NULL;
   Py_BEGIN_ALLOW_THREADS
   r = ct_net_server_new(&srv, address, &opts);
   Py_END_ALLOW_THREADS
-  PyBuffer_Release(&sb);
+  Py_XDECREF(sb);
   if (r < 0) {
     Py_DECREF(s);
     return raise_net_error(r, NULL);
@@ -151,17 +154,22 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args,
 static void server_dealloc(ServerObject *s) {
   s->closed = 1;
   server_release(s); /* busy is 0: a call in progress holds a reference */
-  Py_TYPE(s)->tp_free((PyObject *)s);
+  PyTypeObject *tp = Py_TYPE(s);
+  ct_type_free((PyObject *)s);
+  Py_DECREF(tp);
 }
 
 static PyObject *server_add(ServerObject *s, PyObject *args) {
   const char *name;
   PyObject *tok;
-  if (!PyArg_ParseTuple(args, "sO!:add", &name, &CoreTokenType, &tok))
+  if (!PyArg_ParseTuple(args, "sO!:add", &name, ct_CoreTokenType, &tok))
     return NULL;
   if (!server_usable(s))
     return NULL;
-  int r = ct_net_server_add(s->srv, name, ((CoreToken *)tok)->tok);
+  ct_token *t = ct_token_of((CoreToken *)tok);
+  if (!t)
+    return NULL;
+  int r = ct_net_server_add(s->srv, name, t);
   if (r < 0)
     return raise_net_error(r, NULL);
   Py_RETURN_NONE;
@@ -232,13 +240,14 @@ static PyObject *server_get_closed(ServerObject *s, void *closure) {
 
 static PyMethodDef server_methods[] = {
     {"add", (PyCFunction)server_add, METH_VARARGS,
-     "add(name, token): serve token under name."},
+     "add($self, name, token, /)\n--\n\nServe token under name."},
     {"start", (PyCFunction)server_start, METH_NOARGS,
-     "Serve on a thread of the library's own."},
+     "start($self, /)\n--\n\nServe on a thread of the library's own."},
     {"stop", (PyCFunction)server_stop, METH_NOARGS,
-     "Ask the server to stop (returns at once)."},
+     "stop($self, /)\n--\n\nAsk the server to stop (returns at once)."},
     {"close", (PyCFunction)server_close, METH_NOARGS,
-     "Stop, close every connection and the socket; idempotent."},
+     "close($self, /)\n--\n\nStop, close every connection and the socket; "
+     "idempotent."},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef server_getset[] = {
@@ -248,18 +257,21 @@ static PyGetSetDef server_getset[] = {
     {"closed", (getter)server_get_closed, NULL, "close() was called.", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
-static PyTypeObject ServerType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "cancel_token._core.Server",
-    .tp_basicsize = sizeof(ServerObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Server(address, secret=None)\n--\n\n"
-              "A token server (ct_net_server): bound and listening once "
-              "created.",
-    .tp_new = server_new,
-    .tp_dealloc = (destructor)server_dealloc,
-    .tp_methods = server_methods,
-    .tp_getset = server_getset,
+static PyType_Slot server_slots[] = {
+    {Py_tp_doc, "Server(address, secret=None)\n--\n\n"
+                "A token server (ct_net_server): bound and listening once "
+                "created."},
+    {Py_tp_new, server_new},
+    {Py_tp_dealloc, server_dealloc},
+    {Py_tp_methods, server_methods},
+    {Py_tp_getset, server_getset},
+    {0, NULL}};
+
+static PyType_Spec server_spec = {
+    .name = "cancel_token._core.Server",
+    .basicsize = sizeof(ServerObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = server_slots,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -272,7 +284,6 @@ typedef struct {
   char closed;
 } ClientObject;
 
-static PyTypeObject ClientType;
 
 static void client_release(ClientObject *c) {
   if (!c->closed || c->busy > 0 || !c->c)
@@ -312,25 +323,24 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args,
   int64_t deadline;
   if (deadline_from(timeout, &deadline) < 0)
     return NULL;
-  Py_buffer sb;
+  PyObject *sb;
   if (secret_from(secret, &sb) < 0)
     return NULL;
-  ClientObject *c = (ClientObject *)type->tp_alloc(type, 0);
+  ClientObject *c = (ClientObject *)ct_type_alloc(type);
   if (!c) {
-    PyBuffer_Release(&sb);
+    Py_XDECREF(sb);
     return NULL;
   }
   ct_net_client_options opts;
   memset(&opts, 0, sizeof opts);
-  opts.secret = sb.buf;
-  opts.secret_len = sb.obj ? (size_t)sb.len : 0;
+  SET_SECRET(opts, sb);
   char err[256] = "";
   ct_net_client *cl = NULL;
   int r;
   Py_BEGIN_ALLOW_THREADS
   r = ct_net_client_connect(&cl, address, &opts, err, sizeof err, deadline);
   Py_END_ALLOW_THREADS
-  PyBuffer_Release(&sb);
+  Py_XDECREF(sb);
   if (r < 0) {
     Py_DECREF(c);
     return raise_net_error(r, err);
@@ -342,7 +352,9 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args,
 static void client_dealloc(ClientObject *c) {
   c->closed = 1;
   client_release(c);
-  Py_TYPE(c)->tp_free((PyObject *)c);
+  PyTypeObject *tp = Py_TYPE(c);
+  ct_type_free((PyObject *)c);
+  Py_DECREF(tp);
 }
 
 /* get(name, cls, timeout=None): the proxy of the token served under name,
@@ -355,7 +367,7 @@ static PyObject *client_get(ClientObject *c, PyObject *args, PyObject *kwds) {
                                    &cls, &timeout))
     return NULL;
   if (!PyType_Check(cls) ||
-      !PyType_IsSubtype((PyTypeObject *)cls, &CoreTokenType)) {
+      !PyType_IsSubtype((PyTypeObject *)cls, ct_CoreTokenType)) {
     PyErr_SetString(PyExc_TypeError, "cls must be a CoreToken subclass");
     return NULL;
   }
@@ -378,8 +390,8 @@ static PyObject *client_get(ClientObject *c, PyObject *args, PyObject *kwds) {
   CoreToken *o = ct_token_data(proxy);
   if (o) {
     Py_INCREF(o);
-  } else if ((o = token_wrap((PyTypeObject *)cls, proxy)) != NULL) {
-    o->owner = Py_NewRef((PyObject *)c);
+  } else if ((o = ct_token_wrap((PyTypeObject *)cls, proxy)) != NULL) {
+    o->owner = ct_newref((PyObject *)c);
   }
   ct_token_unref(proxy); /* the object holds its own reference */
   return (PyObject *)o;
@@ -392,12 +404,17 @@ static PyObject *client_trigger(ClientObject *c, PyObject *args,
   static char *kwlist[] = {"proxy", "timeout", NULL};
   PyObject *proxy, *timeout = NULL;
   if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|O:trigger", kwlist,
-                                   &CoreTokenType, &proxy, &timeout))
+                                   ct_CoreTokenType, &proxy, &timeout))
     return NULL;
   int64_t deadline;
   if (deadline_from(timeout, &deadline) < 0 || client_enter(c) < 0)
     return NULL;
-  ct_token *t = ct_token_ref(((CoreToken *)proxy)->tok);
+  ct_token *t0 = ct_token_of((CoreToken *)proxy);
+  if (!t0) {
+    client_leave(c);
+    return NULL;
+  }
+  ct_token *t = ct_token_ref(t0);
   int r;
   Py_BEGIN_ALLOW_THREADS
   r = ct_net_client_trigger(c->c, t, CT_REASON_TRIGGER, 0, deadline);
@@ -480,14 +497,18 @@ static PyObject *client_get_closed(ClientObject *c, void *closure) {
 static PyMethodDef client_methods[] = {
     {"get", (PyCFunction)(void (*)(void))client_get,
      METH_VARARGS | METH_KEYWORDS,
-     "get(name, cls, timeout=None): the proxy of a served token."},
+     "get($self, /, name, cls, timeout=None)\n--\n\n"
+     "The proxy of a served token; a round trip (also for a name got "
+     "before)."},
     {"trigger", (PyCFunction)(void (*)(void))client_trigger,
      METH_VARARGS | METH_KEYWORDS,
-     "trigger(proxy, timeout=None): trigger the owner's token; True if "
-     "this call did."},
+     "trigger($self, /, proxy, timeout=None)\n--\n\n"
+     "Trigger the owner's token; True if this call did."},
     {"list", (PyCFunction)client_list, METH_VARARGS,
-     "list(timeout=None): [(name, triggered, cause), ...] served."},
+     "list($self, timeout=None, /)\n--\n\n"
+     "[(name, triggered, cause), ...] served."},
     {"close", (PyCFunction)client_close, METH_NOARGS,
+     "close($self, /)\n--\n\n"
      "Close the connection (proxies are triggered: owner lost)."},
     {NULL, NULL, 0, NULL}};
 
@@ -497,28 +518,30 @@ static PyGetSetDef client_getset[] = {
     {"closed", (getter)client_get_closed, NULL, "close() was called.", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
-static PyTypeObject ClientType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "cancel_token._core.Client",
-    .tp_basicsize = sizeof(ClientObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Client(address, secret=None, timeout=None)\n--\n\n"
-              "A connection to a token server (ct_net_client).",
-    .tp_new = client_new,
-    .tp_dealloc = (destructor)client_dealloc,
-    .tp_methods = client_methods,
-    .tp_getset = client_getset,
+static PyType_Slot client_slots[] = {
+    {Py_tp_doc, "Client(address, secret=None, timeout=None)\n--\n\n"
+                "A connection to a token server (ct_net_client)."},
+    {Py_tp_new, client_new},
+    {Py_tp_dealloc, client_dealloc},
+    {Py_tp_methods, client_methods},
+    {Py_tp_getset, client_getset},
+    {0, NULL}};
+
+static PyType_Spec client_spec = {
+    .name = "cancel_token._core.Client",
+    .basicsize = sizeof(ClientObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = client_slots,
 };
 
-static int net_types_ready(void) {
-  if (PyType_Ready(&ServerType) < 0 || PyType_Ready(&ClientType) < 0)
+int ct_net_add_to_module(PyObject *m) {
+  static PyObject *server_type, *client_type; /* made once per process */
+  if (!server_type && !(server_type = PyType_FromSpec(&server_spec)))
     return -1;
-  return 0;
-}
-
-static int net_add_to_module(PyObject *m) {
-  if (PyModule_AddObjectRef(m, "Server", (PyObject *)&ServerType) < 0 ||
-      PyModule_AddObjectRef(m, "Client", (PyObject *)&ClientType) < 0 ||
+  if (!client_type && !(client_type = PyType_FromSpec(&client_spec)))
+    return -1;
+  if (ct_module_add(m, "Server", server_type) < 0 ||
+      ct_module_add(m, "Client", client_type) < 0 ||
       PyModule_AddIntConstant(m, "NET_NAME_MAX", CT_NET_NAME_MAX) < 0)
     return -1;
   return 0;

@@ -87,7 +87,7 @@ def test_exception_hierarchy():
     assert issubclass(OperationCancelled, BaseCancelTokenException)
     assert issubclass(EventLoopMismatch, BaseCancelTokenException)
     assert not issubclass(OperationCancelled, EventLoopMismatch)
-    assert OperationCancelled.__module__ == 'cancel_token'
+    assert OperationCancelled.__module__ == 'cancel_token.exceptions'
     assert cancel_token.OperationCancelled is OperationCancelled
 
 
@@ -216,14 +216,14 @@ def test_cannot_pickle():
         copy.copy(token)
 
 
-def test_subclass_with_attributes():
+def test_subclass_with_new_and_init():
     class Tagged(CancelToken):
-        def __init__(self, name, tag):
-            super().__init__()
-            self.tag = tag
-
         def __new__(cls, name, tag):
             return super().__new__(cls, name)
+
+        def __init__(self, name, tag):
+            super().__init__(name)
+            self.tag = tag
 
     t = Tagged('x', tag=7)
     assert t.tag == 7 and t.name == 'x'

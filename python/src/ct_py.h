@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * ct_py.h -- the one internal header of cancel_token._core: what the files
+ * of python/src/ share (the CoreToken layout, the module's types and
+ * exceptions, small helpers).  Nothing outside python/src/ includes it.
+ *
+ * Design notes:
+ *
+ *  The stable ABI.  Every file is compiled against the limited API of
+ *  CPython 3.9 (Py_LIMITED_API below, set here so that no file can forget
+ *  it), so one build, cancel_token/_core.abi3.so, loads into every CPython
+ *  from 3.9 on, including versions released after it was built.  That rules
+ *  out static type objects (the types are heap types made from specs), the
+ *  private _Py* functions, direct struct access (PyTypeObject is opaque)
+ *  and a few newer conveniences (Py_NewRef, PyModule_AddObjectRef,
+ *  PyObject_GetBuffer before 3.11), for which ct_newref() and friends stand
+ *  in.  The free-threaded build of CPython (3.13t) cannot load abi3 modules
+ *  at all; see docs/python.md.
+ *
+ *  Which file holds what:
+ *    module.c   the module: init, exceptions, module-level functions,
+ *               interpreter-shutdown flag;
+ *    token.c    the CoreToken type (everything a token is and does);
+ *    names.c    names the C core cannot hold exactly (stand-ins);
+ *    notify.c   trigger callbacks into Python: Registration, Notifier;
+ *    net.c      Server and Client over canceltoken_net.h (CT_PY_NET only).
+ *  Dependencies go one way: module.c -> token.c -> names.c; notify.c and
+ *  net.c use token.c's helpers; nothing uses module.c but through the
+ *  globals declared here, which module.c sets once at import.
+ */
+#ifndef CT_PY_H
+#define CT_PY_H
+
+#ifndef Py_LIMITED_API
+#define Py_LIMITED_API 0x03090000
+#endif
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+#include <stdbool.h>
+
+#include "canceltoken.h"
+
+/* ------------------------------------------------------------------------ */
+/* Helpers the 3.9 limited API lacks.                                       */
+
+static inline PyObject *ct_newref(PyObject *o) {
+  Py_INCREF(o);
+  return o;
+}
+static inline PyObject *ct_xnewref(PyObject *o) {
+  Py_XINCREF(o);
+  return o;
+}
+#ifndef Py_XSETREF /* cpython/object.h: not in the limited API */
+#define Py_XSETREF(dst, src)                                                  \
+  do {                                                                        \
+    PyObject *_ct_old = (PyObject *)(dst);                                    \
+    (dst) = (src);                                                            \
+    Py_XDECREF(_ct_old);                                                      \
+  } while (0)
+#endif
+/* PyModule_AddObjectRef (3.10): add o without stealing a reference. */
+int ct_module_add(PyObject *m, const char *name, PyObject *o);
+/* The tp_free / tp_alloc slots of a heap type. */
+void ct_type_free(PyObject *self);
+PyObject *ct_type_alloc(PyTypeObject *type);
+
+/* ------------------------------------------------------------------------ */
+/* Module state: set once by PyInit__core (module.c), read-only afterwards. */
+
+extern PyObject *ct_BaseError;          /* BaseCancelTokenException */
+extern PyObject *ct_OperationCancelled; /* subclass of ct_BaseError */
+extern PyObject *ct_EventLoopMismatch;  /* subclass of ct_BaseError */
+extern PyTypeObject *ct_CoreTokenType;
+extern PyTypeObject *ct_RegistrationType;
+extern PyTypeObject *ct_NotifierType;
+/* The class of tokens made by C code (chains, wrappers): the Python
+ * cancel_token.CancelToken once token.py has called _set_token_class(),
+ * ct_CoreTokenType before.  Owned; changed only with the GIL held. */
+extern PyTypeObject *ct_token_class;
+
+/* Raise the Python exception for a negative errno from the core.
+ * Returns NULL. */
+PyObject *ct_raise_error(int err);
+
+/* ------------------------------------------------------------------------ */
+/* CoreToken (token.c)                                                      */
+
+typedef struct {
+  PyObject_HEAD
+  ct_token *tok;      /* owned reference on the C token; NULL only between
+                         tp_new and tp_init (then every use raises) */
+  PyObject *name;     /* str or NULL: cached name (authoritative if own_name) */
+  PyObject *parents;  /* tuple of CoreToken or NULL: keeps ancestors' objects */
+  PyObject *loop;     /* the loop the token is bound to, or Py_None */
+  PyObject *waiters;  /* token.py's per-loop waiter state (a dict) or NULL */
+  PyObject *owner;    /* proxies: the Client that serves trigger(); or NULL */
+  PyObject *weakrefs; /* weak reference list */
+  char own_name;      /* name differs from the C token's: compose in Python */
+} CoreToken;
+
+#define CoreToken_Check(o) PyObject_TypeCheck((o), ct_CoreTokenType)
+
+PyTypeObject *ct_token_type_create(void);
+/* A new object of `type` wrapping C token t (borrowed; the object takes a
+ * reference of its own), registered as t's Python object.  New reference,
+ * or NULL with an exception set. */
+CoreToken *ct_token_wrap(PyTypeObject *type, ct_token *t);
+/* The C token of a CoreToken (borrowed), or NULL with RuntimeError set if
+ * its __init__ never ran. */
+ct_token *ct_token_of(CoreToken *o);
+
+/* names.c: a readable stand-in (bytes, NUL-terminated, at most
+ * CT_NAME_MAX bytes) for a name the core cannot hold exactly.  New
+ * reference or NULL with an exception set. */
+PyObject *ct_standin_name(PyObject *name);
+/* The name as the C core can hold it exactly (a new bytes object), or
+ * NULL *without* an exception when it cannot (then use the stand-in);
+ * NULL with an exception only on memory errors. */
+PyObject *ct_exact_name(PyObject *name);
+
+/* ------------------------------------------------------------------------ */
+/* notify.c                                                                 */
+
+/* Bumped around the core calls that this thread makes holding the GIL and
+ * that may run trigger callbacks (trigger, callback registration): a
+ * callback that finds it non-zero knows its thread holds the GIL.  Thread
+ * local, so no ordering is involved. */
+extern _Thread_local int ct_py_gil_marked;
+/* Set (by the atexit hook) once the interpreter starts shutting down:
+ * foreign threads stop taking the GIL. */
+void ct_py_set_finalizing(void);
+PyTypeObject *ct_registration_type_create(void);
+PyTypeObject *ct_notifier_type_create(void);
+PyObject *ct_token_on_trigger(CoreToken *self, PyObject *args,
+                              PyObject *kwds);
+extern const char ct_on_trigger_doc[];
+
+/* ------------------------------------------------------------------------ */
+/* net.c                                                                    */
+#ifdef CT_PY_NET
+int ct_net_add_to_module(PyObject *m);
+#endif
+
+#endif /* CT_PY_H */

@@ -1,0 +1,541 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * token.c -- the CoreToken type of cancel_token._core: a Python object
+ * wrapping one libcanceltoken token, the base of cancel_token.CancelToken.
+ * Every piece of token logic -- triggering, chaining, "which token fired",
+ * the pollable descriptor -- runs in the C core; this file only maps it to
+ * Python objects.
+ *
+ * Design notes:
+ *
+ *  Ownership.  A CoreToken owns exactly one reference on its C token
+ *  (`tok`), taken in tp_init (or when C code wraps a token) and dropped in
+ *  tp_dealloc.  `tok` is NULL only between tp_new and tp_init: arguments
+ *  are parsed in tp_init, so that a subclass may define __init__ with a
+ *  signature of its own and call super().__init__(name) as for any Python
+ *  class; every operation on an object whose __init__ never ran raises
+ *  RuntimeError (ct_token_of()).  Every PyObject* field is an owned
+ *  (strong) reference or NULL.
+ *
+ *  C token -> Python object.  ct_token_set_data(tok, self) stores a
+ *  BORROWED pointer to the Python object that wraps `tok`.  Invariant: the
+ *  pointer is either NULL or points to a live CoreToken whose `tok` is that
+ *  token.  It is set when the object gets its token and cleared in
+ *  tp_dealloc (before anything else is released), both with the GIL held,
+ *  and it is only read with the GIL held; so it can never dangle.  At most
+ *  one object wraps a given C token at a time: a C token reached without a
+ *  wrapper (one created by C code, e.g. the net client's stand-in for a
+ *  remote cause) gets a fresh wrapper of ct_token_class on demand.
+ *
+ *  Why triggered_token returns the very object that was triggered.  The
+ *  cause of a trigger is the token itself or one of its ancestors.  A chain
+ *  object keeps its parents' Python objects alive through `parents` (a
+ *  tuple), so an ancestor's Python object lives as long as any descendant's
+ *  does, and ct_token_data(cause) finds it.  The cause is the token that
+ *  fired FIRST (the core records it when the trigger propagates), not the
+ *  first parent in chain order that happens to be triggered when asked.
+ *
+ *  Deep chains.  The C core walks chains with work lists, never recursion.
+ *  Freeing a 100,000-deep chain frees a nested structure of objects and
+ *  tuples; tuples (and Python subclasses) deallocate through CPython's
+ *  trashcan, which bounds the C recursion, so this type needs none of its
+ *  own (the limited API has no Py_TRASHCAN_BEGIN).
+ *
+ *  The GIL.  Token operations that cannot block (check, trigger, chain,
+ *  unref) run with the GIL held: they are short, and the core runs
+ *  callbacks with none of its locks held, so no lock of the core is ever
+ *  held while a thread waits for the GIL.  trigger() marks its thread
+ *  (ct_py_gil_marked, notify.c) so that callbacks it runs know they may
+ *  call Python directly.
+ *
+ *  Names.  A name the core can hold exactly (ct_exact_name) is given to it
+ *  and the object caches the str.  Any other name, and any name set after
+ *  creation (`name` is writable, as the reference's plain attribute is), is
+ *  kept by the object as the authoritative Python name (`own_name`); the C
+ *  token keeps the name it was created with (or a stand-in, names.c), which
+ *  is what C code and other processes see.  Chains of such tokens compose
+ *  their name in Python, eagerly, at chain() time, as the reference does.
+ */
+#include "ct_py.h"
+
+#include <string.h>
+
+ct_token *ct_token_of(CoreToken *o) {
+  if (o->tok)
+    return o->tok;
+  PyErr_SetString(PyExc_RuntimeError,
+                  "CancelToken.__init__() was not called on this object");
+  return NULL;
+}
+
+/* The loop a token is bound to (borrowed): Py_None if unbound, or once
+ * the GC has cleared the object. */
+static inline PyObject *token_loop(CoreToken *o) {
+  return o->loop ? o->loop : Py_None;
+}
+
+/* Give an object without a token its C token t (borrowed). */
+static int token_attach(CoreToken *o, ct_token *t) {
+  int r = ct_token_set_data(t, o);
+  if (r < 0) {
+    ct_raise_error(r);
+    return -1;
+  }
+  o->tok = ct_token_ref(t);
+  return 0;
+}
+
+CoreToken *ct_token_wrap(PyTypeObject *type, ct_token *t) {
+  CoreToken *o = (CoreToken *)ct_type_alloc(type);
+  if (!o)
+    return NULL;
+  o->loop = ct_newref(Py_None);
+  if (token_attach(o, t) < 0) {
+    Py_DECREF(o);
+    return NULL;
+  }
+  return o;
+}
+
+/* The Python object of C token t (borrowed): the existing wrapper if there
+ * is one, else a new one of ct_token_class.  Returns a new reference. */
+static PyObject *token_object(ct_token *t) {
+  CoreToken *o = ct_token_data(t);
+  if (o) {
+    assert(o->tok == t);
+    return ct_newref((PyObject *)o);
+  }
+  return (PyObject *)ct_token_wrap(ct_token_class, t);
+}
+
+/* tp_new: an object without a token yet; arguments are tp_init's. */
+static PyObject *token_new(PyTypeObject *type, PyObject *args,
+                           PyObject *kwds) {
+  (void)args;
+  (void)kwds;
+  CoreToken *o = (CoreToken *)ct_type_alloc(type);
+  if (o)
+    o->loop = ct_newref(Py_None);
+  return (PyObject *)o;
+}
+
+/* tp_init: CancelToken(name, loop=None). */
+static int token_init(CoreToken *self, PyObject *args, PyObject *kwds) {
+  static char *kwlist[] = {"name", "loop", NULL};
+  PyObject *name, *loop = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|O:CancelToken", kwlist,
+                                   &name, &loop))
+    return -1;
+  if (self->tok) {
+    PyErr_SetString(PyExc_RuntimeError,
+                    "CancelToken.__init__() called twice: a token's C "
+                    "token is made once");
+    return -1;
+  }
+  PyObject *cname = ct_exact_name(name);
+  bool exact = cname != NULL;
+  if (!exact) {
+    if (PyErr_Occurred())
+      return -1;
+    if (!(cname = ct_standin_name(name)))
+      return -1;
+  }
+  ct_token *t;
+  int r = ct_token_new(&t, PyBytes_AsString(cname));
+  Py_DECREF(cname);
+  if (r < 0) {
+    ct_raise_error(r);
+    return -1;
+  }
+  r = token_attach(self, t);
+  ct_token_unref(t); /* the object holds its own reference */
+  if (r < 0)
+    return -1;
+  Py_XSETREF(self->name, ct_newref(name));
+  self->own_name = !exact;
+  Py_XSETREF(self->loop, ct_newref(loop));
+  return 0;
+}
+
+static int token_traverse(CoreToken *self, visitproc visit, void *arg) {
+  Py_VISIT(Py_TYPE(self)); /* heap types: instances own their type */
+  Py_VISIT(self->parents);
+  Py_VISIT(self->loop);
+  Py_VISIT(self->waiters);
+  Py_VISIT(self->owner);
+  return 0;
+}
+
+/* Break reference cycles (the waiter state refers back to the token).  The
+ * C token and the data pointer stay until dealloc, so a triggered_token
+ * lookup on a half-cleared object still finds live objects. */
+static int token_clear(CoreToken *self) {
+  Py_CLEAR(self->parents);
+  Py_CLEAR(self->waiters);
+  Py_CLEAR(self->owner);
+  Py_CLEAR(self->loop);
+  return 0;
+}
+
+static void token_dealloc(CoreToken *self) {
+  PyTypeObject *tp = Py_TYPE(self);
+  PyObject_GC_UnTrack(self);
+  /* First unpublish ourselves, so no lookup can reach a dying object. */
+  if (self->tok && ct_token_data(self->tok) == self)
+    ct_token_set_data(self->tok, NULL);
+  if (self->weakrefs)
+    PyObject_ClearWeakRefs((PyObject *)self);
+  token_clear(self);
+  Py_CLEAR(self->name);
+  ct_token_unref(self->tok); /* NULL-safe; never recurses in C */
+  self->tok = NULL;
+  ct_type_free((PyObject *)self);
+  Py_DECREF(tp);
+}
+
+/* The name, as a new reference. */
+static PyObject *token_get_name(CoreToken *self, void *closure) {
+  (void)closure;
+  if (self->name)
+    return ct_newref(self->name);
+  ct_token *t = ct_token_of(self);
+  if (!t)
+    return NULL;
+  const char *nm = ct_token_name(t);
+  if (!nm)
+    return PyErr_NoMemory();
+  self->name = PyUnicode_DecodeUTF8(nm, (Py_ssize_t)strlen(nm), "replace");
+  return ct_xnewref(self->name);
+}
+
+static int token_set_name(CoreToken *self, PyObject *value, void *closure) {
+  (void)closure;
+  if (value == NULL) {
+    PyErr_SetString(PyExc_TypeError, "a token's name cannot be deleted");
+    return -1;
+  }
+  if (!PyUnicode_Check(value)) {
+    PyErr_SetString(PyExc_TypeError, "a token's name must be a str");
+    return -1;
+  }
+  Py_XSETREF(self->name, ct_newref(value));
+  self->own_name = 1;
+  return 0;
+}
+
+static PyObject *token_str(CoreToken *self) {
+  return token_get_name(self, NULL);
+}
+
+static PyObject *token_repr(CoreToken *self) {
+  if (!self->tok && !self->name)
+    return PyUnicode_FromString("<CancelToken: (not initialised)>");
+  PyObject *name = token_get_name(self, NULL);
+  if (!name)
+    return NULL;
+  PyObject *r = PyUnicode_FromFormat("<CancelToken: %U>", name);
+  Py_DECREF(name);
+  return r;
+}
+
+static PyObject *token_get_triggered(CoreToken *self, void *closure) {
+  (void)closure;
+  ct_token *t = ct_token_of(self);
+  if (!t)
+    return NULL;
+  return PyBool_FromLong(ct_token_triggered(t));
+}
+
+static PyObject *token_get_triggered_token(CoreToken *self, void *closure) {
+  (void)closure;
+  ct_token *t = ct_token_of(self);
+  if (!t)
+    return NULL;
+  ct_token *cause = ct_token_triggered_token(t);
+  if (!cause)
+    Py_RETURN_NONE;
+  return token_object(cause);
+}
+
+static PyObject *token_get_is_proxy(CoreToken *self, void *closure) {
+  (void)closure;
+  ct_token *t = ct_token_of(self);
+  if (!t)
+    return NULL;
+  return PyBool_FromLong(ct_token_is_proxy(t));
+}
+
+static PyObject *token_get_loop(CoreToken *self, void *closure) {
+  (void)closure;
+  return ct_newref(token_loop(self));
+}
+
+static PyObject *token_trigger(CoreToken *self, PyObject *unused) {
+  (void)unused;
+  ct_token *t = ct_token_of(self);
+  if (!t)
+    return NULL;
+  ct_py_gil_marked++; /* callbacks run here, holding the GIL */
+  int r = ct_token_trigger(t);
+  ct_py_gil_marked--;
+  if (r < 0)
+    return ct_raise_error(r);
+  Py_RETURN_NONE;
+}
+
+/* "Cancellation requested by <name> token", <name> being the Python name
+ * of the token that fired.  Returns a new reference. */
+static PyObject *cancel_message(CoreToken *self) {
+  PyObject *cause = token_get_triggered_token(self, NULL);
+  if (!cause)
+    return NULL;
+  PyObject *msg = PyUnicode_FromFormat("Cancellation requested by %S token",
+                                       cause);
+  Py_DECREF(cause);
+  return msg;
+}
+
+static PyObject *token_raise_if_triggered(CoreToken *self, PyObject *unused) {
+  (void)unused;
+  ct_token *t = ct_token_of(self);
+  if (!t)
+    return NULL;
+  if (!ct_token_triggered(t))
+    Py_RETURN_NONE;
+  PyObject *msg = cancel_message(self);
+  if (msg) {
+    PyErr_SetObject(ct_OperationCancelled, msg);
+    Py_DECREF(msg);
+  }
+  return NULL;
+}
+
+static PyObject *token_cancel_message(CoreToken *self, PyObject *unused) {
+  (void)unused;
+  ct_token *t = ct_token_of(self);
+  if (!t)
+    return NULL;
+  if (!ct_token_triggered(t))
+    Py_RETURN_NONE;
+  return cancel_message(self);
+}
+
+static PyObject *not_for_proxies(void) {
+  PyErr_SetString(PyExc_NotImplementedError,
+                  "The `CancelToken.chain` API is not available to proxy "
+                  "tokens");
+  return NULL;
+}
+
+/* A chain's name when either side's Python name is its own (new
+ * reference), or NULL without an exception when the core's is right. */
+static PyObject *chain_name(CoreToken *self, CoreToken *other) {
+  if (!self->own_name && !other->own_name)
+    return NULL;
+  PyObject *a = token_get_name(self, NULL);
+  PyObject *b = a ? token_get_name(other, NULL) : NULL;
+  PyObject *name = b ? PyUnicode_FromFormat("%U:%U", a, b) : NULL;
+  Py_XDECREF(a);
+  Py_XDECREF(b);
+  return name;
+}
+
+static PyObject *token_chain(CoreToken *self, PyObject *arg) {
+  if (!CoreToken_Check(arg)) {
+    PyErr_Format(PyExc_TypeError, "chain() expects a CancelToken, not %S",
+                 (PyObject *)Py_TYPE(arg));
+    return NULL;
+  }
+  CoreToken *other = (CoreToken *)arg;
+  ct_token *st = ct_token_of(self), *ot = st ? ct_token_of(other) : NULL;
+  if (!ot)
+    return NULL;
+  if (ct_token_is_proxy(st))
+    return not_for_proxies();
+  /* As the reference: a proxy belongs to no loop; other tokens must be
+   * bound to the same loop (or both to none). */
+  if (!ct_token_is_proxy(ot)) {
+    int ne = PyObject_RichCompareBool(token_loop(self), token_loop(other),
+                                      Py_NE);
+    if (ne < 0)
+      return NULL;
+    if (ne) {
+      PyErr_Format(ct_EventLoopMismatch,
+                   "Chained CancelToken objects must be on the same event "
+                   "loop. %R != %R", token_loop(self), token_loop(other));
+      return NULL;
+    }
+  }
+  PyObject *name = chain_name(self, other);
+  if (!name && PyErr_Occurred())
+    return NULL;
+  PyObject *parents = PyTuple_Pack(2, (PyObject *)self, arg);
+  if (!parents) {
+    Py_XDECREF(name);
+    return NULL;
+  }
+  ct_token *c;
+  int r = ct_token_chain(&c, st, ot);
+  if (r < 0) {
+    Py_DECREF(parents);
+    Py_XDECREF(name);
+    return r == -ENOTSUP ? not_for_proxies() : ct_raise_error(r);
+  }
+  CoreToken *o = ct_token_wrap(ct_token_class, c);
+  ct_token_unref(c);
+  if (!o) {
+    Py_DECREF(parents);
+    Py_XDECREF(name);
+    return NULL;
+  }
+  o->parents = parents;
+  o->name = name;
+  o->own_name = name != NULL;
+  Py_XSETREF(o->loop, ct_newref(token_loop(self)));
+  return (PyObject *)o;
+}
+
+static PyObject *token_fileno(CoreToken *self, PyObject *unused) {
+  (void)unused;
+  ct_token *t = ct_token_of(self);
+  if (!t)
+    return NULL;
+  int fd = ct_token_fd(t);
+  if (fd < 0)
+    return ct_raise_error(fd);
+  return PyLong_FromLong(fd);
+}
+
+static PyObject *token_waiter_map(CoreToken *self, PyObject *unused) {
+  (void)unused;
+  if (!self->waiters && !(self->waiters = PyDict_New()))
+    return NULL;
+  return ct_newref(self->waiters);
+}
+
+static PyObject *token_reduce(CoreToken *self, PyObject *unused) {
+  (void)unused;
+  PyErr_Format(PyExc_TypeError,
+               "cannot pickle %S objects: a token lives in one process; "
+               "share it with BaseCancelTokenManager instead",
+               (PyObject *)Py_TYPE(self));
+  return NULL;
+}
+
+static PyObject *token_get_name_m(CoreToken *self, PyObject *unused) {
+  (void)unused;
+  return token_get_name(self, NULL);
+}
+static PyObject *token_check_triggered(CoreToken *self, PyObject *unused) {
+  (void)unused;
+  return token_get_triggered(self, NULL);
+}
+static PyObject *token_get_triggered_token_m(CoreToken *self,
+                                             PyObject *unused) {
+  (void)unused;
+  return token_get_triggered_token(self, NULL);
+}
+static PyObject *token_get_event_loop(CoreToken *self, PyObject *unused) {
+  (void)unused;
+  return token_get_loop(self, NULL);
+}
+
+static PyMethodDef token_methods[] = {
+    {"trigger", (PyCFunction)token_trigger, METH_NOARGS,
+     "trigger($self, /)\n--\n\n"
+     "Trigger this token, and every token chained to it.  The first trigger\n"
+     "is the one that counts; later ones do nothing.  Safe from any thread:\n"
+     "an event loop waiting on the token in another thread is woken."},
+    {"raise_if_triggered", (PyCFunction)token_raise_if_triggered,
+     METH_NOARGS,
+     "raise_if_triggered($self, /)\n--\n\n"
+     "Raise OperationCancelled if the token has been triggered."},
+    {"chain", (PyCFunction)token_chain, METH_O,
+     "chain($self, token, /)\n--\n\n"
+     "A new token, named '<self>:<token>', triggered when either token is.\n"
+     "Triggering it triggers neither.  Raises EventLoopMismatch if the two\n"
+     "tokens are bound to different loops, NotImplementedError on a proxy."},
+    {"get_name", (PyCFunction)token_get_name_m, METH_NOARGS,
+     "get_name($self, /)\n--\n\nThe token's name (as the `name` attribute)."},
+    {"check_triggered", (PyCFunction)token_check_triggered, METH_NOARGS,
+     "check_triggered($self, /)\n--\n\n"
+     "Whether the token is triggered.  For a local token the same as\n"
+     "`triggered`; a proxy overrides it with a round trip to the owner."},
+    {"get_triggered_token", (PyCFunction)token_get_triggered_token_m,
+     METH_NOARGS,
+     "get_triggered_token($self, /)\n--\n\n"
+     "The token that fired (as `triggered_token`), or None."},
+    {"get_event_loop", (PyCFunction)token_get_event_loop, METH_NOARGS,
+     "get_event_loop($self, /)\n--\n\n"
+     "The loop the token is bound to (as `loop`), or None."},
+    {"_cancel_message", (PyCFunction)token_cancel_message, METH_NOARGS,
+     "_cancel_message($self, /)\n--\n\n"
+     "The message of the OperationCancelled raise_if_triggered() raises."},
+    {"_fileno", (PyCFunction)token_fileno, METH_NOARGS,
+     "_fileno($self, /)\n--\n\n"
+     "The token's descriptor: an eventfd that becomes readable when the\n"
+     "token is triggered and stays readable.  Owned by the token: never\n"
+     "read, write or close it.  OSError (EMFILE, ...) if none can be had."},
+    {"_on_trigger", (PyCFunction)(void (*)(void))ct_token_on_trigger,
+     METH_VARARGS | METH_KEYWORDS, ct_on_trigger_doc},
+    {"_waiter_map", (PyCFunction)token_waiter_map, METH_NOARGS,
+     "_waiter_map($self, /)\n--\n\n"
+     "The dict in which cancel_token.token keeps this token's waiters, one\n"
+     "entry per event loop; created on first use, in one step under the\n"
+     "GIL, so threads running different loops cannot race."},
+    {"__reduce__", (PyCFunction)token_reduce, METH_NOARGS,
+     "__reduce__($self, /)\n--\n\nTokens cannot be pickled."},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef token_getset[] = {
+    {"name", (getter)token_get_name, (setter)token_set_name,
+     "The token's name; for a chain, its parents' names joined by ':'.\n"
+     "Writable (a str): the new name is the Python one (repr, str,\n"
+     "messages); C code and other processes keep seeing the first.", NULL},
+    {"triggered", (getter)token_get_triggered, NULL,
+     "True once the token, or any token it is chained to, is triggered.\n"
+     "One atomic load, whatever the depth of chaining.", NULL},
+    {"triggered_token", (getter)token_get_triggered_token, NULL,
+     "The token whose trigger triggered this one (this token, or the "
+     "ancestor\nthat fired first), or None if not triggered.", NULL},
+    {"is_proxy", (getter)token_get_is_proxy, NULL,
+     "True for a proxy of a token served by another process.", NULL},
+    {"loop", (getter)token_get_loop, NULL,
+     "The event loop the token is bound to, or None.", NULL},
+    {"_bound_loop", (getter)token_get_loop, NULL,
+     "The loop given at creation, or None (proxies override `loop`).", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyMemberDef token_members[] = {
+    {"_owner", T_OBJECT, offsetof(CoreToken, owner), READONLY,
+     "The client a proxy belongs to (private)."},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(CoreToken, weakrefs),
+     READONLY, NULL},
+    {NULL, 0, 0, 0, NULL}};
+
+static PyType_Slot token_slots[] = {
+    {Py_tp_doc, "CoreToken(name, loop=None)\n--\n\n"
+                "A libcanceltoken token; the base of "
+                "cancel_token.CancelToken."},
+    {Py_tp_new, token_new},
+    {Py_tp_init, token_init},
+    {Py_tp_dealloc, token_dealloc},
+    {Py_tp_traverse, token_traverse},
+    {Py_tp_clear, token_clear},
+    {Py_tp_repr, token_repr},
+    {Py_tp_str, token_str},
+    {Py_tp_methods, token_methods},
+    {Py_tp_getset, token_getset},
+    {Py_tp_members, token_members},
+    {0, NULL}};
+
+static PyType_Spec token_spec = {
+    .name = "cancel_token._core.CoreToken",
+    .basicsize = sizeof(CoreToken),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = token_slots,
+};
+
+PyTypeObject *ct_token_type_create(void) {
+  return (PyTypeObject *)PyType_FromSpec(&token_spec);
+}
