@@ -113,12 +113,13 @@ def print_table(rows, meta, busy_before):
     if busy_before is not None and busy_before > 0.25:
         print("  WARNING: the machine was busy when the run started; the "
               "figures may be noisy")
-    print("  each figure: median [min..max] over %d repetitions; in each "
-          "repetition every program runs once, in a rotating order, so each "
-          "peer's runs alternate with ours (A B A B ...)" % meta["reps"])
-    print("  ours/peer: the median [min..max] of the %d pairwise ratios "
-          "(ours / peer within one repetition; < 1: ours faster or smaller); "
-          "'no verdict' when that range contains 1" % meta["reps"])
+    print("  %d repetitions; in each, every peer runs once, right next to a "
+          "run of ours (ours first in even repetitions, the peer first in odd "
+          "ones: A B B A ...); a figure is the median [min..max] of its runs "
+          "(ours: of all our runs)" % meta["reps"])
+    print("  ours/peer: the median [min..max] of the pairwise ratios, one per "
+          "pair of adjacent runs (< 1: ours faster or smaller); 'no verdict' "
+          "when that range contains 1")
     print()
     for i, t in enumerate(table):
         print("  ".join(t[j].ljust(widths[j]) if j < len(widths) else t[j]
@@ -224,10 +225,11 @@ def markdown(rows, meta):
                 if r["peer_result"] else "",
                 fmt_ratio(r["ratio"]) if r["ratio"] is not None else ""))
     out.append("")
-    out.append("Medians over %d repetitions (%s mode, %s).  Each peer cell is "
+    out.append("Medians over %d repetitions (%s mode, %s); in each, every "
+               "peer ran once next to a run of ours.  Each peer cell is "
                "the peer's median and, in brackets, ours / peer: the median "
-               "and [min..max] of the pairwise ratios, one per repetition "
-               "(below 1: ours faster or smaller).  Bold: every pairwise "
+               "and [min..max] of the pairwise ratios, one per pair of "
+               "adjacent runs (below 1: ours faster or smaller).  Bold: every pairwise "
                "ratio is above 1 (we lose).  *no verdict*: the range "
                "contains 1.  The second table's figures come from one run "
                "of each producer (ratio of medians).  Alternative forms of "

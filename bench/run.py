@@ -279,15 +279,20 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def pairwise(ours, peer):
-    """The ratio of a row: ours / peer within each repetition that both
-    ran (for a baseline, the same process), then the median, min and max
-    of those ratios.  A slow drift of the machine moves both figures of a
-    pair alike and cancels out of their ratio, where the ratio of the two
-    medians could pair a figure from a quiet minute with one from a busy
-    one.  None when no repetition has both."""
-    po = dict(zip(ours["sample_reps"], ours["samples"]))
-    pp = dict(zip(peer["sample_reps"], peer["samples"]))
+def pairwise(ours, peer, prog):
+    """The ratio of a row: ours / peer for each pair of adjacent runs (our
+    run next to that peer's in one repetition; for a baseline, the same
+    process), then the median, min and max of those ratios.  A slow drift
+    of the machine moves both figures of a pair alike and cancels out of
+    their ratio, where the ratio of two medians could set a figure from a
+    quiet minute against one from a busy one.  None when no pair has
+    both."""
+    po = dict(zip(ours["sample_tags"], ours["samples"]))
+    if prog == "base":
+        pp = dict(zip(peer["sample_tags"], peer["samples"]))
+    else:  # the peer's run (r, "ct") pairs with our run (r, prog)
+        pp = {(t[0], prog): v
+              for t, v in zip(peer["sample_tags"], peer["samples"])}
     rs = [po[k] / pp[k] for k in sorted(po) if k in pp and pp[k] > 0]
     if not rs:
         return None
@@ -424,22 +429,31 @@ def main():
     load_before = loadavg()
     busy_before = cpu_busy()
     started = datetime.datetime.now(datetime.timezone.utc)
+    # Every repetition runs each peer once, each right next to a run of
+    # ours: (ct, peer) in even repetitions and (peer, ct) in odd ones, so
+    # that for every peer the runs go A B B A A B ... and each pair shares
+    # the same minute of the machine.  The peers' order rotates from one
+    # repetition to the next.  A sample is tagged (repetition, partner).
+    peers_order = [p for p in order if p != "ct"] or [None]
     for r in range(reps):
-        k = r % len(order)
-        for name in order[k:] + order[:k]:  # rotate who goes first
-            if status[name] != "ok":
-                continue  # a program that failed once is not run again
-            text, st = run(progs[name][0] + bargs, timeout)
-            res, com = parse(text)
-            if st != "ok":
-                status[name] = "%s (in repetition %d)" % (st, r + 1)
-                if name not in REQUIRED:
-                    status[name] = "unavailable: " + status[name]
-            if not comments[name]:
-                comments[name] = com
-            for key, val in res.items():
-                val["rep"] = r
-                samples[name].setdefault(key, []).append(val)
+        k = r % len(peers_order)
+        for peer in peers_order[k:] + peers_order[:k]:
+            pair = [p for p in (("ct", peer) if r % 2 == 0 else (peer, "ct"))
+                    if p is not None]
+            for name in pair:
+                if status[name] != "ok":
+                    continue  # a program that failed once is not run again
+                text, st = run(progs[name][0] + bargs, timeout)
+                res, com = parse(text)
+                if st != "ok":
+                    status[name] = "%s (in repetition %d)" % (st, r + 1)
+                    if name not in REQUIRED:
+                        status[name] = "unavailable: " + status[name]
+                if not comments[name]:
+                    comments[name] = com
+                for key, val in res.items():
+                    val["tag"] = (r, peer if name == "ct" else "ct")
+                    samples[name].setdefault(key, []).append(val)
     elapsed = (datetime.datetime.now(datetime.timezone.utc) -
                started).total_seconds()
     load_after = loadavg()
@@ -455,7 +469,7 @@ def main():
             figs[name][key] = {"unit": vals[0]["unit"], "median": med,
                                "min": xs[0], "max": xs[-1], "reps": n,
                                "samples": [v["median"] for v in vals],
-                               "sample_reps": [v["rep"] for v in vals],
+                               "sample_tags": [v["tag"] for v in vals],
                                "note": vals[0]["note"]}
             for v in vals:  # keep a warning printed by any repetition
                 if "WARNING" in v["note"]:
@@ -491,7 +505,7 @@ def main():
             if ours["unit"] != peer["unit"]:
                 print("run.py: unit mismatch for %s/%s" % (okey, pkey),
                       file=sys.stderr)
-            pr = pairwise(ours, peer) if ratio_ok else None
+            pr = pairwise(ours, peer, prog) if ratio_ok else None
             full = note
             if peer["note"]:
                 full += "; %s: %s" % (pname, peer["note"])

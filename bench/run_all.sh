@@ -1,34 +1,42 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # One command: configure, build and run the whole benchmark suite -- ours,
-# C++, GLib, Go, Node, the token server's net_bench and the Python
-# package's benchmark when they are built -- and write the table (CSV,
-# JSON, Markdown) and the chart.
+# C++, GLib, Go, tokio-util, Node, the token server's net_bench and the
+# Python package's benchmark when they are built -- and write the table
+# (CSV, JSON, Markdown) and the chart.
 #
-#   bash bench/run_all.sh [--quick] [--publish] [--build-dir DIR]
-#                         [--out-dir DIR] [-- more run.py arguments]
+#   bash bench/run_all.sh [--quick] [--publish] [--no-install]
+#                         [--build-dir DIR] [--out-dir DIR]
+#                         [-- more run.py arguments, e.g. --reps 7]
 #
-#   --quick      the CI smoke run (under a minute); figures mean little
-#   --publish    write into bench/results/ (results.csv, results.json,
-#                results.md, chart.svg, MACHINE.txt): the committed results
-#   --build-dir  default build-bench-all
-#   --out-dir    default: the build's bench/ directory
-# Install the peers first with scripts/deps.sh.  Full mode takes about five
-# minutes on two cores; run it on a quiet machine.
+#   --quick       the CI smoke run (under a minute); figures mean little
+#   --publish     write into bench/results/ (results.csv, results.json,
+#                 results.md, chart.svg, table.txt, MACHINE.txt): the
+#                 committed results
+#   --no-install  do not install missing peers (they are then reported
+#                 unavailable)
+#   --build-dir   default build-bench-all
+#   --out-dir     default: the build's bench/ directory
+# The peers' Debian packages are installed first when missing (with
+# `scripts/deps.sh bench` when that script has a bench set, else with
+# apt-get; root or sudo needed).  Full mode takes about ten minutes on two
+# cores; run it on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=()
 publish=0
+install=1
 build=build-bench-all
 out=
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=(--quick) ;;
     --publish) publish=1 ;;
+    --no-install) install=0 ;;
     --build-dir) build=$2; shift ;;
     --out-dir) out=$2; shift ;;
     --) shift; break ;;
-    *) echo "usage: $0 [--quick] [--publish] [--build-dir DIR] [--out-dir DIR] [-- run.py args]" >&2
+    *) echo "usage: $0 [--quick] [--publish] [--no-install] [--build-dir DIR] [--out-dir DIR] [-- run.py args]" >&2
        exit 2 ;;
   esac
   shift
@@ -38,6 +46,33 @@ if [ "$publish" -eq 1 ]; then
   out=bench/results
 fi
 [ -n "$out" ] || out=$build/bench
+
+# ---- the peers' packages (Debian 12) ----------------------------------------
+# GLib (glib_bench), Go (go_bench), Node (node_bench.mjs), gnuplot (the
+# chart), and Debian's cargo with the tokio-util, tokio and libc crates
+# (rust_bench, built offline from /usr/share/cargo/registry).
+bench_pkgs=(cmake make gcc g++ pkg-config python3 libglib2.0-dev golang-go
+            nodejs gnuplot-nox cargo librust-tokio-util-dev librust-tokio-dev
+            librust-libc-dev)
+if [ "$install" -eq 1 ]; then
+  missing=()
+  for p in "${bench_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+      missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "=== installing the benchmark's packages: ${missing[*]}"
+    if [ -f scripts/deps.sh ] && grep -q 'bench' scripts/deps.sh; then
+      bash scripts/deps.sh bench || echo "warning: scripts/deps.sh bench failed; missing peers will be reported unavailable" >&2
+    else
+      sudo=""
+      [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      { $sudo apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
+        echo "warning: apt-get could not install ${missing[*]}; those peers will be reported unavailable" >&2
+    fi
+  fi
+fi
 
 echo "=== configure and build ($build)"
 mkdir -p "$build"
@@ -68,13 +103,17 @@ if [ "$publish" -eq 1 ]; then
     echo "Machine of the published run (bench/run_all.sh --publish)"
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "kernel: $(uname -srm)"
+    echo "nproc: $(nproc)"
+    echo "CPU (/proc/cpuinfo): $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
     echo "load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
     lscpu | grep -E '^(Architecture|CPU\(s\)|Model name|Thread|Core|Socket|Hypervisor|L1d|L2|L3|CPU max MHz)' || true
     echo "memory: $(free -h | awk '/^Mem:/ {print $2}')"
-    echo "compilers: $(gcc --version | head -n1); $(g++ --version | head -n1)"
+    echo "compilers: $(gcc --version | head -n1); $(g++ --version | head -n1); build type Release, the bench programs at -O2"
     echo "GLib: $(pkg-config --modversion gio-2.0 2>/dev/null || echo none)"
     echo "Go: $(go version 2>/dev/null || echo none)"
     echo "Node: $(node --version 2>/dev/null || echo none)"
+    echo "Rust: $(/usr/bin/rustc --version 2>/dev/null || echo none); $(/usr/bin/cargo --version 2>/dev/null || echo no cargo); tokio-util $(ls -d /usr/share/cargo/registry/tokio-util-* 2>/dev/null | sed 's/.*tokio-util-//' | head -n1)"
+    echo "Python: $(/usr/bin/python3 --version 2>&1)"
   } >"$out/MACHINE.txt"
 fi
 /usr/bin/python3 bench/run.py "${quick[@]}" \
