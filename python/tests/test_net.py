@@ -15,6 +15,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -456,3 +457,62 @@ def test_server_address_has_the_real_port():
     finally:
         server.close()
     assert server.address == ('', 0)
+
+
+# -- the cross-process branch's proxy API (issue 12) --------------------------
+
+def test_check_triggered_is_a_round_trip_after_owner_trigger(token, owner):
+    """The cross-process branch's check_triggered() asks the owner (a
+    method call over the manager's connection), so once the owner's
+    trigger() has returned, check_triggered() in another process is True
+    at once, with no waiting.  Ours does one round trip (a GET of the
+    served name, answered from the owner's token)."""
+    assert token.check_triggered() is False
+    assert owner.ask('trigger') == 'ok'  # the owner's trigger() returned
+    assert token.check_triggered() is True
+    assert token.triggered  # the round trip brought the local view along
+
+
+def test_get_triggered_token_get_name(token, owner):
+    """The branch's proxy has get_name() (the owner token's name) and
+    get_triggered_token(): None until triggered, then (a proxy of) the
+    owner's token that fired, named 'base' in its tests."""
+    assert token.get_name() == 'base'
+    assert token.get_triggered_token() is None
+    assert owner.ask('trigger') == 'ok'
+    cause = token.get_triggered_token()  # no waiting: a round trip
+    assert cause is not None and cause.name == 'base'
+
+
+def test_proxy_get_event_loop_is_the_running_loop(token):
+    """The branch's proxy.get_event_loop() (and so proxy.loop) is
+    asyncio.get_event_loop(): inside a coroutine, the running loop."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        assert token.get_event_loop() is loop
+        assert token.loop is loop
+    run(main())
+
+
+def test_triggered_stays_local_check_triggered_asks(token, owner):
+    """Ours, beyond the branch (whose `triggered` is itself a round trip):
+    `triggered` never talks to the owner, so it answers while the owner is
+    frozen, and check_triggered() is the call that asks: with the owner
+    stopped it runs into its timeout."""
+    os.kill(owner.proc.pid, signal.SIGSTOP)
+    try:
+        assert token.triggered is False
+        with pytest.raises(TimeoutError):
+            token.check_triggered(timeout=0.2)
+    finally:
+        os.kill(owner.proc.pid, signal.SIGCONT)
+    assert token.check_triggered() is False
+
+
+def test_check_triggered_after_connection_loss(token, owner):
+    """When the owner is gone the proxy is triggered (owner lost), and
+    check_triggered() says so instead of raising."""
+    owner.proc.kill()
+    owner.proc.wait()
+    wait_for(token)
+    assert token.check_triggered() is True
