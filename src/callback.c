@@ -30,16 +30,21 @@ _Static_assert(_Alignof(struct ct_cb) <= _Alignof(ct_callback),
 
 static inline struct ct_cb *cb_of(ct_callback *c) { return (struct ct_cb *)c; }
 
-/* Zero a registration for reuse.  The state word is written atomically (a
- * second, concurrent unregister -- a caller's bug we still survive -- may
- * be reading it); the other fields are ours alone by then. */
+/* Zero a registration for reuse: every byte of the caller's struct
+ * ct_callback, as the header promises.  The state word is written
+ * atomically, last (a second, concurrent unregister -- a caller's bug we
+ * still survive -- may be reading it); the other fields are ours alone by
+ * then. */
 static void cb_clear(struct ct_cb *cb) {
   cb->next = NULL;
   cb->pprev = NULL;
   cb->token = NULL;
   cb->fn = NULL;
   cb->arg = NULL;
+  cb->unused_ = 0;
   cb->destroyed = NULL;
+  memset(&cb->runner, 0, sizeof cb->runner);
+  memset((char *)cb + sizeof *cb, 0, sizeof(ct_callback) - sizeof *cb);
   atomic_store_explicit(&cb->state, CB_IDLE, memory_order_release);
 }
 
@@ -49,16 +54,22 @@ int ct_callback_register(ct_callback *c, ct_token *t, ct_callback_fn fn,
     return -EINVAL;
   struct ct_cb *cb = cb_of(c);
   /* relaxed: a registration is made by its owner's thread; this only
-   * catches a second register of the same storage. */
-  if (atomic_load_explicit(&cb->state, memory_order_relaxed) != CB_IDLE)
+   * catches a second register of the same storage.  CB_INLINE (the
+   * callback ran at registration) holds nothing: unregistering it is
+   * optional, so the storage may be registered again as it is. */
+  uint32_t st = atomic_load_explicit(&cb->state, memory_order_relaxed);
+  if (st != CB_IDLE && st != CB_INLINE)
     return -EINVAL; /* already registered (or not zero-initialised) */
+  /* Allocate before writing anything: a failed call has no effect. */
+  struct ct_ext *e = ct__ext(t); /* the list head lives there */
+  if (!e)
+    return -ENOMEM;
+  if (st == CB_INLINE)
+    cb_clear(cb);
   cb->token = t;
   cb->fn = fn;
   cb->arg = arg;
   cb->destroyed = NULL;
-  struct ct_ext *e = ct__ext(t); /* the list head lives there */
-  if (!e)
-    return -ENOMEM;
 
   ct__lock(&t->lock);
   /* The RMW on the state word decides, against the trigger's fetch_or, whether

@@ -349,8 +349,100 @@ static void test_self_unregister_wakes_a_waiting_unregister(void **state) {
   }
 }
 
+/* Is every byte of a registration zero (the state the header promises
+ * after ct_callback_unregister())? */
+static bool cb_is_zero(const ct_callback *cb) {
+  static const ct_callback zero;
+  return memcmp(cb, &zero, sizeof zero) == 0;
+}
+
+/* Issue 13, item 10: after the callback ran in a trigger, the unregister
+ * left the runner's thread id in the storage; the header says it leaves
+ * the storage zeroed.  Every way a registration ends is checked. */
+static void test_unregister_leaves_storage_zeroed(void **state) {
+  (void)state;
+  ct_token *t, *u;
+  ct_callback cb = {0};
+  _Atomic int n = 0;
+  ASSERT_OK(ct_token_new(&t, "t"));
+  ASSERT_OK(ct_callback_register(&cb, t, count_cb, &n));
+  assert_false(cb_is_zero(&cb));
+  ASSERT_ERR(ct_callback_unregister(&cb), 0); /* never ran */
+  assert_true(cb_is_zero(&cb));
+  ASSERT_OK(ct_callback_register(&cb, t, count_cb, &n));
+  ct_token_trigger(t); /* runs it */
+  assert_int_equal(n, 1);
+  ASSERT_ERR(ct_callback_unregister(&cb), 1);
+  assert_true(cb_is_zero(&cb));
+  ASSERT_ERR(ct_callback_register(&cb, t, count_cb, &n), 1); /* inline */
+  ASSERT_ERR(ct_callback_unregister(&cb), 1);
+  assert_true(cb_is_zero(&cb));
+  /* run on another thread's trigger: the deadline thread's */
+  ASSERT_OK(ct_token_new(&u, "u"));
+  ASSERT_OK(ct_callback_register(&cb, u, count_cb, &n));
+  ASSERT_OK(ct_token_set_deadline(u, ct_deadline_after(1000000)));
+  ASSERT_OK(ct_token_wait(u, CT_FOREVER));
+  while (atomic_load(&n) != 3)
+    sched_yield(); /* the callback runs after the wake-up */
+  ASSERT_ERR(ct_callback_unregister(&cb), 1);
+  assert_true(cb_is_zero(&cb));
+  ct_token_unref(t);
+  ct_token_unref(u);
+}
+
+/* Issue 13, item 12: a register that failed with -ENOMEM had already
+ * written the token, function and argument into the storage ("a call that
+ * fails has no effect"). */
+static void test_failed_register_leaves_storage_untouched(void **state) {
+  (void)state;
+  ct_token *t;
+  ct_callback cb = {0};
+  _Atomic int n = 0;
+  ASSERT_OK(ct_token_new(&t, "t")); /* no list block yet */
+  atomic_store(&t_fail_at, atomic_load(&t_nallocs)); /* the next one fails */
+  int r = ct_callback_register(&cb, t, count_cb, &n);
+  atomic_store(&t_fail_at, -1);
+  ASSERT_ERR(r, -ENOMEM);
+  assert_true(cb_is_zero(&cb));
+  ASSERT_ERR(ct_callback_unregister(&cb), -EINVAL); /* nothing registered */
+  ASSERT_OK(ct_callback_register(&cb, t, count_cb, &n)); /* and it works */
+  ct_token_trigger(t);
+  assert_int_equal(n, 1);
+  ASSERT_ERR(ct_callback_unregister(&cb), 1);
+  ct_token_unref(t);
+}
+
+/* Issue 13, item 12: after a register that ran the callback at once
+ * (returned 1), unregistering is documented as optional, yet registering
+ * the same storage again failed with -EINVAL. */
+static void test_register_again_after_inline_run(void **state) {
+  (void)state;
+  ct_token *t, *u;
+  ct_callback cb = {0};
+  _Atomic int n = 0;
+  ASSERT_OK(ct_token_new(&t, "t"));
+  ASSERT_OK(ct_token_new(&u, "u"));
+  ct_token_trigger(t);
+  ASSERT_ERR(ct_callback_register(&cb, t, count_cb, &n), 1);
+  ASSERT_ERR(ct_callback_register(&cb, t, count_cb, &n), 1); /* again */
+  assert_int_equal(n, 2);
+  /* and onto a token not triggered yet: a real registration */
+  ASSERT_OK(ct_callback_register(&cb, u, count_cb, &n));
+  ASSERT_ERR(ct_callback_register(&cb, u, count_cb, &n), -EINVAL);
+  ct_token_trigger(u);
+  assert_int_equal(n, 3);
+  ASSERT_ERR(ct_callback_unregister(&cb), 1);
+  assert_true(cb_is_zero(&cb));
+  ct_token_unref(t);
+  ct_token_unref(u);
+}
+
 int main(void) {
+  t_use_counting_allocator(); /* fails nothing until a test asks */
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_unregister_leaves_storage_zeroed),
+      cmocka_unit_test(test_failed_register_leaves_storage_untouched),
+      cmocka_unit_test(test_register_again_after_inline_run),
       cmocka_unit_test(test_runs_once_on_trigger),
       cmocka_unit_test(test_registration_keeps_token_alive),
       cmocka_unit_test(test_late_registration_runs_inline),

@@ -1,0 +1,4 @@
+# SPDX-License-Identifier: MIT
+# Core tests of the token tree and callbacks added for issue 13 (included
+# by tests/CMakeLists.txt; run in the plain, ASan+UBSan and TSan builds).
+ct_test(test_order 120)
