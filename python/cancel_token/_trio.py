@@ -22,7 +22,7 @@ Design notes:
   the token triggered -> an awaitable's exception if one finished with
   one, else OperationCancelled; else the outcome of the finished awaitable
   that comes first in argument order; no winner by the timeout ->
-  TimeoutError (the built-in).
+  TimeoutError (the same class as under asyncio).
 - Scopes.  Scope wraps a trio.CancelScope that the token's trigger
   cancels; on the way out, a cancellation the scope caught because the
   token fired becomes OperationCancelled.  trio's own scoping makes
@@ -34,6 +34,7 @@ import math
 import trio
 
 from ._core import OperationCancelled
+from .token import _TimeoutError
 
 __all__ = ["wait", "cancellable_wait", "Scope", "current_task"]
 
@@ -108,7 +109,7 @@ async def cancellable_wait(token, *awaitables, timeout=None):
                 raise value
         raise OperationCancelled(token._cancel_message())
     if not order:
-        raise TimeoutError()
+        raise _TimeoutError()
     ok, value = finished[order[0]]
     if ok:
         return value

@@ -56,13 +56,25 @@ Design notes:
 """
 
 import asyncio
+import builtins
 import inspect
+import sys
 import weakref
 
 from . import _core
 from ._core import EventLoopMismatch, OperationCancelled
 
 __all__ = ["CancelToken"]
+
+if sys.version_info >= (3, 11):
+    _TimeoutError = builtins.TimeoutError  # asyncio's is the same class
+else:
+    class _TimeoutError(asyncio.TimeoutError, builtins.TimeoutError):
+        """What cancellable_wait() raises on its timeout before 3.11: both
+        asyncio.TimeoutError (v0.2.0 raises it) and the built-in
+        TimeoutError (the cross-process branch raises that), so that code
+        written for either catches it."""
+    _TimeoutError.__name__ = _TimeoutError.__qualname__ = "TimeoutError"
 
 # Tests set this to False to exercise the path without a Notifier.
 _USE_NOTIFIER = True
@@ -186,8 +198,14 @@ def _loop_for(token):
 
 
 def _trio():
-    """cancel_token._trio, for a coroutine running under no asyncio loop."""
-    from . import _trio
+    """cancel_token._trio, for a coroutine running under no asyncio loop;
+    RuntimeError, as asyncio's own, if trio is not there either."""
+    try:
+        from . import _trio
+    except ImportError:
+        raise RuntimeError(
+            "no running event loop (neither asyncio's, nor trio's: trio "
+            "is not installed)") from None
     return _trio
 
 
@@ -230,7 +248,7 @@ def _outcome(token, finished, done):
     cancelled, in argument order; done is asyncio.wait's set, or None if
     the token was triggered before anything was awaited."""
     if done is not None and not done:
-        raise asyncio.TimeoutError()
+        raise _TimeoutError()
     if token.triggered:
         error = None
         for f in finished:  # retrieve every exception: none is logged
@@ -339,7 +357,8 @@ class CancelToken(_core.CoreToken):
     async def cancellable_wait(self, *awaitables, timeout=None):
         """Wait for the first of ``awaitables`` to finish and return its result.
 
-        Raises ``asyncio.TimeoutError`` if none has finished after
+        Raises TimeoutError (both ``asyncio.TimeoutError`` and the built-in
+        one, on every version) if none has finished after
         ``timeout`` seconds, and ``OperationCancelled`` if the token is
         triggered first.  If the token is triggered and an awaitable has
         finished with an exception, that exception is raised (as the
