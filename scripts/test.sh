@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Builds and runs every test: plain, under AddressSanitizer+UBSan (gcc),
-# under ThreadSanitizer (clang), then valgrind's memcheck on the quick
-# programs and on the random stress (short setting), then each libFuzzer
-# harness for CT_FUZZ_SECONDS (default 30), then the benchmark in quick
-# mode (to prove it builds and runs; it asserts nothing).  Ends with one
-# "N passed, N failed" line.
+# Builds and runs every test: plain (gcc Debug), under AddressSanitizer+UBSan
+# (gcc), under ThreadSanitizer (clang), an optimised build (gcc Release),
+# every one with -Werror; a clang Release build (compile only, -Werror);
+# then valgrind's memcheck on the quick programs and on the random stress
+# (short setting), each libFuzzer harness for CT_FUZZ_SECONDS (default 30),
+# the benchmark in quick mode (to prove it builds and runs; it asserts
+# nothing), and the suites of their own when present: scripts/test-install.sh
+# (install into a prefix, build outside the tree), scripts/test-python.sh,
+# scripts/test-zk.sh.  Each of those ends with a "N passed, N failed" line
+# whose counts are added here.  Ends with one "N passed, N failed" line.
+#
+# Installs what it needs first: scripts/deps.sh test bench.  Temporary
+# files go to a mktemp directory, never to fixed names in /tmp.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh || exit 1
+bash scripts/deps.sh test bench || exit 1
 jobs=$(nproc)
+[ "$jobs" -gt 2 ] && jobs=2 # a shared 2-CPU machine: be gentle
 passed=0
 failed=0
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ct-test.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
 
-# run_ctest NAME CMAKE-ARGS...: configure, build, run; count the results.
+# run_ctest NAME BUILD-TYPE CMAKE-ARGS...: configure, build, run; count.
 run_ctest() {
-  local name=$1; shift
+  local name=$1 type=$2; shift 2
   local dir=build-test-$name
-  echo "=== $name: configure and build"
-  if ! cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug "$@" >"$dir.log" 2>&1 ||
+  echo "=== $name: configure and build ($type, -Werror)"
+  if ! cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="$type" -DCT_WERROR=ON "$@" >"$dir.log" 2>&1 ||
      ! cmake --build "$dir" -j"$jobs" >>"$dir.log" 2>&1; then
     cat "$dir.log"; failed=$((failed + 1)); return
   fi
@@ -31,9 +41,43 @@ run_ctest() {
   failed=$((failed + fails))
 }
 
-run_ctest plain
-run_ctest asan-ubsan -DCT_SANITIZE="address;undefined"
-CC=clang run_ctest tsan -DCT_SANITIZE=thread
+# add_counts NAME OUTPUT-FILE EXIT-STATUS: add a suite's "N passed, N
+# failed" line; a non-zero exit without such a line counts as 1 failed.
+add_counts() {
+  local name=$1 out=$2 rc=$3 line
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n 1)
+  if [ -n "$line" ]; then
+    passed=$((passed + $(echo "$line" | grep -Eo '^[0-9]+')))
+    failed=$((failed + $(echo "$line" | grep -Eo '[0-9]+ failed' | grep -Eo '^[0-9]+')))
+    if [ "$rc" -ne 0 ] && [ "$(echo "$line" | grep -Eo '[0-9]+ failed' | grep -Eo '^[0-9]+')" -eq 0 ]; then
+      echo "$name: exit status $rc with no failure counted: 1 failed"
+      failed=$((failed + 1))
+    fi
+  elif [ "$rc" -ne 0 ]; then
+    echo "$name: exit status $rc and no 'N passed, N failed' line: 1 failed"
+    failed=$((failed + 1))
+  else
+    echo "$name: no 'N passed, N failed' line: 1 failed"
+    failed=$((failed + 1))
+  fi
+}
+
+run_ctest plain Debug
+run_ctest asan-ubsan Debug -DCT_SANITIZE="address;undefined"
+CC=clang run_ctest tsan Debug -DCT_SANITIZE=thread
+# The optimised build: the warnings only -O2 finds (maybe-uninitialized,
+# format-truncation) and code the optimiser reorders.  The suite is the
+# same as above (its stress runs the short CI setting).
+run_ctest release Release
+
+echo "=== clang-release: build only (Release, -Werror)"
+if CC=clang cmake -S . -B build-test-clang-release -DCMAKE_BUILD_TYPE=Release \
+     -DCT_WERROR=ON >build-test-clang-release.log 2>&1 &&
+   cmake --build build-test-clang-release -j"$jobs" >>build-test-clang-release.log 2>&1; then
+  echo "clang release build: ok"; passed=$((passed + 1))
+else
+  cat build-test-clang-release.log; echo "clang release build: FAILED"; failed=$((failed + 1))
+fi
 
 echo "=== valgrind memcheck (plain build)"
 for t in build-test-plain/tests/test_callback build-test-plain/tests/test_wait \
@@ -42,10 +86,10 @@ for t in build-test-plain/tests/test_callback build-test-plain/tests/test_wait \
          build-test-plain/tests/test_uv build-test-plain/tests/test_async; do
   if valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
        --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
-       "$t" >/tmp/ct-valgrind.out 2>&1; then
+       "$t" >"$tmp/valgrind.out" 2>&1; then
     echo "valgrind ok: $t"; passed=$((passed + 1))
   else
-    echo "valgrind FAILED: $t"; cat /tmp/ct-valgrind.out; failed=$((failed + 1))
+    echo "valgrind FAILED: $t"; cat "$tmp/valgrind.out"; failed=$((failed + 1))
   fi
 done
 
@@ -53,16 +97,16 @@ echo "=== valgrind memcheck: the random stress (plain build, short setting)"
 if valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
      --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
      build-test-plain/tests/test_stress --threads 4 --seconds 3 \
-     >/tmp/ct-valgrind.out 2>&1; then
+     >"$tmp/valgrind.out" 2>&1; then
   echo "valgrind ok: test_stress"; passed=$((passed + 1))
 else
-  echo "valgrind FAILED: test_stress"; cat /tmp/ct-valgrind.out; failed=$((failed + 1))
+  echo "valgrind FAILED: test_stress"; cat "$tmp/valgrind.out"; failed=$((failed + 1))
 fi
 
 echo "=== fuzzing (clang libFuzzer + ASan + UBSan), ${CT_FUZZ_SECONDS:-30} s per harness"
-bash fuzz/run.sh "${CT_FUZZ_SECONDS:-30}" 2>&1 | tee /tmp/ct-fuzz.out | grep -v '^[0-9]* passed'
-fz_pass=$(grep -Eo '^[0-9]+ passed' /tmp/ct-fuzz.out | grep -Eo '^[0-9]+' || echo 0)
-fz_fail=$(grep -Eo '[0-9]+ failed$' /tmp/ct-fuzz.out | grep -Eo '^[0-9]+' || echo 1)
+bash fuzz/run.sh "${CT_FUZZ_SECONDS:-30}" 2>&1 | tee "$tmp/fuzz.out" | grep -v '^[0-9]* passed'
+fz_pass=$(grep -Eo '^[0-9]+ passed' "$tmp/fuzz.out" | grep -Eo '^[0-9]+' || echo 0)
+fz_fail=$(grep -Eo '[0-9]+ failed$' "$tmp/fuzz.out" | grep -Eo '^[0-9]+' || echo 1)
 passed=$((passed + fz_pass))
 failed=$((failed + fz_fail))
 
@@ -76,6 +120,14 @@ if cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCT_BUILD_BENCH=ON \
 else
   echo "bench quick: FAILED"; tail -n 30 build-bench.log; failed=$((failed + 1))
 fi
+
+# The suites with a script of their own, each ending "N passed, N failed".
+for suite in test-install test-python test-zk; do
+  [ -f "scripts/$suite.sh" ] || continue
+  echo "=== $suite"
+  bash "scripts/$suite.sh" 2>&1 | tee "$tmp/$suite.out"
+  add_counts "$suite" "$tmp/$suite.out" "${PIPESTATUS[0]}"
+done
 
 echo
 echo "$passed passed, $failed failed"
