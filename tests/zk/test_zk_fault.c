@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * test_zk_fault.c -- the ZooKeeper backend through real faults of a real
+ * ensemble and of real processes: the leader killed (SIGKILL) before and
+ * during a trigger, a proxy frozen (SIGSTOP) for less and for more than
+ * its session timeout, two of three members killed (quorum lost) and
+ * brought back.  Every case restores the ensemble before it ends.
+ * Outcomes are asserted, never durations.
+ */
+#include "zk_test_util.h"
+
+#define LINE_MS 60000 /* guard against a hung peer; never a timing claim */
+
+static void ready(struct zt_peer *p) {
+  char line[256];
+  zt_peer_line(p, line, sizeof line, LINE_MS);
+  assert_true(strncmp(line, "ready", 5) == 0);
+}
+
+static void expect(struct zt_peer *p, const char *want) {
+  char line[512];
+  zt_peer_line(p, line, sizeof line, LINE_MS);
+  assert_string_equal(line, want);
+}
+
+static void restore_all(void) {
+  for (int m = 1; m <= 3; m++) {
+    char n[4];
+    snprintf(n, sizeof n, "%d", m);
+    zt_ensemble("start", n); /* no-op for a running member */
+  }
+  assert_int_equal(zt_ensemble("wait", "60"), 0);
+}
+
+static void kill_member(int m) {
+  char n[4];
+  snprintf(n, sizeof n, "%d", m);
+  assert_int_equal(zt_ensemble("kill", n), 0);
+}
+
+/* Leader killed, then a trigger while the others elect a new one: every
+ * proxy gets it, exactly once. */
+static void test_trigger_during_election(void **state) {
+  (void)state;
+  struct zt_peer owner, px[5];
+  zt_peer_start(&owner, "owner", "elect", NULL);
+  ready(&owner);
+  for (int i = 0; i < 5; i++)
+    zt_peer_start(&px[i], "proxy", "elect", "2");
+  for (int i = 0; i < 5; i++)
+    ready(&px[i]);
+  int leader = zt_leader();
+  assert_true(leader >= 1);
+  kill_member(leader);
+  zt_peer_send(&owner, "trigger 66\n");
+  expect(&owner, "trig 1");
+  for (int i = 0; i < 5; i++) {
+    expect(&px[i], "fired 66 elect 1");
+    zt_peer_send(&px[i], "quit\n");
+  }
+  for (int i = 0; i < 5; i++) {
+    expect(&px[i], "calls 2"); /* two proxies each, once each */
+    assert_int_equal(zt_peer_end(&px[i]), 0);
+  }
+  zt_peer_send(&owner, "quit\n");
+  assert_int_equal(zt_peer_end(&owner), 0);
+  restore_all();
+}
+
+/* A trigger in flight when the leader dies: exactly one record, and it is
+ * the owner's (its create either was applied or was retried; a retry
+ * that finds its own record says "won" too, never twice). */
+static void test_trigger_in_flight_leader_dies(void **state) {
+  (void)state;
+  struct zt_peer owner, px[3];
+  zt_peer_start(&owner, "owner", "flight", NULL);
+  ready(&owner);
+  for (int i = 0; i < 3; i++)
+    zt_peer_start(&px[i], "proxy", "flight", "1");
+  for (int i = 0; i < 3; i++)
+    ready(&px[i]);
+  int leader = zt_leader();
+  assert_true(leader >= 1);
+  zt_peer_send(&owner, "trigger 67\n");
+  kill_member(leader); /* races the create on purpose */
+  expect(&owner, "trig 1");
+  for (int i = 0; i < 3; i++) {
+    expect(&px[i], "fired 67 flight 1");
+    zt_peer_send(&px[i], "quit\n");
+    expect(&px[i], "calls 1");
+    assert_int_equal(zt_peer_end(&px[i]), 0);
+  }
+  restore_all();
+  ct_zk_client *c = zt_connect(4000);
+  ct_zk_status st;
+  ASSERT_OK(ct_zk_status_get(c, "flight", &st, ct_deadline_after(10000000000)));
+  assert_true(st.triggered);
+  assert_int_equal(st.reason, 67);
+  assert_int_equal(st.pid, owner.pid);
+  ct_zk_client_free(c);
+  zt_peer_send(&owner, "quit\n");
+  assert_int_equal(zt_peer_end(&owner), 0);
+}
+
+/* SIGSTOP of a proxy for less than its session timeout: no false "owner
+ * lost", and the trigger made after it resumes arrives. */
+static void test_sigstop_short(void **state) {
+  (void)state;
+  struct zt_peer owner, px;
+  zt_peer_start(&owner, "owner", "nap", NULL);
+  ready(&owner);
+  setenv("ZK_PEER_SESSION_MS", "4000", 1);
+  zt_peer_start(&px, "proxy", "nap", "1");
+  unsetenv("ZK_PEER_SESSION_MS");
+  ready(&px);
+  zt_peer_kill(&px, SIGSTOP);
+  usleep(1000000); /* a quarter of its session: it must survive */
+  zt_peer_kill(&px, SIGCONT);
+  usleep(300000);
+  zt_peer_send(&owner, "trigger 68\n");
+  expect(&owner, "trig 1");
+  expect(&px, "fired 68 nap 1");
+  zt_peer_send(&px, "quit\n");
+  expect(&px, "calls 1");
+  assert_int_equal(zt_peer_end(&px), 0);
+  zt_peer_send(&owner, "quit\n");
+  assert_int_equal(zt_peer_end(&owner), 0);
+}
+
+/* SIGSTOP for longer than the session timeout, with the trigger made
+ * meanwhile: on resume its session has expired; it opens a new one,
+ * re-reads, and reports the trigger it missed (not "owner lost"). */
+static void test_sigstop_long(void **state) {
+  (void)state;
+  struct zt_peer owner, px;
+  zt_peer_start(&owner, "owner", "coma", NULL);
+  ready(&owner);
+  setenv("ZK_PEER_SESSION_MS", "800", 1);
+  setenv("ZK_PEER_UNREACH_MS", "60000", 1); /* only expiry in play */
+  zt_peer_start(&px, "proxy", "coma", "1");
+  unsetenv("ZK_PEER_SESSION_MS");
+  unsetenv("ZK_PEER_UNREACH_MS");
+  ready(&px);
+  zt_peer_kill(&px, SIGSTOP);
+  zt_peer_send(&owner, "trigger 69\n");
+  expect(&owner, "trig 1");
+  usleep(3000000); /* well past its session timeout */
+  zt_peer_kill(&px, SIGCONT);
+  expect(&px, "fired 69 coma 1");
+  zt_peer_send(&px, "quit\n");
+  expect(&px, "calls 1");
+  assert_int_equal(zt_peer_end(&px), 0);
+  zt_peer_send(&owner, "quit\n");
+  assert_int_equal(zt_peer_end(&owner), 0);
+}
+
+/* Two of three members killed: proxies report "engine unreachable" after
+ * the tolerance (not owner lost); the owner's trigger made during the
+ * outage is recorded once the quorum is back, and a later proxy sees that
+ * true state. */
+static void test_quorum_lost(void **state) {
+  (void)state;
+  struct zt_peer owner, px[3], later;
+  setenv("ZK_PEER_SESSION_MS", "4000", 1);
+  zt_peer_start(&owner, "owner", "outage", NULL);
+  ready(&owner);
+  setenv("ZK_PEER_UNREACH_MS", "1000", 1);
+  for (int i = 0; i < 3; i++)
+    zt_peer_start(&px[i], "proxy", "outage", "1");
+  unsetenv("ZK_PEER_UNREACH_MS");
+  unsetenv("ZK_PEER_SESSION_MS");
+  for (int i = 0; i < 3; i++)
+    ready(&px[i]);
+  int leader = zt_leader();
+  assert_true(leader >= 1);
+  kill_member(leader);
+  kill_member(leader % 3 + 1);
+  char want[64];
+  snprintf(want, sizeof want, "fired %d outage 1", CT_REASON_UNREACHABLE);
+  for (int i = 0; i < 3; i++)
+    expect(&px[i], want);
+  /* The owner triggers locally during the outage. */
+  zt_peer_send(&owner, "local\n");
+  expect(&owner, "ok");
+  restore_all();
+  zt_peer_start(&later, "proxy", "outage", "1");
+  ready(&later);
+  expect(&later, "fired 1 outage 1");
+  zt_peer_send(&later, "quit\n");
+  expect(&later, "calls 1");
+  assert_int_equal(zt_peer_end(&later), 0);
+  for (int i = 0; i < 3; i++) {
+    zt_peer_send(&px[i], "quit\n");
+    expect(&px[i], "calls 1");
+    assert_int_equal(zt_peer_end(&px[i]), 0);
+  }
+  ct_zk_client *c = zt_connect(4000);
+  ct_zk_status st;
+  ASSERT_OK(ct_zk_status_get(c, "outage", &st, ct_deadline_after(10000000000)));
+  assert_true(st.triggered);
+  assert_int_equal(st.reason, CT_REASON_TRIGGER);
+  assert_int_equal(st.pid, owner.pid);
+  ct_zk_client_free(c);
+  zt_peer_send(&owner, "quit\n");
+  assert_int_equal(zt_peer_end(&owner), 0);
+}
+
+int main(void) {
+  zt_setup();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_sigstop_short),
+      cmocka_unit_test(test_sigstop_long),
+      cmocka_unit_test(test_trigger_during_election),
+      cmocka_unit_test(test_trigger_in_flight_leader_dies),
+      cmocka_unit_test(test_quorum_lost),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
