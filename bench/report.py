@@ -173,6 +173,13 @@ def write_files(rows, figs, meta, csv_path, json_path, md_path):
                   indent=1)
     with open(md_path, "w") as f:
         f.write(markdown(rows, meta))
+    # The README's table, beside results.md (summary.md, or
+    # results-quick-summary.md next to results-quick.md).
+    stem = os.path.splitext(md_path)[0]
+    spath = (os.path.join(os.path.dirname(md_path), "summary.md")
+             if os.path.basename(stem) == "results" else stem + "-summary.md")
+    with open(spath, "w") as f:
+        f.write(summary_md(rows, meta))
 
 
 def markdown(rows, meta):
@@ -236,4 +243,76 @@ def markdown(rows, meta):
                "a peer and the figures' own minima and maxima are in "
                "results.csv."
                % (meta["reps"], meta["mode"], meta["started"][:10]))
+    return "\n".join(out) + "\n"
+
+
+# The README's table: a chosen set of rows, main forms only.  (our key,
+# label); the label says what the figure is per.
+SUMMARY = [
+    ("check.plain", "check, plain token"),
+    ("check.depth10000", "check, chained depth 10,000"),
+    ("fanout.trigger", "fan-out: trigger a root with 1,000,000 children, "
+     "per child"),
+    ("fanout.trigger_recycled", "same, children scattered in memory "
+     "(recycled heap)"),
+    ("fanout.destroy", "fan-out: destroy a triggered child (creation order)"),
+    ("chain.trigger", "chain of depth 100,000: trigger, per link"),
+    ("chain.destroy", "chain of depth 100,000: destroy, per link"),
+    ("churn", "churn: create and destroy a child of a long-lived parent"),
+    ("churn_chain1", "churn, the child made by ct_token_chain_n(n=1)"),
+    ("churn_deadline", "churn: the same child with a 1-hour deadline"),
+    ("memory.child", "memory per live child, link included (RSS)"),
+    ("memory.token", "memory per plain token (RSS)"),
+    ("wake.wait.p50", "wake a blocked thread, 2 CPUs, p50"),
+    ("wake.wait.p99", "wake a blocked thread, 2 CPUs, p99"),
+    ("wake_1cpu.wait.p50", "wake a blocked thread, 1 CPU, p50"),
+    ("wake.epoll.p50", "epoll on the token's descriptor, 2 CPUs, p50"),
+    ("wake.epoll.p99", "epoll on the token's descriptor, 2 CPUs, p99"),
+    ("wake_1cpu.epoll.p50", "epoll on the token's descriptor, 1 CPU, p50"),
+    ("poll.ct", "ct_poll on a ready pipe, per call"),
+]
+UNIT_SHORT = {"ns/check": "ns", "ns/child": "ns", "ns/link": "ns",
+              "ns/cycle": "ns", "ns/call": "ns", "B/token": "B"}
+
+
+def fig_text(x, unit):
+    """A figure with its unit; wake-up latencies in microseconds."""
+    if unit == "ns" and x >= 1000:
+        return "%s µs" % num(x / 1000.0)
+    return "%s %s" % (num(x), UNIT_SHORT.get(unit, unit))
+
+
+def summary_md(rows, meta):
+    """The README's table from this run: a line per SUMMARY row, a column
+    per peer with 'figure (ours/peer [min..max])'."""
+    cols = [name for prog, name in PEERS if prog != "base"]
+    out = ["| workload (median) | ours | " + " | ".join(cols) + " |",
+           "|---|---:|" + "---:|" * len(cols)]
+    for key, label in SUMMARY:
+        mine = [r for r in rows if r["source"] == "suite" and
+                r["ours_key"] == key and r["main"]]
+        if not mine:
+            continue
+        unit = mine[0]["unit"]
+        cells = []
+        for c in cols:
+            r = next((x for x in mine if x["peer"] == c), None)
+            if r is None or r["status"] == "n/a":
+                cells.append("N/A" if r is not None else "")
+            elif r["status"] not in ("ok", "partial") or not r["peer_result"]:
+                cells.append("unavailable")
+            else:
+                cells.append("%s (%s)" % (
+                    fig_text(r["peer_result"]["median"], unit),
+                    ratio_text(r, md=True)))
+        out.append("| %s | %s | %s |" % (
+            label, fig_text(mine[0]["ours"]["median"], unit),
+            " | ".join(cells)))
+    out.append("")
+    out.append("Run of %s (%s mode, %d repetitions).  Cell: the peer's "
+               "median (ours / peer: median [min..max] of the pairwise "
+               "ratios; below 1: ours faster or smaller; **bold**: above 1 "
+               "in every pair; *no verdict*: the range contains 1)."
+               % (meta["started"][:16].replace("T", " "), meta["mode"],
+                  meta["reps"]))
     return "\n".join(out) + "\n"
