@@ -37,10 +37,12 @@ target_compile_definitions(zk_peer PRIVATE _GNU_SOURCE)
 target_compile_options(zk_peer PRIVATE ${CT_WARNINGS})
 target_link_libraries(zk_peer PRIVATE canceltoken_zk_static)
 
-add_test(NAME zk_ensemble_start
-  COMMAND bash ${CT_ZK_ENSEMBLE_SH} start ${CT_ZK_ENSEMBLE_DIR})
-add_test(NAME zk_ensemble_stop
-  COMMAND bash ${CT_ZK_ENSEMBLE_SH} stop ${CT_ZK_ENSEMBLE_DIR})
+# The ensemble's directory: $CT_ZK_ENSEMBLE_DIR when ctest runs with it set
+# (scripts/test-zk.sh gives a mktemp one), else one in the build tree.
+add_test(NAME zk_ensemble_start COMMAND bash -c
+  "exec bash '${CT_ZK_ENSEMBLE_SH}' start \"\${CT_ZK_ENSEMBLE_DIR:-${CT_ZK_ENSEMBLE_DIR}}\"")
+add_test(NAME zk_ensemble_stop COMMAND bash -c
+  "exec bash '${CT_ZK_ENSEMBLE_SH}' stop \"\${CT_ZK_ENSEMBLE_DIR:-${CT_ZK_ENSEMBLE_DIR}}\"")
 set_tests_properties(zk_ensemble_start PROPERTIES FIXTURES_SETUP zk_ensemble
   LABELS zk TIMEOUT 120 RESOURCE_LOCK zk_ensemble)
 set_tests_properties(zk_ensemble_stop PROPERTIES FIXTURES_CLEANUP zk_ensemble
@@ -57,7 +59,7 @@ function(ct_zk_test name timeout)
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES TIMEOUT ${timeout}
     FIXTURES_REQUIRED zk_ensemble RESOURCE_LOCK zk_ensemble LABELS zk
-    ENVIRONMENT "CT_ZK_ENSEMBLE_DIR=${CT_ZK_ENSEMBLE_DIR};TSAN_OPTIONS=die_after_fork=0 halt_on_error=1;ASAN_OPTIONS=detect_leaks=1 abort_on_error=1;UBSAN_OPTIONS=halt_on_error=1 print_stacktrace=1")
+    ENVIRONMENT "CT_ZK_ENSEMBLE_DEFAULT=${CT_ZK_ENSEMBLE_DIR};TSAN_OPTIONS=die_after_fork=0 halt_on_error=1;ASAN_OPTIONS=detect_leaks=1 abort_on_error=1;UBSAN_OPTIONS=halt_on_error=1 print_stacktrace=1")
 endfunction()
 
 ct_zk_test(test_zk 120)

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  *
  * zk_test_util.h -- what the ZooKeeper tests share: the ensemble started
- * by the ctest fixture (its directory in $CT_ZK_ENSEMBLE_DIR), a chroot of
+ * by the ctest fixture (its directory in $CT_ZK_ENSEMBLE_DIR, else
+ * $CT_ZK_ENSEMBLE_DEFAULT, set by tests/zk.cmake), a chroot of
  * their own per run, peer processes (zk_peer, spawned with posix_spawn:
  * this process holds a ZooKeeper client, so it never forks without exec)
  * and a line protocol with them.
@@ -30,6 +31,8 @@ static char zt_hosts[1024];   /* members only */
 /* Read the ensemble's connect string; build this run's address. */
 static inline void zt_setup(void) {
   const char *d = getenv("CT_ZK_ENSEMBLE_DIR");
+  if (!d || !*d)
+    d = getenv("CT_ZK_ENSEMBLE_DEFAULT"); /* ctest's, in the build tree */
   if (!d || !*d)
     fail_msg("CT_ZK_ENSEMBLE_DIR is not set (run through ctest or "
              "scripts/test-zk.sh, which start the ensemble)");
