@@ -18,8 +18,8 @@
 #   --build-dir   default build-bench-all
 #   --out-dir     default: the build's bench/ directory
 # The peers' Debian packages are installed first when missing (with
-# `scripts/deps.sh bench` when that script has a bench set, else with
-# apt-get; root or sudo needed).  Full mode takes about ten minutes on two
+# `scripts/deps.sh build bench` when that script has a bench set, and
+# apt-get for anything still missing; root or sudo needed).  Full mode takes about ten minutes on two
 # cores; run it on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,13 +62,23 @@ if [ "$install" -eq 1 ]; then
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "=== installing the benchmark's packages: ${missing[*]}"
-    if [ -f scripts/deps.sh ] && grep -q 'bench' scripts/deps.sh; then
-      bash scripts/deps.sh bench || echo "warning: scripts/deps.sh bench failed; missing peers will be reported unavailable" >&2
-    else
+    # The project's installer first (its bench and build sets), then
+    # apt-get for whatever it left out.
+    if [ -f scripts/deps.sh ] && grep -q '^ *bench)' scripts/deps.sh; then
+      bash scripts/deps.sh build bench || echo "warning: scripts/deps.sh build bench failed" >&2
+      still=()
+      for p in "${missing[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+          still+=("$p")
+      done
+      missing=("${still[@]}")
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
       sudo=""
       [ "$(id -u)" -eq 0 ] || sudo="sudo"
       { $sudo apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+          --no-install-recommends "${missing[@]}" >/dev/null; } ||
         echo "warning: apt-get could not install ${missing[*]}; those peers will be reported unavailable" >&2
     fi
   fi
