@@ -167,9 +167,10 @@ CT_EXTERN void ct_set_allocator(ct_alloc_fn fn, void *ud);
 /* ------------------------------------------------------------------------ */
 /* Tokens                                                                   */
 
-/* Create a token named `name` (copied; non-empty, valid UTF-8).
- * On success stores a new reference in *out and returns 0.
- * Errors: -EINVAL (out or name NULL, name empty or not UTF-8), -ENOMEM.
+/* Create a token named `name` (copied; valid UTF-8 of 1 to CT_NAME_MAX
+ * bytes, CT_NAME_MAX being 65536).  On success stores a new reference in
+ * *out and returns 0.  Errors: -EINVAL (out or name NULL, name empty, not
+ * UTF-8 or longer than CT_NAME_MAX bytes), -ENOMEM.
  * Ownership: *out is a new reference.  Any thread; callbacks: yes; never
  * blocks. */
 CT_EXTERN int ct_token_new(ct_token **out, const char *name);
@@ -199,9 +200,12 @@ CT_EXTERN ct_token *ct_token_ref(ct_token *t);
  * descriptor if it has one. */
 CT_EXTERN void ct_token_unref(ct_token *t);
 
-/* Trigger t with reason CT_REASON_TRIGGER.  Triggers every token chained to
- * t, wakes every waiter and makes the descriptor readable, then runs t's
- * callbacks and its descendants' callbacks in this thread before returning.
+/* Trigger t with reason CT_REASON_TRIGGER.  First triggers every token
+ * chained to t, at every depth, wakes every waiter of t and of those tokens
+ * and makes all their descriptors readable; only then runs t's callbacks,
+ * then its descendants' callbacks, in this thread, before returning.  (A
+ * descendant that another thread's trigger reached first is completed by
+ * that thread, which runs no user code before it has done so.)
  * Returns 1 if this call triggered t, 0 if it was already triggered (the
  * first trigger wins and is the one reported by ct_token_triggered_token()),
  * -EINVAL for NULL.  Ownership: t borrowed.  Any thread; callbacks: yes (a
@@ -307,10 +311,14 @@ CT_EXTERN ct_reason ct_token_reason(const ct_token *t, int *detail);
 
 /* The token's name.  For a chained token it is the parents' names joined by
  * ':' ("a:b"), composed on first use and cached; a composed name longer
- * than CT_NAME_MAX bytes is cut and ends with "...".  Returns NULL for NULL,
- * or when composing the name ran out of memory.  Ownership: the string
- * belongs to t and lives as long as t.  Any thread; callbacks: yes; the
- * first call on a chained token allocates and walks its ancestors. */
+ * than CT_NAME_MAX bytes is cut to at most CT_NAME_MAX bytes in all,
+ * ending with "..." (and never inside a UTF-8 character).  Returns NULL
+ * for NULL, or when composing the name ran out of memory.  Ownership: the
+ * string belongs to t, or to the ancestor t's name comes from (a chain of
+ * one parent is named as that parent), and lives at least as long as t.
+ * Any thread; callbacks: yes; never blocks.  The first call on a chained
+ * token allocates and walks its ancestors, a walk bounded by the
+ * CT_NAME_MAX bytes it can write plus the links on one path. */
 #define CT_NAME_MAX 65536
 CT_EXTERN const char *ct_token_name(ct_token *t);
 
@@ -458,15 +466,20 @@ typedef struct ct_callback {
 
 /* Run fn(t, arg) once when t is triggered.
  *   Returns 0: registered; fn will run in the thread that triggers t (or
- *              a deadline's thread) unless unregistered first.  The
+ *              a library thread: the deadline's, the signal trigger's),
+ *              after every token chained to t is triggered, unless
+ *              unregistered first.  The
  *              registration holds a reference on t; ct_callback_unregister()
  *              must be called to release it.
  *   Returns 1: t was already triggered, so fn has run at once, in this
  *              thread, before this call returned.  No reference is held
- *              and ct_callback_unregister() is optional (it returns 1).
- *   -EINVAL:   NULL cb, t or fn, or cb is already registered.
+ *              and ct_callback_unregister() is optional (it returns 1):
+ *              cb may be registered again as it is.
+ *   -EINVAL:   NULL cb, t or fn, or cb is already registered (and not
+ *              ended by an unregister or by a run at registration).
  *   -ENOMEM:   the first registration on a token allocates a small block
  *              for the token's list; later ones allocate nothing.
+ * On an error cb is left as it was.
  * Ownership: t borrowed; cb owned by the caller (see above).  Any thread;
  * callbacks: yes; blocks only briefly on t's lock -- but when t is already
  * triggered it runs fn before returning. */
