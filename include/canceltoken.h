@@ -467,8 +467,8 @@ typedef struct ct_callback {
 /* Run fn(t, arg) once when t is triggered.
  *   Returns 0: registered; fn will run in the thread that triggers t (or
  *              a library thread: the deadline's, the signal trigger's),
- *              after every token chained to t is triggered, unless
- *              unregistered first.  The
+ *              once the trigger has done what ct_token_trigger() says
+ *              it does first, unless unregistered first.  The
  *              registration holds a reference on t; ct_callback_unregister()
  *              must be called to release it.
  *   Returns 1: t was already triggered, so fn has run at once, in this
