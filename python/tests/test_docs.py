@@ -22,7 +22,11 @@ import doc_examples
 from cancel_token import _core
 
 HERE = Path(__file__).resolve().parent
-DOC = HERE.parents[1] / "docs" / "python.rst"
+# docs/ is at the top of the checkout (python/tests/../..) or of the
+# sdist (tests/..).
+DOC = next(d / "docs" / "python.rst" for d in (HERE.parent.parent,
+                                               HERE.parent)
+           if (d / "docs" / "python.rst").is_file())
 
 
 def test_in_process_examples():

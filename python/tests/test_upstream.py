@@ -17,7 +17,11 @@ import pytest
 import cancel_token
 from cancel_token import CancelToken, EventLoopMismatch, OperationCancelled
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+# VERSION is at the top of the sdist (tests/..) or of the checkout
+# (python/tests/../..).
+VERSION_FILE = next(d / 'VERSION' for d in (HERE.parent, HERE.parent.parent)
+                    if (d / 'VERSION').is_file())
 
 
 def _failed(exc):
@@ -252,7 +256,7 @@ def test_wait_in_another_loop_names_both_loops():
 def test_version():
     """The original has a version (0.2.0 for v0.2.0); ours is the
     repository's VERSION file."""
-    version = (ROOT / 'VERSION').read_text().strip()
+    version = VERSION_FILE.read_text().strip()
     assert cancel_token.__version__ == version
     assert cancel_token._core.library_version == version
 
