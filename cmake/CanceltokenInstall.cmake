@@ -48,7 +48,7 @@ function(ct_feature var description found missing)
     set(${var}_ENABLED ON PARENT_SCOPE)
   elseif(v STREQUAL "AUTO")
     message(STATUS "${description}: skipped, ${missing} "
-      "(-D${var}=OFF to leave it out quietly, =ON to require it)")
+      "(-D${var}=OFF to leave it out, =ON to require it)")
     set(${var}_ENABLED OFF PARENT_SCOPE)
   else()
     message(FATAL_ERROR "${description}: ${var}=${${var}} but ${missing}")

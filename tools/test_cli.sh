@@ -100,5 +100,17 @@ PY
 )
 expect_eq "wait --json content" "$got" ok
 
+# Bash completion (the installed file), without bash-completion loaded.
+# shellcheck source=cancel-token.bash
+source "$(dirname "$0")/cancel-token.bash"
+complete_words() { # WORDS...: complete the last one
+  COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMPREPLY=()
+  _cancel_token
+  echo "${COMPREPLY[*]}"
+}
+expect_eq "complete a subcommand" "$(complete_words cancel-token wa)" wait
+expect_eq "complete status options" "$(complete_words cancel-token status /x --j)" --json
+expect_eq "complete serve options" "$(complete_words cancel-token serve /x a --allow-a)" --allow-any-uid
+expect_eq "nothing after run's --" "$(complete_words cancel-token run /x a -- --he)" ""
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
