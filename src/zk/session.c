@@ -122,12 +122,15 @@ void zk_watcher(zhandle_t *zh, int type, int state, const char *path,
     /* A node event (created, deleted, changed): re-read its record.  Our
      * watched nodes are the @trigger and @owner children. */
     size_t pl = strlen(path);
-    for (struct zk_rec *r = c->recs; r; r = r->next)
-      if ((strlen(r->tpath) == pl && memcmp(r->tpath, path, pl) == 0) ||
-          (strlen(r->opath) == pl && memcmp(r->opath, path, pl) == 0)) {
+    for (struct zk_rec *r = c->recs; r; r = r->next) {
+      bool t = strlen(r->tpath) == pl && memcmp(r->tpath, path, pl) == 0;
+      if (t || (strlen(r->opath) == pl && memcmp(r->opath, path, pl) == 0)) {
         r->check_pending = true;
         r->not_before = 0;
+        if (t && type == ZOO_CREATED_EVENT)
+          r->trig_created = true;
       }
+    }
   }
   zk_kick(c);
   pthread_mutex_unlock(&c->mu);

@@ -292,6 +292,25 @@ int zk_rec_check(struct ct_zk_client *c, struct zk_rec *rec,
   int rc = -ENOMEM;
   if (!r || !t)
     goto out;
+  /* Woken by the creation of @trigger: read it straight away (the usual
+   * path of a trigger, one round trip instead of two).  The record never
+   * changes once written, so no watch is needed on it any more. */
+  pthread_mutex_lock(&c->mu);
+  bool created = rec->trig_created;
+  rec->trig_created = false;
+  pthread_mutex_unlock(&c->mu);
+  if (created) {
+    rc = rec_read(c, rec, t, deadline);
+    if (rc != 0) { /* applied (1), or an error to retry */
+      if (rc < 0) {
+        pthread_mutex_lock(&c->mu);
+        rec->trig_created = true;
+        pthread_mutex_unlock(&c->mu);
+      }
+      rc = rc < 0 ? rc : 0;
+      goto out;
+    }
+  }
   for (int round = 0; round < 3; round++) {
     /* Arms a watch on @trigger whether or not it exists. */
     rc = exists_retry(c, rec->tpath, true, r, deadline);

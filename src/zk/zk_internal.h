@@ -98,6 +98,8 @@ struct zk_rec {
   bool fired;           /* trig holds the recorded trigger */
   struct zk_trig trig;
   bool check_pending;   /* the client's thread must re-read the record */
+  bool trig_created;    /* a watch said @trigger was created: read it
+                           at once, without an exists first */
   bool fwd_pending;     /* a local trigger waits to be written */
   bool fwd_done;        /* a local trigger was taken for writing */
   bool owner_lost_pending; /* our session that owned it expired */
