@@ -472,7 +472,9 @@ typedef struct ct_callback {
  *              registration holds a reference on t; ct_callback_unregister()
  *              must be called to release it.
  *   Returns 1: t was already triggered, so fn has run at once, in this
- *              thread, before this call returned.  No reference is held
+ *              thread, before this call returned (if t's trigger is still
+ *              under way in another thread, tokens chained to t may not
+ *              all read as triggered yet while fn runs).  No reference is held
  *              and ct_callback_unregister() is optional (it returns 1):
  *              cb may be registered again as it is.
  *   -EINVAL:   NULL cb, t or fn, or cb is already registered (and not

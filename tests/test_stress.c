@@ -155,13 +155,13 @@ static void tracking_cb(ct_token *t, void *arg) {
 
 enum op {
   OP_NEW, OP_CHILD, OP_CHAIN, OP_CHAIN_N, OP_TRIGGER, OP_DEADLINE, OP_WAIT,
-  OP_FD, OP_REGISTER, OP_UNREGISTER, OP_RELEASE, OP_NAME, NOPS
+  OP_FD, OP_REGISTER, OP_UNREGISTER, OP_RELEASE, OP_NAME, OP_DEEP, NOPS
 };
 static const char *op_names[NOPS] = {
     "new", "child", "chain", "chain_n", "trigger", "deadline", "wait",
-    "fd", "register", "unregister", "unref", "name"};
-/* Weights, in percent. */
-static const int op_weight[NOPS] = {8, 10, 10, 6, 9, 5, 12, 2, 14, 10, 8, 6};
+    "fd", "register", "unregister", "unref", "name", "deep"};
+/* Weights, relative (an operation is drawn with probability weight / sum). */
+static const int op_weight[NOPS] = {8, 10, 10, 6, 9, 5, 12, 2, 14, 10, 8, 6, 2};
 
 struct worker {
   pthread_t th;
@@ -516,13 +516,146 @@ static void do_name(struct worker *w) {
   ct_token_unref(t);
 }
 
+/* ---- deep descendants with waiters and callbacks (issue 13, item 2) ----
+ * A private chain of 8..256 tokens (named children and unnamed chain_n(1)
+ * links) under a random token of the registry, with a descriptor half way
+ * down, callbacks at random depths and a thread blocked on the leaf.  The
+ * chain is reachable only through its top, so whichever thread claims the
+ * top (this one's trigger of it, or any trigger of an ancestor, or the
+ * deadline thread) claims the whole chain: every callback must then find
+ * every token below it triggered and the descriptor readable, and the
+ * callback on the top waits for the leaf's waiter to have returned -- the
+ * shutdown callback of the issue, which waited for ever. */
+enum { DEEP_MIN = 8, DEEP_MAX = 256, DEEP_CBS = 4 };
+struct deep {
+  ct_token *tok[DEEP_MAX];
+  int n, fd_depth, fd;
+  _Atomic int waiter_done;
+};
+struct deep_cb {
+  ct_callback cb;
+  struct deep *d;
+  int depth;
+  _Atomic int ran;
+  _Atomic int registering; /* inside ct_callback_register(): a run now is
+                              the inline run, on a top that may still be
+                              propagating in another thread (see the
+                              header): nothing to check about below */
+};
+
+static bool stress_fd_readable(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+static void deep_cb(ct_token *t, void *arg) {
+  struct deep_cb *c = arg;
+  struct deep *d = c->d;
+  if (atomic_fetch_add(&c->ran, 1) != 0)
+    BAD("deep: a callback ran twice");
+  if (t != d->tok[c->depth])
+    BAD("deep: a callback ran for another token");
+  if (atomic_load(&c->registering))
+    return;
+  for (int k = c->depth; k < d->n; k++)
+    if (!ct_token_triggered(d->tok[k])) {
+      BAD("deep: a callback at depth %d ran before depth %d was triggered",
+          c->depth, k);
+      return;
+    }
+  if (d->fd_depth >= c->depth && !stress_fd_readable(d->fd))
+    BAD("deep: a callback ran before a descriptor below was readable");
+  if (c->depth == 0)
+    while (!atomic_load(&d->waiter_done))
+      sched_yield(); /* woken already: it only has to be scheduled */
+}
+
+static void *deep_waiter(void *arg) {
+  struct deep *d = arg;
+  if (ct_token_wait(d->tok[d->n - 1], CT_FOREVER) != 0)
+    BAD("deep: the leaf's wait failed");
+  atomic_store(&d->waiter_done, 1);
+  return NULL;
+}
+
+static void do_deep(struct worker *w) {
+  int i;
+  ct_token *p = pick(&w->rng, &i);
+  if (!p)
+    return;
+  struct deep *d = calloc(1, sizeof *d);
+  struct deep_cb *cbs = calloc(DEEP_CBS, sizeof *cbs);
+  if (!d || !cbs) {
+    BAD("deep: out of memory");
+    free(d);
+    free(cbs);
+    ct_token_unref(p);
+    return;
+  }
+  d->n = DEEP_MIN + (int)(rnd(&w->rng) % (DEEP_MAX - DEEP_MIN + 1));
+  ct_token *up = p;
+  for (int k = 0; k < d->n; k++) {
+    int r = rnd(&w->rng) % 4 == 0 ? ct_token_chain_n(&d->tok[k], &up, 1)
+                                  : ct_token_new_child(&d->tok[k], "deep", up);
+    if (r < 0) {
+      BAD("deep: creation failed: %s", ct_err_name(r));
+      d->n = k;
+      break;
+    }
+    up = d->tok[k];
+  }
+  if (d->n < DEEP_MIN)
+    goto out;
+  d->fd_depth = d->n / 2;
+  d->fd = ct_token_fd(d->tok[d->fd_depth]);
+  if (d->fd < 0) {
+    BAD("deep: ct_token_fd: %s", ct_err_name(d->fd));
+    goto out;
+  }
+  pthread_t th;
+  bool waiter = pthread_create(&th, NULL, deep_waiter, d) == 0;
+  if (!waiter)
+    atomic_store(&d->waiter_done, 1); /* out of threads: no waiter then */
+  for (int c = 0; c < DEEP_CBS; c++) {
+    cbs[c].d = d;
+    cbs[c].depth = c == 0 ? 0 : (int)(rnd(&w->rng) % (uint64_t)d->n);
+    atomic_store(&cbs[c].registering, 1);
+    int r = ct_callback_register(&cbs[c].cb, d->tok[cbs[c].depth], deep_cb,
+                                 &cbs[c]);
+    atomic_store(&cbs[c].registering, 0);
+    if (r < 0)
+      BAD("deep: register: %s", ct_err_name(r));
+  }
+  /* Trigger the top; an ancestor's trigger may have claimed it already. */
+  ct_token_trigger(d->tok[0]);
+  if (waiter)
+    pthread_join(th, NULL);
+  for (int c = 0; c < DEEP_CBS; c++) {
+    /* 1 in every case: it ran (waiting for it if another thread runs it) */
+    int r = ct_callback_unregister(&cbs[c].cb);
+    if (r != 1 || atomic_load(&cbs[c].ran) != 1)
+      BAD("deep: unregister returned %d, the callback ran %d times", r,
+          atomic_load(&cbs[c].ran));
+  }
+out:
+  for (int k = d->n; k-- > 0;)
+    ct_token_unref(d->tok[k]);
+  ct_token_unref(p);
+  free(cbs);
+  free(d);
+}
+
 static void *worker_main(void *arg) {
   struct worker *w = arg;
   int seen = 0;
   park(&seen, &parked_workers);
   while (!atomic_load(&quit)) {
     while (!atomic_load(&epoch_stop)) {
-      int x = (int)(rnd(&w->rng) % 100), op = 0;
+      static int wsum;
+      if (!wsum) /* benign race: every thread computes the same sum */
+        for (int k = 0; k < NOPS; k++)
+          wsum += op_weight[k];
+      int x = (int)(rnd(&w->rng) % (uint64_t)wsum), op = 0;
       while (x >= op_weight[op])
         x -= op_weight[op++];
       switch (op) {
@@ -552,6 +685,9 @@ static void *worker_main(void *arg) {
         break;
       case OP_RELEASE:
         do_release(w);
+        break;
+      case OP_DEEP:
+        do_deep(w);
         break;
       default:
         do_name(w);
