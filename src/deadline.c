@@ -214,7 +214,8 @@ out:
 int ct_token_new_deadline(ct_token **out, const char *name,
                           int64_t deadline) {
   ct_token *t;
-  if (deadline < 0)
+  /* CT_FOREVER is negative too: a token that never fires is ct_token_new(). */
+  if (!out || deadline < 0)
     return -EINVAL;
   int r = ct_token_new(&t, name);
   if (r < 0)

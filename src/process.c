@@ -19,7 +19,16 @@
  *    SIGTERM/SIGKILL sequence, and any error after the spawn (then it
  *    sends SIGKILL and waits without a limit: SIGKILL cannot be refused).
  *  - Signals go through pidfd_send_signal(2) for the same pid-reuse
- *    reason.  pidfd_open(2) is Linux 5.3, waitid(P_PIDFD) 5.4 and
+ *    reason.  RULE: no signal ever goes to a bare pid unless we hold an
+ *    unreaped child for it (and then only with SIGCHLD not ignored, since
+ *    an ignored SIGCHLD makes the kernel reap children as they end, freeing
+ *    their pids at once).  ct_run() keeps one descriptor reserved across
+ *    the spawn (the pidfd of this process it opens as a check) and frees it
+ *    for the child's pidfd, so "no descriptor" cannot strike between the
+ *    spawn and the pidfd in a single-threaded program.  A child already
+ *    gone by then (ESRCH: reaped by the kernel or by another thread) is
+ *    reported as -ECHILD, its status lost, and nothing is signalled.
+ *  - pidfd_open(2) is Linux 5.3, waitid(P_PIDFD) 5.4 and
  *    pidfd_send_signal(2) 5.1; a kernel without them gives -ENOSYS, and
  *    ct_run() checks that before it starts anything.
  */
@@ -48,10 +57,23 @@ static bool valid_deadline(int64_t deadline) {
   return deadline >= 0 || deadline == CT_FOREVER;
 }
 
-/* pidfd_open(2): a descriptor (close-on-exec) or a negative errno. */
+/* pidfd_open(2): a descriptor (close-on-exec) or a negative errno.  A pid
+ * > 0 that is no process's id but a thread's (not a thread group leader)
+ * gives EINVAL, or ENOENT on newer kernels: it names no process, -ESRCH. */
 static int pidfd_open_(pid_t pid) {
   long fd = syscall(SYS_pidfd_open, pid, 0u);
-  return fd < 0 ? -errno : (int)fd;
+  if (fd >= 0)
+    return (int)fd;
+  return errno == EINVAL || errno == ENOENT ? -ESRCH : -errno;
+}
+
+/* Does the kernel reap our children by itself (SIGCHLD ignored, or
+ * SA_NOCLDWAIT)?  Then a child's pid is free the moment it ends. */
+static bool children_autoreaped(void) {
+  struct sigaction sa;
+  if (sigaction(SIGCHLD, NULL, &sa) != 0)
+    return true; /* cannot tell: assume the unsafe case */
+  return sa.sa_handler == SIG_IGN || (sa.sa_flags & SA_NOCLDWAIT);
 }
 
 static void pidfd_signal(int pidfd, int signo) {
@@ -182,24 +204,34 @@ int ct_run(ct_token *t, char *const argv[], int64_t grace_ns,
     return -ECANCELED;
   }
   /* Check for pidfds before starting anything: the pidfd of this very
-   * process tells, and costs one descriptor for a moment. */
-  int pidfd = pidfd_open_(getpid());
-  if (pidfd < 0)
-    return pidfd;
-  close(pidfd);
+   * process tells.  Keep it open across the spawn: it reserves the
+   * descriptor the child's pidfd needs (see the design notes). */
+  int reserve = pidfd_open_(getpid());
+  if (reserve < 0)
+    return reserve;
 
   pid_t pid;
   int r = spawn(&pid, argv);
-  if (r < 0)
+  if (r < 0) {
+    close(reserve);
     return r;
-  pidfd = pidfd_open_(pid);
+  }
+  close(reserve);
+  int pidfd = pidfd_open_(pid);
+  if (pidfd == -ESRCH)
+    return -ECHILD; /* it ended and was reaped already: nothing to signal */
   if (pidfd < 0) {
-    /* No descriptor left (or the checks above raced with a limit): the
-     * child must not outlive this call. */
-    int status;
-    kill(pid, SIGKILL); /* our unreaped child: its pid cannot be reused */
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-      ;
+    /* No pidfd (out of memory, or another thread took the descriptor we
+     * freed).  The child must not outlive this call, but a bare pid may be
+     * signalled only while it is our unreaped child: true unless the
+     * kernel reaps children by itself.  In that case leave it alone (it
+     * runs on, documented), rather than risk killing a stranger. */
+    if (!children_autoreaped()) {
+      int status;
+      kill(pid, SIGKILL); /* our unreaped child: its pid cannot be reused */
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    }
     return pidfd;
   }
 

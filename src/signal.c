@@ -147,7 +147,11 @@ out:
 }
 
 int ct_signal_unhook(int signo) {
-  if (!hookable(signo))
+  /* -EINVAL for every signo that ct_signal_hook() always refuses: those
+   * hookable() rules out, and those the C library keeps for itself (glibc:
+   * 32 and 33), which sigaction(2) refuses even as a query. */
+  struct sigaction probe;
+  if (!hookable(signo) || sigaction(signo, NULL, &probe) != 0)
     return -EINVAL;
   pthread_mutex_lock(&hook_mu);
   /* relaxed: written only under hook_mu, which we hold. */

@@ -227,11 +227,11 @@ static bool process(ct_token *t, ct_token **work) {
   }
   /* acquire: pairs with the release CAS that published ext. */
   struct ct_ext *e = atomic_load_explicit(&t->ext, memory_order_acquire);
-  /* relaxed: the fd and the callbacks list are written under this lock,
-   * which we hold. */
-  int fd = e ? atomic_load_explicit(&e->fd, memory_order_relaxed) : -1;
-  if (fd >= 0)
-    ct__eventfd_signal(fd);
+  /* Makes the descriptor readable, never one inherited through fork()
+   * (see wait.c).  relaxed: the callbacks list is written under this
+   * lock, which we hold. */
+  if (e)
+    ct__fd_signal_locked(e);
   bool cbs = e && e->callbacks;
   ct__unlock(&t->lock);
   return cbs;

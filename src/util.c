@@ -16,10 +16,12 @@
 
 /* ---- errors: one table, CT_ERRNO_MAP, gives names and messages ---- */
 
+/* Both switch on err itself, with negated constants as labels: negating a
+ * caller's int (-err) is undefined for INT_MIN. */
 const char *ct_err_name(int err) {
-  switch (-err) {
+  switch (err) {
 #define CT_NAME_CASE(e, msg)                                                  \
-  case e:                                                                     \
+  case -e:                                                                    \
     return #e;
     CT_ERRNO_MAP(CT_NAME_CASE)
 #undef CT_NAME_CASE
@@ -32,17 +34,20 @@ const char *ct_err_name(int err) {
 
 const char *ct_strerror(int err) {
   static _Thread_local char buf[96];
-  switch (-err) {
+  switch (err) {
 #define CT_MSG_CASE(e, msg)                                                   \
-  case e:                                                                     \
+  case -e:                                                                    \
     return msg;
     CT_ERRNO_MAP(CT_MSG_CASE)
 #undef CT_MSG_CASE
   case 0:
     return "success";
   default:
-    /* The GNU strerror_r may return a static string instead of filling buf. */
-    return strerror_r(err < 0 ? -err : err, buf, sizeof buf);
+    /* The GNU strerror_r may return a static string instead of filling buf.
+     * INT_MIN has no positive counterpart (and is no errno): it gets the
+     * C library's message for an unknown error, without negating it. */
+    return strerror_r(err == INT_MIN ? INT_MAX : err < 0 ? -err : err, buf,
+                      sizeof buf);
   }
 }
 
@@ -157,7 +162,15 @@ bool ct__utf8_valid(const char *str, size_t n) {
 
 /* Start a detached library thread with every signal blocked, so that
  * signals aimed at the process go to the application's threads and never
- * interrupt (or get stuck behind) ours.  Returns pthread_create's result. */
+ * interrupt (or get stuck behind) ours.  Returns pthread_create's result.
+ *
+ * The stack is the C library's default for a new thread (glibc: the soft
+ * RLIMIT_STACK, usually 8 MiB, or 2 MiB when that is unlimited), the same
+ * as pthread_create() with no attributes: these threads run user callbacks
+ * (the deadline thread, the async thread), which are entitled to the stack
+ * any other thread of the application gets.  Untouched pages cost only
+ * address space.  (They used to get 64 KiB, on which a callback with about
+ * 60 KiB of locals crashed.) */
 int ct__thread_start(void *(*fn)(void *)) {
   sigset_t all, old;
   sigfillset(&all);
@@ -166,7 +179,6 @@ int ct__thread_start(void *(*fn)(void *)) {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
   int r = pthread_create(&th, &attr, fn, NULL);
   pthread_attr_destroy(&attr);
   pthread_sigmask(SIG_SETMASK, &old, NULL);

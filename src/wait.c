@@ -12,9 +12,27 @@
  *    token that was once waited on pays one FUTEX_WAKE on trigger.
  *  - The descriptor is an eventfd created under the token's lock; see
  *    ct_token_fd() for why that cannot miss the trigger.
+ *  - Descriptors and fork().  fork() copies a token (its state word is
+ *    process memory) but shares its eventfd: both processes' descriptors
+ *    are one kernel object.  A trigger in one process must not make the
+ *    other's descriptor readable, so each descriptor records the "fork
+ *    generation" it was made in (ext->fd_gen), and every forked child bumps
+ *    the generation (atfork handler, registered before the first
+ *    descriptor exists).  A process that finds a descriptor of an older
+ *    generation -- inherited -- adopts it before using it (ct__fd_adopt):
+ *    it puts a fresh eventfd at the same number with dup3(2), so the
+ *    number the application holds stays valid and now names a descriptor
+ *    of this process only.  The trigger (ct__fd_signal_locked, from
+ *    token.c) and ct_token_fd() both adopt, under the token's lock.
+ *  - Readiness is never taken as cancellation on its own: ct_poll() checks
+ *    the state word.  Readable while not triggered can only mean that
+ *    somebody outside this process's library wrote the shared descriptor
+ *    (a process cloned without the atfork handlers, a raw write); the
+ *    descriptor is then adopted anew and the poll goes on.
  */
 #include "internal.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -59,21 +77,107 @@ int ct_sleep(ct_token *t, int64_t deadline) {
   return wait_triggered(t, deadline) == 0 ? -ECANCELED : 0;
 }
 
+/* The fork generation: 0 in the process that loaded the library, bumped
+ * in each forked child by atfork_child() while the child has one thread.
+ * Relaxed everywhere: it changes only when no other thread of the process
+ * exists, and threads created later are ordered after it by
+ * pthread_create(). */
+static _Atomic uint32_t fork_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_child(void) {
+  atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
+}
+
+static void atfork_register(void) {
+  pthread_atfork(NULL, NULL, atfork_child);
+}
+
+static uint32_t gen_now(void) {
+  return atomic_load_explicit(&fork_gen, memory_order_relaxed);
+}
+
+/* Give this process a descriptor of its own at e->fd's number (see the
+ * design notes).  Caller holds the token's lock and has seen fd >= 0.
+ * Returns 0 or a negative errno (the descriptor is then left as it was:
+ * the caller must not write it). */
+static int adopt_locked(struct ct_ext *e, int fd) {
+  int n = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (n < 0)
+    return -errno;
+  int r;
+  while ((r = dup3(n, fd, O_CLOEXEC)) < 0 && (errno == EINTR || errno == EBUSY))
+    ;
+  int err = r < 0 ? -errno : 0;
+  close(n);
+  /* release: pairs with ct_token_fd()'s acquire load of fd_gen, so a
+   * thread that takes the fast path on the new generation is ordered after
+   * the dup3 (and after our write, when t is triggered). */
+  if (err == 0)
+    atomic_store_explicit(&e->fd_gen, gen_now(), memory_order_release);
+  return err;
+}
+
+void ct__fd_signal_locked(struct ct_ext *e) {
+  /* relaxed: the fd is stored under the token's lock, which we hold. */
+  int fd = atomic_load_explicit(&e->fd, memory_order_relaxed);
+  if (fd < 0)
+    return;
+  if (atomic_load_explicit(&e->fd_gen, memory_order_relaxed) != gen_now() &&
+      adopt_locked(e, fd) < 0)
+    return; /* inherited, and no descriptor to replace it: never write the
+               other process's; ct_token_fd() will try again and report */
+  ct__eventfd_signal(fd);
+}
+
+/* Adopt t's descriptor fd (inherited, or made readable from outside
+ * while t is not triggered: force) and make it readable if t is
+ * triggered.  Returns fd or a negative errno. */
+static int fd_adopt(ct_token *t, struct ct_ext *e, int fd, bool force) {
+  ct__lock(&t->lock);
+  int r = fd;
+  /* A forced adoption happens only while the descriptor is still readable
+   * and t untriggered: a second thread woken by the same outside write
+   * must not replace the fresh descriptor a third may already sleep on. */
+  struct pollfd pf = {fd, POLLIN, 0};
+  if ((force && !ct_token_triggered(t) && poll(&pf, 1, 0) == 1) ||
+      atomic_load_explicit(&e->fd_gen, memory_order_relaxed) != gen_now()) {
+    r = adopt_locked(e, fd);
+    /* A trigger that ran before we took the lock wrote the old
+     * descriptor, or did not write at all (inherited): write ours.  One
+     * after us writes it itself, under this lock. */
+    if (r == 0) {
+      r = fd;
+      if (ct_token_triggered(t))
+        ct__eventfd_signal(fd);
+    }
+  }
+  ct__unlock(&t->lock);
+  return r;
+}
+
 int ct_token_fd(ct_token *t) {
   if (!t)
     return -EINVAL;
   struct ct_ext *e = ct__ext(t);
   if (!e)
     return -ENOMEM;
-  /* Fast path, no lock: acquire pairs with the release store below. */
+  /* Fast path, no lock: acquire pairs with the release store below, and
+   * makes fd_gen (stored before it) visible. */
   int fd = atomic_load_explicit(&e->fd, memory_order_acquire);
-  if (fd >= 0)
-    return fd;
+  if (fd >= 0) {
+    /* acquire: pairs with adopt_locked()'s release store. */
+    if (CT_LIKELY(atomic_load_explicit(&e->fd_gen, memory_order_acquire) ==
+                  gen_now()))
+      return fd;
+    return fd_adopt(t, e, fd, false);
+  }
+  pthread_once(&atfork_once, atfork_register);
   ct__lock(&t->lock);
   fd = atomic_load_explicit(&e->fd, memory_order_relaxed);
   if (fd >= 0) {
     ct__unlock(&t->lock);
-    return fd;
+    return fd_adopt(t, e, fd, false);
   }
   fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) {
@@ -81,6 +185,8 @@ int ct_token_fd(ct_token *t) {
     ct__unlock(&t->lock);
     return -err;
   }
+  /* relaxed: published by the release store of fd below. */
+  atomic_store_explicit(&e->fd_gen, gen_now(), memory_order_relaxed);
   /* Same decision as for callbacks: either the trigger's fetch_or sees
    * INTEREST and writes the descriptor under this lock after us, or we see
    * TRIGGERED and write it ourselves. */
@@ -111,8 +217,11 @@ int ct_poll(ct_token *t, struct pollfd *fds, size_t n, int64_t deadline) {
   if (!t || (!fds && n > 0) || !ct__valid_deadline(deadline) ||
       n >= (size_t)INT32_MAX || n >= SIZE_MAX / sizeof(struct pollfd) - 1)
     return -EINVAL;
-  if (ct_token_triggered(t))
+  if (ct_token_triggered(t)) {
+    for (size_t i = 0; i < n; i++)
+      fds[i].revents = 0;
     return -ECANCELED;
+  }
   int tfd = ct_token_fd(t);
   if (tfd < 0)
     return tfd;
@@ -128,6 +237,7 @@ int ct_poll(ct_token *t, struct pollfd *fds, size_t n, int64_t deadline) {
   p[n] = (struct pollfd){tfd, POLLIN, 0};
 
   int r;
+again:
   for (;;) {
     /* poll(2) for the two exact cases (no wait, no limit): it skips
      * ppoll's timespec and signal-mask handling, about 10% of a call on a
@@ -149,18 +259,33 @@ int ct_poll(ct_token *t, struct pollfd *fds, size_t n, int64_t deadline) {
       break;
     }
   }
-  if (p[n].revents || ct_token_triggered(t)) {
+  if (ct_token_triggered(t)) {
     for (size_t i = 0; i < n; i++)
       fds[i].revents = 0;
     r = -ECANCELED;
-  } else if (r == 0) {
-    for (size_t i = 0; i < n; i++)
-      fds[i].revents = 0;
-    r = -ETIMEDOUT;
-  } else {
-    for (size_t i = 0; i < n; i++)
-      fds[i].revents = p[i].revents;
+    goto out;
   }
+  if (p[n].revents) {
+    /* The token's descriptor is readable and t is not triggered: it was
+     * made readable from outside (see the design notes).  That is not
+     * cancellation: replace this process's copy, then report the other
+     * descriptors or wait on.  (The trigger writes the descriptor only
+     * after setting TRIGGERED, so a real trigger never lands here.) */
+    int a = fd_adopt(t, ct__ext(t), tfd, true);
+    if (a < 0) {
+      r = a;
+      goto out;
+    }
+    p[n].revents = 0;
+    r--; /* poll counted the token's descriptor */
+    if (r == 0 && deadline != 0 &&
+        (deadline == CT_FOREVER || ct_now() < deadline))
+      goto again;
+  }
+  for (size_t i = 0; i < n; i++)
+    fds[i].revents = r == 0 ? 0 : p[i].revents;
+  if (r == 0)
+    r = -ETIMEDOUT;
 out:
   if (p != local)
     ct__free(p, (n + 1) * sizeof *p);

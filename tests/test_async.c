@@ -146,6 +146,58 @@ static void test_trigger_with_cause(void **state) {
   assert_true(atomic_load(&t_live_bytes) <= base); /* may drop meanwhile */
 }
 
+/* Issue 13, item 4: library threads run callbacks on an ordinary thread
+ * stack.  This callback puts 1 MiB of locals on it and touches every page
+ * (on the old 64 KiB stack about 60 KiB was enough to crash). */
+struct deep {
+  _Atomic unsigned sum;
+  ct_token *done;
+};
+
+static __attribute__((noinline)) unsigned use_stack(void) {
+  volatile unsigned char buf[1 << 20];
+  for (size_t i = 0; i < sizeof buf; i += 1024)
+    buf[i] = (unsigned char)(i >> 10);
+  unsigned sum = 0;
+  for (size_t i = 0; i < sizeof buf; i += 1024)
+    sum += buf[i];
+  return sum;
+}
+
+static void deep_stack_cb(ct_token *t, void *arg) {
+  (void)t;
+  struct deep *d = arg;
+  atomic_store(&d->sum, use_stack());
+  ct_token_trigger(d->done);
+}
+
+/* 0 + 1 + ... + 255, four times over: what use_stack() returns. */
+#define DEEP_SUM (4u * 255u * 256u / 2u)
+
+static void test_callback_on_async_thread_gets_ordinary_stack(void **state) {
+  (void)state;
+  ASSERT_OK(ct_async_init());
+  ct_token *t;
+  ct_callback cb = {0};
+  struct deep d = {0};
+  ASSERT_OK(ct_token_new(&d.done, "done"));
+  ASSERT_OK(ct_token_new(&t, "t"));
+  ASSERT_OK(ct_callback_register(&cb, t, deep_stack_cb, &d));
+  handler_token = t;
+  struct sigaction sa = {0}, old;
+  sa.sa_handler = on_usr1;
+  sigemptyset(&sa.sa_mask);
+  assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+  assert_int_equal(raise(SIGUSR1), 0);
+  assert_int_equal(handler_result, 1);
+  ASSERT_OK(ct_token_wait(d.done, CT_FOREVER));
+  assert_int_equal(atomic_load(&d.sum), DEEP_SUM);
+  ASSERT_ERR(ct_callback_unregister(&cb), 1);
+  sigaction(SIGUSR1, &old, NULL);
+  ct_token_unref(t);
+  ct_token_unref(d.done);
+}
+
 int main(void) {
   t_use_counting_allocator();
   const struct CMUnitTest tests[] = {
@@ -153,6 +205,7 @@ int main(void) {
       cmocka_unit_test(test_trigger_from_signal_handler),
       cmocka_unit_test(test_plain_token_from_handler),
       cmocka_unit_test(test_trigger_with_cause),
+      cmocka_unit_test(test_callback_on_async_thread_gets_ordinary_stack),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

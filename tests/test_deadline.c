@@ -156,6 +156,65 @@ static void test_deadline_after_fork(void **state) {
   ct_token_unref(t);
 }
 
+/* Issue 13, item 4: library threads run callbacks on an ordinary thread
+ * stack.  This callback puts 1 MiB of locals on it and touches every page
+ * (on the old 64 KiB stack about 60 KiB was enough to crash). */
+struct deep {
+  _Atomic unsigned sum;
+  ct_token *done;
+};
+
+static __attribute__((noinline)) unsigned use_stack(void) {
+  volatile unsigned char buf[1 << 20];
+  for (size_t i = 0; i < sizeof buf; i += 1024)
+    buf[i] = (unsigned char)(i >> 10);
+  unsigned sum = 0;
+  for (size_t i = 0; i < sizeof buf; i += 1024)
+    sum += buf[i];
+  return sum;
+}
+
+static void deep_stack_cb(ct_token *t, void *arg) {
+  (void)t;
+  struct deep *d = arg;
+  atomic_store(&d->sum, use_stack());
+  ct_token_trigger(d->done);
+}
+
+/* 0 + 1 + ... + 255, four times over: what use_stack() returns. */
+#define DEEP_SUM (4u * 255u * 256u / 2u)
+
+static void test_callback_on_deadline_thread_gets_ordinary_stack(void **state) {
+  (void)state;
+  ct_token *t;
+  ct_callback cb = {0};
+  struct deep d = {0};
+  ASSERT_OK(ct_token_new(&d.done, "done"));
+  ASSERT_OK(ct_token_new(&t, "t"));
+  ASSERT_OK(ct_callback_register(&cb, t, deep_stack_cb, &d));
+  ASSERT_OK(ct_token_set_deadline(t, ct_deadline_after(1 * MS)));
+  ASSERT_OK(ct_token_wait(d.done, CT_FOREVER));
+  assert_int_equal(atomic_load(&d.sum), DEEP_SUM);
+  ASSERT_ERR(ct_callback_unregister(&cb), 1);
+  ct_token_unref(t);
+  ct_token_unref(d.done);
+}
+
+/* Issue 13, item 1: a NULL out-pointer is -EINVAL (it crashed), with any
+ * deadline, and nothing is left behind. */
+static void test_new_deadline_null_out_is_einval(void **state) {
+  (void)state;
+  long base = atomic_load(&t_live_bytes);
+  ASSERT_ERR(ct_token_new_deadline(NULL, "x", ct_deadline_after(3600 * 1000 * MS)), -EINVAL);
+  ASSERT_ERR(ct_token_new_deadline(NULL, "x", 0), -EINVAL);
+  ASSERT_ERR(ct_token_new_deadline(NULL, NULL, 0), -EINVAL);
+  ct_token *t = (ct_token *)&base;
+  ASSERT_ERR(ct_token_new_deadline(&t, NULL, 0), -EINVAL);
+  assert_ptr_equal(t, (ct_token *)&base); /* untouched on failure */
+  ASSERT_ERR(ct_token_new_deadline(&t, "x", -2), -EINVAL);
+  assert_int_equal(atomic_load(&t_live_bytes), base);
+}
+
 int main(void) {
   t_use_counting_allocator();
   const struct CMUnitTest tests[] = {
@@ -166,6 +225,8 @@ int main(void) {
       cmocka_unit_test(test_unref_cancels_deadline),
       cmocka_unit_test(test_many_deadlines),
       cmocka_unit_test(test_deadline_after_fork),
+      cmocka_unit_test(test_callback_on_deadline_thread_gets_ordinary_stack),
+      cmocka_unit_test(test_new_deadline_null_out_is_einval),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

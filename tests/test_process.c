@@ -498,6 +498,199 @@ static void test_no_pidfd_gives_enosys(void **state) {
   assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* ---- issue 13, items 7 and 8 ---- */
+
+struct tid_thread {
+  _Atomic pid_t tid;
+  int hold[2]; /* the thread stays alive until this pipe is closed */
+};
+
+static void *thread_gettid(void *arg) {
+  struct tid_thread *x = arg;
+  atomic_store(&x->tid, gettid());
+  char c;
+  while (read(x->hold[0], &c, 1) < 0 && errno == EINTR)
+    ;
+  return NULL;
+}
+
+/* Item 8: the id of a live thread that is not a process's main thread
+ * names no process: -ESRCH, documented (it was -ENOENT, undocumented). */
+static void test_process_wait_on_thread_id_is_esrch(void **state) {
+  (void)state;
+  ct_token *t;
+  ASSERT_OK(ct_token_new(&t, "t"));
+  struct tid_thread x = {0};
+  assert_int_equal(pipe(x.hold), 0);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, thread_gettid, &x), 0);
+  while (atomic_load(&x.tid) == 0)
+    sched_yield();
+  ASSERT_ERR(ct_process_wait(t, atomic_load(&x.tid), 0), -ESRCH);
+  ASSERT_ERR(ct_process_wait(t, atomic_load(&x.tid), CT_FOREVER), -ESRCH);
+  close(x.hold[1]);
+  pthread_join(th, NULL);
+  close(x.hold[0]);
+  ct_token_unref(t);
+}
+
+/* In a child process of the test: make pidfd_open(2) fail with `err` for
+ * every pid but this process's own (which ct_run() opens as its check),
+ * so that the child's pidfd cannot be had after the spawn. */
+static int deny_child_pidfd(int err) {
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 3),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+               offsetof(struct seccomp_data, args[0])), /* low half */
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)getpid(), 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ((uint32_t)err & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {sizeof code / sizeof code[0], code};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+      prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+    return -1;
+  return 0;
+}
+
+/* Read p until EOF; 1 if "done" came. */
+static int saw_done(int fd) {
+  char buf[64];
+  size_t got = 0;
+  ssize_t n;
+  while (got < sizeof buf - 1 &&
+         ((n = read(fd, buf + got, sizeof buf - 1 - got)) > 0 ||
+          (n < 0 && errno == EINTR)))
+    if (n > 0)
+      got += (size_t)n;
+  buf[got] = 0;
+  return strstr(buf, "done") != NULL;
+}
+
+/* The command: writes "done" to the inherited pipe after a moment, unless
+ * a signal ends it first. */
+static int run_denied(int err, bool ignore_chld, int *rc_out) {
+  int p[2];
+  if (pipe2(p, 0) != 0)
+    return 1;
+  char script[128];
+  snprintf(script, sizeof script, "sleep 0.2; echo done >&%d", p[1]);
+  char *argv[] = {"/bin/sh", "-c", script, NULL};
+  if (ignore_chld) {
+    struct sigaction ign = {0};
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGCHLD, &ign, NULL);
+  }
+  if (deny_child_pidfd(err) != 0)
+    return 77;
+  ct_token *t;
+  ct_run_result r = sentinel;
+  if (ct_token_new(&t, "t") < 0)
+    return 2;
+  *rc_out = ct_run(t, argv, 0, &r, CT_FOREVER);
+  if (r.outcome != sentinel.outcome)
+    return 3; /* *res must stay untouched on these errors */
+  close(p[1]);
+  int done = saw_done(p[0]); /* EOF once the command has ended */
+  ct_token_unref(t);
+  return done ? 0 : 4; /* 4: it was killed */
+}
+
+/* Item 7: the child is gone before its pidfd could be opened (ESRCH:
+ * reaped, by the kernel when SIGCHLD is ignored).  ct_run() reports
+ * -ECHILD (status lost, documented) and signals nothing: the old code
+ * returned -ESRCH and sent SIGKILL to the bare pid, which may by then
+ * belong to another process.  Simulated with a seccomp filter: the
+ * command, alive and our child, must then finish unharmed. */
+static int child_gone_before_pidfd(void) {
+  int rc = 0;
+  int r = run_denied(ESRCH, false, &rc);
+  if (r != 0)
+    return r;
+  if (rc != -ECHILD)
+    return 5;
+  int status;
+  if (waitpid(-1, &status, 0) < 0 || !WIFEXITED(status) ||
+      WEXITSTATUS(status) != 0)
+    return 6; /* it was signalled */
+  return 0;
+}
+
+/* Item 7, the class: no pidfd after the spawn for another reason (no
+ * descriptor) while SIGCHLD is ignored: the kernel reaps the child the
+ * moment it ends, so its pid is never safe to signal.  ct_run() returns
+ * the error and leaves the command alone (documented). */
+static int no_pidfd_with_sigchld_ignored(void) {
+  int rc = 0;
+  int r = run_denied(EMFILE, true, &rc);
+  if (r != 0)
+    return r;
+  return rc == -EMFILE ? 0 : 5;
+}
+
+/* ... and with SIGCHLD at its default, the child is ours and unreaped, so
+ * its pid is safe: ct_run() kills and reaps it, leaving no child. */
+static int no_pidfd_kills_unreaped_child(void) {
+  int rc = 0;
+  int r = run_denied(EMFILE, false, &rc);
+  if (r != 4)
+    return r == 0 ? 5 : r; /* it must have been killed */
+  if (rc != -EMFILE)
+    return 6;
+  if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD)
+    return 7; /* a zombie was left */
+  return 0;
+}
+
+static void in_child(int (*fn)(void)) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0)
+    _exit(fn());
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77)
+    skip();
+  assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_run_child_gone_before_pidfd_signals_nothing(void **state) {
+  (void)state;
+  in_child(child_gone_before_pidfd);
+}
+
+static void test_run_no_pidfd_sigchld_ignored_signals_nothing(void **state) {
+  (void)state;
+  in_child(no_pidfd_with_sigchld_ignored);
+}
+
+static void test_run_no_pidfd_kills_unreaped_child(void **state) {
+  (void)state;
+  in_child(no_pidfd_kills_unreaped_child);
+}
+
+/* Item 7 as reported: with SIGCHLD ignored, every ct_run() of a command
+ * that exits at once gives the documented -ECHILD (its status is lost:
+ * the kernel reaped it), never -ESRCH, and leaves no child. */
+static void test_run_sigchld_ignored_is_echild(void **state) {
+  (void)state;
+  struct sigaction ign = {0}, old;
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGCHLD, &ign, &old);
+  ct_token *t;
+  ASSERT_OK(ct_token_new(&t, "t"));
+  char *argv[] = {"/bin/true", NULL};
+  for (int i = 0; i < 50; i++) {
+    ct_run_result r = sentinel;
+    ASSERT_ERR(ct_run(t, argv, 0, &r, CT_FOREVER), -ECHILD);
+    assert_untouched(&r);
+  }
+  sigaction(SIGCHLD, &old, NULL);
+  ct_token_unref(t);
+}
+
 #define T(f) cmocka_unit_test_teardown(f, no_zombies)
 
 int main(void) {
@@ -518,6 +711,11 @@ int main(void) {
       T(test_run_resets_ignored_term_and_pipe),
       T(test_run_no_descriptor),
       T(test_no_pidfd_gives_enosys),
+      T(test_process_wait_on_thread_id_is_esrch),
+      T(test_run_child_gone_before_pidfd_signals_nothing),
+      T(test_run_no_pidfd_sigchld_ignored_signals_nothing),
+      T(test_run_no_pidfd_kills_unreaped_child),
+      T(test_run_sigchld_ignored_is_echild),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -423,9 +423,30 @@ static void test_sigterm_once_to_child(void **state) {
   assert_int_equal(WTERMSIG(status), SIGTERM);
 }
 
+/* Issue 13, item 12: the signals the C library keeps for itself (glibc:
+ * 32 and 33) are refused by ct_signal_hook(), so ct_signal_unhook() says
+ * -EINVAL for them, as for every signal the hook always refuses (it said
+ * -ENOENT). */
+static void test_unhook_reserved_signal_is_einval(void **state) {
+  (void)state;
+  ct_token *t;
+  ASSERT_OK(ct_token_new(&t, "t"));
+  for (int signo = 1; signo < NSIG; signo++) {
+    struct sigaction probe;
+    if (sigaction(signo, NULL, &probe) == 0)
+      continue; /* one sigaction() accepts: not reserved */
+    ASSERT_ERR(ct_signal_hook(signo, t, 0), -EINVAL);
+    ASSERT_ERR(ct_signal_unhook(signo), -EINVAL);
+  }
+  ASSERT_ERR(ct_signal_unhook(32), -EINVAL);
+  ASSERT_ERR(ct_signal_unhook(33), -EINVAL);
+  ct_token_unref(t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_input),
+      cmocka_unit_test(test_unhook_reserved_signal_is_einval),
       cmocka_unit_test(test_second_hook_is_ebusy),
       cmocka_unit_test(test_restores_previous_disposition),
       cmocka_unit_test(test_raise_triggers_token_and_chain),

@@ -7,8 +7,12 @@
  */
 #include "test_util.h"
 
+#include <poll.h>
 #include <sys/epoll.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "canceltoken_os.h"
 
 struct waiter {
   ct_token *t;
@@ -200,6 +204,201 @@ static void test_poll_many_fds(void **state) {
   ct_token_unref(t);
 }
 
+/* ---- issue 13: readiness, revents and fork() ---- */
+
+static bool fd_readable(int fd) {
+  struct pollfd p = {fd, POLLIN, 0};
+  return poll(&p, 1, 0) == 1;
+}
+
+/* Issue 13, item 6: ct_poll() on a token triggered before the call returns
+ * -ECANCELED with every revents 0, as after a wait. */
+static void test_poll_already_triggered_zeroes_revents(void **state) {
+  (void)state;
+  ct_token *t;
+  int p[2];
+  ASSERT_OK(ct_token_new(&t, "t"));
+  assert_int_equal(pipe(p), 0);
+  assert_int_equal(write(p[1], "x", 1), 1); /* p[0] is ready as well */
+  ct_token_trigger(t);
+  struct pollfd fds[3] = {{p[0], POLLIN, 0x7777}, {p[1], POLLOUT, 0x5555},
+                          {p[0], POLLIN, -1}};
+  ASSERT_ERR(ct_poll(t, fds, 3, CT_FOREVER), -ECANCELED);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(fds[i].revents, 0);
+  fds[0].revents = 0x7777;
+  ASSERT_ERR(ct_poll(t, fds, 1, 0), -ECANCELED);
+  assert_int_equal(fds[0].revents, 0);
+  close(p[0]);
+  close(p[1]);
+  ct_token_unref(t);
+}
+
+/* Issue 13, item 3: after fork(), a trigger of the child's copy of a token
+ * makes the child's descriptor readable (same number) and leaves the
+ * parent's alone: the parent's ct_poll(), ct_wait_fd() and
+ * ct_process_wait() on its own, untriggered token time out instead of
+ * returning -ECANCELED.  A real trigger in the parent still works. */
+static void test_fork_child_trigger_does_not_cancel_parent(void **state) {
+  (void)state;
+  ct_token *t, *child;
+  int go[2], done[2], spare[2];
+  ASSERT_OK(ct_token_new(&t, "t"));
+  ASSERT_OK(ct_token_new_child(&child, "child", t));
+  int fd = ct_token_fd(t), cfd = ct_token_fd(child);
+  assert_true(fd >= 0 && cfd >= 0);
+  assert_int_equal(pipe(go), 0);
+  assert_int_equal(pipe(done), 0);
+  assert_int_equal(pipe(spare), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int rc = 0;
+    if (ct_token_trigger(t) != 1)
+      rc = 10;
+    else if (ct_token_fd(t) != fd || ct_token_fd(child) != cfd)
+      rc = 11; /* the numbers the application holds stay valid */
+    else if (!fd_readable(fd) || !fd_readable(cfd))
+      rc = 12;
+    else if (ct_poll(t, NULL, 0, 0) != -ECANCELED ||
+             ct_wait_fd(child, spare[0], POLLIN, 0) != -ECANCELED)
+      rc = 13;
+    char c = 'x';
+    if (write(done[1], &c, 1) != 1)
+      rc = 14;
+    /* Stay alive until the parent has looked; the limit only keeps a
+     * parent that failed an assertion from leaving us behind for ever. */
+    struct pollfd pg = {go[0], POLLIN, 0};
+    if (poll(&pg, 1, 60000) != 1 || read(go[0], &c, 1) != 1)
+      rc = 15;
+    _exit(rc);
+  }
+  char c;
+  assert_int_equal(read(done[0], &c, 1), 1); /* the child has triggered */
+  assert_false(ct_token_triggered(t));
+  assert_false(fd_readable(fd));
+  assert_false(fd_readable(cfd));
+  ASSERT_ERR(ct_poll(t, NULL, 0, ct_deadline_after(20 * MS)), -ETIMEDOUT);
+  ASSERT_ERR(ct_wait_fd(child, spare[0], POLLIN, 0), -ETIMEDOUT);
+  ASSERT_ERR(ct_process_wait(t, pid, ct_deadline_after(20 * MS)), -ETIMEDOUT);
+  assert_int_equal(write(go[1], "x", 1), 1);
+  int status = ct_process_wait(t, pid, CT_FOREVER);
+  assert_true(status >= 0);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  /* The child is gone; the parent's token is still its own. */
+  assert_false(fd_readable(fd));
+  ct_token_trigger(t);
+  assert_true(fd_readable(fd));
+  assert_true(fd_readable(cfd));
+  ASSERT_ERR(ct_poll(child, NULL, 0, CT_FOREVER), -ECANCELED);
+  for (int i = 0; i < 2; i++) {
+    close(go[i]);
+    close(done[i]);
+    close(spare[i]);
+  }
+  ct_token_unref(child);
+  ct_token_unref(t);
+}
+
+/* The other way round: the parent triggers after the fork; the child's
+ * copy is not triggered, and its waits on it time out. */
+static void test_fork_parent_trigger_does_not_cancel_child(void **state) {
+  (void)state;
+  ct_token *t;
+  int go[2];
+  ASSERT_OK(ct_token_new(&t, "t"));
+  int fd = ct_token_fd(t);
+  assert_true(fd >= 0);
+  assert_int_equal(pipe(go), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    char c;
+    struct pollfd pg = {go[0], POLLIN, 0}; /* limit: as above */
+    if (poll(&pg, 1, 60000) != 1 || read(go[0], &c, 1) != 1)
+      _exit(10); /* the parent has triggered */
+    if (ct_token_triggered(t))
+      _exit(11);
+    if (ct_poll(t, NULL, 0, 0) != -ETIMEDOUT)
+      _exit(12);
+    if (ct_token_fd(t) != fd || fd_readable(fd))
+      _exit(13);
+    ct_token_trigger(t); /* its own trigger does work */
+    _exit(fd_readable(fd) && ct_poll(t, NULL, 0, 0) == -ECANCELED ? 0 : 14);
+  }
+  ct_token_trigger(t);
+  assert_int_equal(write(go[1], "x", 1), 1);
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  close(go[0]);
+  close(go[1]);
+  ct_token_unref(t);
+}
+
+struct poller {
+  ct_token *t;
+  _Atomic int result;
+};
+
+static void *poll_forever(void *arg) {
+  struct poller *p = arg;
+  atomic_store(&p->result, ct_poll(p->t, NULL, 0, CT_FOREVER));
+  return NULL;
+}
+
+/* Issue 13, item 3, the class: readiness alone is never cancellation.
+ * A process that shares the descriptor and writes it directly (a forked
+ * child bypassing the library: the nearest thing to a process cloned
+ * without the atfork handlers) makes it readable while the token is not
+ * triggered.  ct_poll() must not return -ECANCELED: a poll with only the
+ * token times out, one with a ready descriptor reports just that one, a
+ * blocked poller goes on waiting, and a real trigger still ends it. */
+static void test_readable_without_trigger_is_not_cancellation(void **state) {
+  (void)state;
+  ct_token *t;
+  int p[2];
+  ASSERT_OK(ct_token_new(&t, "t"));
+  int fd = ct_token_fd(t);
+  assert_true(fd >= 0);
+  assert_int_equal(pipe(p), 0);
+  struct poller w = {t, 99};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, poll_forever, &w), 0);
+
+  for (int round = 0; round < 2; round++) {
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+      uint64_t one = 1;
+      _exit(write(fd, &one, sizeof one) == sizeof one ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_int_equal(status, 0);
+    if (round == 0) {
+      ASSERT_ERR(ct_poll(t, NULL, 0, ct_deadline_after(20 * MS)), -ETIMEDOUT);
+    } else {
+      assert_int_equal(write(p[1], "x", 1), 1);
+      struct pollfd fds[1] = {{p[0], POLLIN, 0}};
+      assert_int_equal(ct_poll(t, fds, 1, CT_FOREVER), 1);
+      assert_int_equal(fds[0].revents, POLLIN);
+    }
+    assert_false(fd_readable(fd)); /* this process's copy was replaced */
+    assert_int_equal(ct_token_fd(t), fd);
+  }
+  assert_int_equal(atomic_load(&w.result), 99); /* still waiting */
+  ct_token_trigger(t);
+  pthread_join(th, NULL);
+  ASSERT_ERR(atomic_load(&w.result), -ECANCELED);
+  assert_true(fd_readable(fd));
+  close(p[0]);
+  close(p[1]);
+  ct_token_unref(t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_wait_results),
@@ -209,6 +408,10 @@ int main(void) {
       cmocka_unit_test(test_fd_in_epoll),
       cmocka_unit_test(test_poll_outcomes),
       cmocka_unit_test(test_poll_many_fds),
+      cmocka_unit_test(test_poll_already_triggered_zeroes_revents),
+      cmocka_unit_test(test_fork_child_trigger_does_not_cancel_parent),
+      cmocka_unit_test(test_fork_parent_trigger_does_not_cancel_child),
+      cmocka_unit_test(test_readable_without_trigger_is_not_cancellation),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
