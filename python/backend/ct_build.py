@@ -152,7 +152,12 @@ def _compile(version, out_dir):
         i, src = i_src
         obj = objs_dir / f"{i:02d}_{src.stem}.o"
         cmd = cc + flags + ["-c", str(src), "-o", str(obj)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise SystemExit(
+                f"cancel_token: no C compiler {cc[0]!r}: install one "
+                "(Debian: apt-get install gcc) or set CC") from None
         if r.returncode != 0:
             raise SystemExit(f"cancel_token: compiling {src} failed:\n"
                              f"{' '.join(cmd)}\n{r.stdout}{r.stderr}")

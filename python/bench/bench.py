@@ -251,51 +251,65 @@ def main(argv=None):
                     help='fewer repetitions and rounds (seconds, not minutes)')
     ap.add_argument('--json', help='also write the results here')
     args = ap.parse_args(argv)
-    reps = 3 if args.quick else 7
+    reps = 3 if args.quick else 7  # interleaved rounds (>= 5 in full)
     check_s = 0.02 if args.quick else 0.2
     wake_rounds = 50 if args.quick else 500
-    wake_reps = 3 if args.quick else 5
 
     cases = [
-        ('check/plain', 'ns', lambda c: bench_check(c, 0, reps, check_s)),
-        ('check/depth10', 'ns', lambda c: bench_check(c, 10, reps, check_s)),
-        ('check/depth100', 'ns', lambda c: bench_check(c, 100, reps, check_s)),
+        ('check/plain', 'ns', lambda c: bench_check(c, 0, 1, check_s)),
+        ('check/depth10', 'ns', lambda c: bench_check(c, 10, 1, check_s)),
+        ('check/depth100', 'ns', lambda c: bench_check(c, 100, 1, check_s)),
         ('fanout/trigger+observe 100k', 'ms',
-         lambda c: bench_fanout(c, 100_000, reps, True)),
+         lambda c: bench_fanout(c, 100_000, 1, True)),
         ('fanout/trigger only 100k', 'ms',
-         lambda c: bench_fanout(c, 100_000, reps, False)),
+         lambda c: bench_fanout(c, 100_000, 1, False)),
         ('fanout/trigger+wake 10k waiting', 'ms',
-         lambda c: bench_fanout_wake(c, 10_000, reps)),
+         lambda c: bench_fanout_wake(c, 10_000, 1)),
         ('deep/trigger+observe depth 100k', 'ms',
-         lambda c: bench_deep(c, 100_000, reps)),
+         lambda c: bench_deep(c, 100_000, 1)),
         ('wake/plain', 'us',
-         lambda c: bench_wake(c, 0, wake_rounds, wake_reps)),
+         lambda c: bench_wake(c, 0, wake_rounds, 1)),
         ('wake/depth10', 'us',
-         lambda c: bench_wake(c, 10, wake_rounds, wake_reps)),
+         lambda c: bench_wake(c, 10, wake_rounds, 1)),
         ('wake/1000 waiters depth10', 'us',
-         lambda c: bench_wake(c, 10, max(5, wake_rounds // 50), wake_reps,
+         lambda c: bench_wake(c, 10, max(5, wake_rounds // 50), 1,
                               waiters=1000)),
     ]
     print(f'# python {platform.python_version()} ({sys.executable}), '
           f'load average {os.getloadavg()[0]:.2f}, '
           f'{"quick" if args.quick else "full"} mode')
-    print(f'# median [min .. max] of {reps} repetitions; '
-          'ratio = reference / ours (> 1: ours is faster)')
+    print(f'# {reps} rounds, each running ours then the reference once '
+          '(interleaved, so drift of the machine hits both); figures are '
+          'median [min .. max] over the rounds; ratio = reference / ours '
+          'per round (> 1: ours is faster), median [min .. max]')
     results = []
     for name, unit, fn in cases:
-        # Alternate the two implementations, ours first then the peer.
-        stats = {impl: fn(cls) for impl, cls in IMPLS.items()}
-        ours, ref = stats['ours'], stats['reference']
-        ratio = (ref[0] / ours[0]) if ours and ref else None
+        per = {impl: [] for impl in IMPLS}
+        ratios = []
+        for _ in range(reps):
+            got = {impl: fn(cls) for impl, cls in IMPLS.items()}
+            for impl in IMPLS:
+                per[impl].append(got[impl] and got[impl][0])
+            if got['ours'] and got['reference']:
+                ratios.append(got['reference'][0] / got['ours'][0])
+        ours = median_of(per['ours'])
+        ref = median_of(per['reference']) if None not in per['reference'] \
+            else None
+        ratio = median_of(ratios) if ratios else None
         print(f'{name:34s} ours      {fmt(ours, unit)}')
         print(f'{"":34s} reference {fmt(ref, unit)}')
-        print(f'{"":34s} ratio     '
-              + (f'{ratio:12.3g}x' if ratio else 'n/a (reference fails)'))
+        if ratio:
+            verdict = ' (range crosses 1: no verdict)' \
+                if ratio[1] <= 1 <= ratio[2] else ''
+            print(f'{"":34s} ratio     {ratio[0]:12.3g}x  '
+                  f'[{ratio[1]:.3g} .. {ratio[2]:.3g}]{verdict}')
+        else:
+            print(f'{"":34s} ratio     n/a (reference fails)')
         results.append({
             'case': name, 'unit': unit,
-            'ours': ours and dict(zip(('median', 'min', 'max'), ours)),
+            'ours': dict(zip(('median', 'min', 'max'), ours)),
             'reference': ref and dict(zip(('median', 'min', 'max'), ref)),
-            'ratio': ratio})
+            'ratio': ratio and dict(zip(('median', 'min', 'max'), ratio))})
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'python': platform.python_version(),
