@@ -27,6 +27,24 @@
  *  - "Callbacks": whether the call may block, and whether it may be called
  *    from inside a ct_callback function.  Callbacks run with no internal lock
  *    held, so every function may be called from a callback unless stated.
+ *    A callback run by one of the library's threads (the deadline thread,
+ *    the async thread) runs on a stack of the C library's default size for
+ *    a new thread (as pthread_create() with no attributes: glibc takes the
+ *    soft RLIMIT_STACK, usually 8 MiB), and may lock, allocate, print and
+ *    block as any thread may -- though while it blocks, the other
+ *    callbacks and deadlines that thread serves wait.
+ *  - fork(): a forked child gets a copy of every token in the state it had
+ *    at the fork, and from then on the two copies are independent: a
+ *    trigger in one process never triggers, wakes, runs callbacks of, or
+ *    makes readable the descriptor of any token of the other.  (The child's
+ *    registrations are copies too: its trigger runs them in the child.)
+ *    ct_token_fd() in the child returns the same number as in the parent,
+ *    which from the child's first library call on that token names a
+ *    descriptor of the child's own (see ct_token_fd()).  Deadlines and
+ *    ct_async_init() in the child: see ct_token_set_deadline() and
+ *    ct_async_init().  As with any library that takes locks, fork only
+ *    while no other thread is inside a call on the tokens the child will
+ *    use (a lock held at the fork stays held in the child).
  */
 #ifndef CANCELTOKEN_H
 #define CANCELTOKEN_H
@@ -178,7 +196,10 @@ CT_EXTERN int ct_token_new(ct_token **out, const char *name);
 /* Create a token that triggers itself (reason CT_REASON_DEADLINE) at the
  * absolute monotonic time `deadline`; same as ct_token_new() followed by
  * ct_token_set_deadline() (a deadline already passed gives a token already
- * triggered).  Errors: those of both.  Ownership: *out is a new reference.
+ * triggered).  Errors: those of both; -EINVAL for a NULL out or a negative
+ * deadline (CT_FOREVER included: a token without a deadline is
+ * ct_token_new()).  On failure *out is untouched.  Ownership: *out is a
+ * new reference.
  * Any thread; callbacks: yes; may start the library's deadline thread and
  * takes its mutex briefly. */
 CT_EXTERN int ct_token_new_deadline(ct_token **out, const char *name,
@@ -235,8 +256,9 @@ CT_EXTERN int ct_token_trigger_with_cause(ct_token *t, ct_token *cause,
 
 /* Prepare ct_token_trigger_async(): start the library thread that runs
  * what a signal handler may not (callbacks, descendants, descriptors).
- * Idempotent.  Returns 0, or -EAGAIN (no thread), -EMFILE/-ENFILE (no
- * descriptor).  Any thread; not async-signal-safe; callbacks: yes; takes a
+ * Idempotent.  Returns 0, or -EAGAIN (no thread), -EMFILE/-ENFILE/-ENOMEM
+ * (no descriptor).  A forked child has no such thread: it calls this
+ * again before its handlers can trigger.  Any thread; not async-signal-safe; callbacks: yes; takes a
  * mutex and may create a thread, nothing longer. */
 CT_EXTERN int ct_async_init(void);
 
@@ -395,7 +417,9 @@ CT_EXTERN bool ct_token_is_proxy(const ct_token *t);
  * started on first use, with no descriptor or thread per token; they fire
  * within about a millisecond -- provided the callbacks they run are quick,
  * since that thread runs them one after another.  A deadline does not keep
- * t alive: the last unref cancels it.  Returns 0 or 1 (t was triggered by
+ * t alive: the last unref cancels it.  After fork() the child has no
+ * timer thread: deadlines armed before the fork fire in the child once it
+ * sets a deadline of its own (which starts one).  Returns 0 or 1 (t was triggered by
  * this call, whose callbacks then ran in this thread), or -EINVAL (NULL,
  * deadline negative), -ENOMEM, -EAGAIN (the timer thread could not be
  * started).  Ownership: borrowed.  Any thread; callbacks: yes; takes the
@@ -426,8 +450,20 @@ CT_EXTERN int ct_sleep(ct_token *t, int64_t deadline);
  * readable for ever after (an eventfd).  Created on first call, so tokens
  * that are never polled cost no descriptor; later calls return the same
  * one.  It belongs to t and is closed by t's last unref: do not close it,
- * read it or write it.  Returns the descriptor, or -EINVAL, -EMFILE,
- * -ENFILE, -ENOMEM.  Ownership: t borrowed; the descriptor stays t's.  Any
+ * read it or write it.  Readable means triggered, but not the other way
+ * round at every instant: ct_token_triggered(t) turns true first, and the
+ * descriptor becomes readable a moment later -- before the
+ * ct_token_trigger() call (or the deadline's trigger) that did it returns
+ * and before any callback of t or its descendants runs; for
+ * ct_token_trigger_async(), when the library thread gets to it.  So a
+ * thread that has seen t triggered may still, briefly, find the
+ * descriptor not yet readable; wait on it, do not poll it with timeout 0.
+ * After fork() (see the conventions) the child's first call returns the
+ * same number, now naming a fresh descriptor of the child's (readable if
+ * the child's copy of t is triggered); a descriptor the child polls
+ * without having called this again since the fork may miss the child's
+ * triggers.  Returns the descriptor, or -EINVAL, -EMFILE, -ENFILE,
+ * -ENOMEM (also when a child cannot get its own descriptor).  Ownership: t borrowed; the descriptor stays t's.  Any
  * thread; callbacks: yes; never blocks (the first call takes t's lock). */
 CT_EXTERN int ct_token_fd(ct_token *t);
 
@@ -438,7 +474,11 @@ CT_EXTERN int ct_token_fd(ct_token *t);
  * (this wins when both happen: revents are then all 0), -ETIMEDOUT,
  * -EINVAL (NULL t, fds NULL with n > 0, bad deadline), -ENOMEM, -EMFILE or
  * -ENFILE (the token's descriptor could not be created), or the negative
- * errno of poll(2).  Any thread.  n may be 0: then it is a cancellable sleep
+ * errno of poll(2).  Cancellation is t's own state, not the readiness of
+ * its descriptor: should another process that shares the descriptor
+ * (through fork() and a write behind the library's back) make it readable
+ * while t is not triggered, this process's copy is replaced by a fresh
+ * descriptor at the same number and the poll goes on.  Any thread.  n may be 0: then it is a cancellable sleep
  * that returns -ETIMEDOUT.  Interrupted system calls are restarted with
  * the time left.  Ownership: t and fds borrowed.  Callbacks: allowed;
  * blocks. */

@@ -36,7 +36,8 @@ extern "C" {
  * else, so ct_token_reason(t, &detail) gives CT_REASON_SIGNAL with the
  * signal number as detail.  Every token chained to t is triggered and
  * every callback runs moments later in the library's async thread -- an
- * ordinary thread, never inside the handler -- so callbacks may lock,
+ * ordinary thread with the C library's default stack (see "Callbacks" in
+ * canceltoken.h), never inside the handler -- so callbacks may lock,
  * allocate and print.  Later deliveries of the signal find t triggered
  * and do nothing (unless CT_SIGNAL_ONCE restored the default action).
  *
@@ -83,8 +84,9 @@ CT_EXTERN int ct_signal_hook(int signo, ct_token *t, unsigned flags);
  * (which may free it).  The token keeps its state: if the signal
  * triggered it, it stays triggered.  After it returns, signo is handled
  * as it was before the hook, and may be hooked again.
- * Returns 0, -EINVAL (a signo that ct_signal_hook() always refuses),
- * -ENOENT (signo is not hooked).
+ * Returns 0, -EINVAL (a signo that ct_signal_hook() always refuses:
+ * out of range, uncatchable, a fault signal, or one the C library keeps
+ * for itself, such as glibc's 32 and 33), -ENOENT (signo is not hooked).
  * Thread-safety: any thread; not async-signal-safe.  Callbacks: yes (it
  * waits only for handlers, which never block). */
 CT_EXTERN int ct_signal_unhook(int signo);
@@ -117,7 +119,8 @@ CT_EXTERN int ct_signal_unhook(int signo);
  *   -EINVAL     t NULL, pid <= 0, or a bad deadline;
  *   -ECHILD     pid is not an unreaped child of this process (for example
  *               SIGCHLD is set to SIG_IGN, so children reap themselves);
- *   -ESRCH      no process pid exists;
+ *   -ESRCH      no process pid exists (a thread id that is not a
+ *               process's, that of its main thread, names none);
  *   -ENOSYS     the kernel has no pidfd_open(2) (Linux before 5.3);
  *   -EMFILE, -ENFILE, -ENOMEM: no descriptor for the pidfd.
  * A stopped child is still running: the wait goes on.
@@ -178,9 +181,19 @@ typedef struct ct_run_result {
  *               error of execve(2), from posix_spawnp(3));
  *   -ENOSYS     the kernel has no pidfd_open(2) (checked before starting);
  *   -ENOMEM, -EAGAIN, -EMFILE, -ENFILE: no memory, process or descriptor;
- *   -ECHILD     the child was reaped by somebody else (SIGCHLD set to
- *               SIG_IGN reaps children automatically), so its status is
- *               lost.
+ *   -ECHILD     the child was reaped by somebody else, so its status is
+ *               lost: by the kernel when SIGCHLD is set to SIG_IGN (or
+ *               SA_NOCLDWAIT), which reaps children as they end -- then
+ *               every command ends this way, even one that is cancelled
+ *               (it is still stopped) -- or by another thread's wait.
+ * ct_run() never signals a bare pid: only through the pidfd, or, when no
+ * pidfd can be had right after the start (out of memory), with kill(2)
+ * while the child is its unreaped child (SIGCHLD not ignored, so the pid
+ * cannot have been reused); it then kills and reaps it and returns the
+ * error.  With SIGCHLD ignored in that case it cannot know the pid is
+ * still the child's, so it returns the error and leaves the command
+ * running.  Another thread must not wait for ct_run()'s child (a
+ * waitpid(-1) elsewhere can take its status and free its pid).
  * Ownership: t, argv and res borrowed.  Thread-safety: any thread (as
  * posix_spawn(3)).  Callbacks: allowed; blocks for as long as the command
  * runs, plus up to grace_ns after t fires. */
