@@ -65,7 +65,7 @@ extern "C" {
  *            a handler after a real fault runs the faulting instruction
  *            again, for ever);
  *   -EBUSY   signo is already hooked (by any token; nothing changes);
- *   the errors of ct_async_init() (-EAGAIN, -EMFILE, -ENFILE).
+ *   the errors of ct_async_init() (-EAGAIN, -EMFILE, -ENFILE, -ENOMEM).
  * Ownership: t borrowed; the hook takes a reference of its own, dropped by
  * ct_signal_unhook(), so t stays valid for the handler even when the
  * caller's references are gone.
@@ -122,7 +122,9 @@ CT_EXTERN int ct_signal_unhook(int signo);
  *   -ESRCH      no process pid exists (a thread id that is not a
  *               process's, that of its main thread, names none);
  *   -ENOSYS     the kernel has no pidfd_open(2) (Linux before 5.3);
- *   -EMFILE, -ENFILE, -ENOMEM: no descriptor for the pidfd.
+ *   -EMFILE, -ENFILE, -ENOMEM: no descriptor for the pidfd, or one of
+ *               the errors of ct_wait_fd() on it (t's own descriptor
+ *               could not be created, poll(2) failed).
  * A stopped child is still running: the wait goes on.
  * Ownership: t borrowed.  Thread-safety: any thread; another thread must
  * not reap the same child meanwhile.  Callbacks: allowed; blocks. */
