@@ -446,6 +446,54 @@ static void test_name_wide_chain_over_deep_chain_is_bounded(void **state) {
   free(parents);
 }
 
+/* A parent keeps its children in an array that grows: when growing it
+ * runs out of memory, the new token fails with -ENOMEM and leaves nothing
+ * behind -- in particular no link from an earlier parent of an N-ary
+ * chain to the freed token (a trigger of that parent would touch freed
+ * memory; ASan reports it), and no INTEREST-only damage: every other child
+ * is still there and still triggered. */
+static void test_child_link_out_of_memory_leaves_no_trace(void **state) {
+  (void)state;
+  ct_token *a, *b, *a1, *b1, *c = NULL;
+  ASSERT_OK(ct_token_new(&a, "a"));
+  ASSERT_OK(ct_token_new(&b, "b"));
+  ASSERT_OK(ct_token_new_child(&a1, "a1", a)); /* a: one child, inline */
+  ASSERT_OK(ct_token_new_child(&b1, "b1", b)); /* b: one child, inline */
+  long before = atomic_load(&t_live_bytes);
+  /* chain_n(a, b): a's array needs one allocation, b's the next one. */
+  ct_token *ab[2] = {a, b};
+  int failed = 0;
+  for (long k = 0; k < 8; k++) {
+    atomic_store(&t_fail_at, atomic_load(&t_nallocs) + k);
+    int r = ct_token_chain_n(&c, ab, 2);
+    atomic_store(&t_fail_at, -1);
+    if (r == 0)
+      break;
+    ASSERT_ERR(r, -ENOMEM);
+    assert_null(c);
+    failed++;
+  }
+  assert_true(failed >= 3); /* the token, a's array, b's array */
+  assert_non_null(c);
+  ct_token_unref(c); /* a and b have one child each again */
+  ct_token *more[40];
+  for (int i = 0; i < 40; i++) /* a grows, then shrinks as they go */
+    ASSERT_OK(ct_token_new_child(&more[i], "m", a));
+  for (int i = 0; i < 40; i++)
+    ct_token_unref(more[i]);
+  /* An array outlives a drop back to one child (so that a parent with one
+   * lasting child and others coming and going does not allocate every
+   * time); it goes with the last child.  The teardown checks that. */
+  assert_true(atomic_load(&t_live_bytes) >= before);
+  assert_int_equal(ct_token_trigger(a), 1);
+  assert_int_equal(ct_token_trigger(b), 1);
+  assert_true(ct_token_triggered(a1));
+  assert_true(ct_token_triggered(b1));
+  ct_token *all[] = {a1, b1, a, b};
+  for (size_t i = 0; i < 4; i++)
+    ct_token_unref(all[i]);
+}
+
 static void test_million_children(void **state) {
   (void)state;
   ct_token *root;
@@ -512,6 +560,7 @@ int main(void) {
       cmocka_unit_test_teardown(test_chain_depth_million_binary_names, teardown_no_leak),
       cmocka_unit_test_teardown(test_cut_name_fits_in_name_max, teardown_no_leak),
       cmocka_unit_test_teardown(test_name_wide_chain_over_deep_chain_is_bounded, teardown_no_leak),
+      cmocka_unit_test_teardown(test_child_link_out_of_memory_leaves_no_trace, teardown_no_leak),
       cmocka_unit_test_teardown(test_million_children, teardown_no_leak),
       cmocka_unit_test_teardown(test_long_lived_parent_does_not_grow, teardown_no_leak),
   };
