@@ -35,20 +35,29 @@
  *  wakes its waiters, marks its children, writes its descriptor and runs its
  *  callbacks.  Propagation to descendants uses an explicit work list threaded
  *  through `work_next` (no recursion): a token is put on a work list only by
- *  the thread that claimed it, so one link field suffices.
+ *  the thread that claimed it, so one link field suffices.  It runs in two
+ *  phases (token.c): phase 1 claims, wakes and writes descriptors for every
+ *  token the trigger reaches and runs no user code; phase 2 runs the
+ *  callbacks of the tokens phase 1 kept (those that had callbacks), on a
+ *  second list through the same `work_next`, free again once a token has
+ *  left the work list.
  *
  *  Lifetime.  A child holds a reference on each parent, so ancestors outlive
  *  descendants and `cause` (the token itself, an ancestor, or a token the
- *  trigger handed a reference to: OWNS_CAUSE) stays valid.  A parent's children list holds no references: a child whose count
- *  reaches zero unlinks itself under the parent's lock before it is freed,
- *  so anyone walking the list under that lock may touch every child on it.
+ *  trigger handed a reference to: OWNS_CAUSE) stays valid.  A parent's
+ *  children (`kids`: one inline link, or an array, struct ct_kids) hold no
+ *  references: a child whose count reaches zero removes itself under the
+ *  parent's lock before it is freed, so anyone reading the children under
+ *  that lock may touch every child there.
  *  Such a walker takes a reference with ref_get_unless_zero() if it must use
  *  the child after dropping the lock; a child at zero is dying, and since
  *  its children, callbacks and waiters would all hold references, it has
  *  nothing left to process.
  *
- *  Locks.  Each token has a 4-byte futex lock guarding its children list,
- *  its callbacks list and the creation of its descriptor.  LOCK ORDER: no
+ *  Locks.  Each token has a 4-byte futex lock guarding its children (and
+ *  every child link's `slot`), its callbacks list and the creation of its
+ *  descriptor.  No allocation is made under it: a children array is
+ *  allocated unlocked and installed under the lock.  LOCK ORDER: no
  *  thread ever holds two token locks at once.  The deadline heap's mutex is
  *  never held together with a token lock either.  Callbacks run with no
  *  lock held.  Hence no lock-order deadlock is possible inside the library.
