@@ -59,7 +59,7 @@ fail_step() {
 # The interpreters: Debian's, then pyenv's, each once (by real path).
 declare -A SEEN=()
 INTERPRETERS=()
-for py in /usr/bin/python3 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/bin/python3; do
+for py in /usr/bin/python3 $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/*/bin/python3 2>/dev/null | sort -V); do
   [ -x "$py" ] || continue
   real=$(readlink -f "$py")
   [ -z "${SEEN[$real]:-}" ] || continue

@@ -250,8 +250,12 @@ def main(argv=None):
     ap.add_argument('--quick', action='store_true',
                     help='fewer repetitions and rounds (seconds, not minutes)')
     ap.add_argument('--json', help='also write the results here')
+    ap.add_argument('--only', metavar='WORD',
+                    help='run only the cases whose name contains WORD')
+    ap.add_argument('--rounds', type=int,
+                    help='interleaved rounds (default 7, 3 with --quick)')
     args = ap.parse_args(argv)
-    reps = 3 if args.quick else 7  # interleaved rounds (>= 5 in full)
+    reps = args.rounds or (3 if args.quick else 7)  # interleaved rounds
     check_s = 0.02 if args.quick else 0.2
     wake_rounds = 50 if args.quick else 500
 
@@ -284,6 +288,8 @@ def main(argv=None):
           'per round (> 1: ours is faster), median [min .. max]')
     results = []
     for name, unit, fn in cases:
+        if args.only and args.only not in name:
+            continue
         per = {impl: [] for impl in IMPLS}
         ratios = []
         for _ in range(reps):

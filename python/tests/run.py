@@ -205,7 +205,7 @@ def run_mini(files, keyword):
             module = importlib.import_module(name)
         except pytest.Skipped as e:
             print(f'SKIPPED {name}: {e}')
-            skipped += 1
+            skipped += keyword is None or keyword in name
             continue
         except Exception:
             print(f'ERROR collecting {name}:\n{traceback.format_exc()}')

@@ -500,6 +500,10 @@ def test_triggered_stays_local_check_triggered_asks(token, owner):
     frozen, and check_triggered() is the call that asks: with the owner
     stopped it runs into its timeout."""
     os.kill(owner.proc.pid, signal.SIGSTOP)
+    # The owner is our child: wait until it has really stopped (a signal
+    # is delivered asynchronously; its server thread could still answer).
+    _, status = os.waitpid(owner.proc.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status)
     try:
         assert token.triggered is False
         with pytest.raises(TimeoutError):
