@@ -341,6 +341,24 @@ class CancelToken(_core.CoreToken):
                           default=None),
     ])
 
+    # The accessors of the original's cross-process branch, which every
+    # token has there (a proxy overrides them with round trips).
+    def get_name(self):
+        """The token's name (the `name` attribute)."""
+        return self.name
+
+    def check_triggered(self):
+        """Whether the token is triggered: `triggered`, for a local token."""
+        return self.triggered
+
+    def get_triggered_token(self):
+        """The token that fired (`triggered_token`), or None."""
+        return self.triggered_token
+
+    def get_event_loop(self):
+        """The loop the token is bound to (`loop`), or None."""
+        return self.loop
+
     async def wait(self):
         """Return once the token is triggered (at once if it already is)."""
         if self.triggered:

@@ -241,9 +241,7 @@ static PyObject *token_repr(CoreToken *self) {
 static PyObject *token_get_triggered(CoreToken *self, void *closure) {
   (void)closure;
   ct_token *t = ct_token_of(self);
-  if (!t)
-    return NULL;
-  return PyBool_FromLong(ct_token_triggered(t));
+  return t ? PyBool_FromLong(ct_token_triggered(t)) : NULL;
 }
 
 static PyObject *token_get_triggered_token(CoreToken *self, void *closure) {
@@ -260,9 +258,7 @@ static PyObject *token_get_triggered_token(CoreToken *self, void *closure) {
 static PyObject *token_get_is_proxy(CoreToken *self, void *closure) {
   (void)closure;
   ct_token *t = ct_token_of(self);
-  if (!t)
-    return NULL;
-  return PyBool_FromLong(ct_token_is_proxy(t));
+  return t ? PyBool_FromLong(ct_token_is_proxy(t)) : NULL;
 }
 
 static PyObject *token_get_loop(CoreToken *self, void *closure) {
@@ -422,24 +418,6 @@ static PyObject *token_reduce(CoreToken *self, PyObject *unused) {
   return NULL;
 }
 
-static PyObject *token_get_name_m(CoreToken *self, PyObject *unused) {
-  (void)unused;
-  return token_get_name(self, NULL);
-}
-static PyObject *token_check_triggered(CoreToken *self, PyObject *unused) {
-  (void)unused;
-  return token_get_triggered(self, NULL);
-}
-static PyObject *token_get_triggered_token_m(CoreToken *self,
-                                             PyObject *unused) {
-  (void)unused;
-  return token_get_triggered_token(self, NULL);
-}
-static PyObject *token_get_event_loop(CoreToken *self, PyObject *unused) {
-  (void)unused;
-  return token_get_loop(self, NULL);
-}
-
 static PyMethodDef token_methods[] = {
     {"trigger", (PyCFunction)token_trigger, METH_NOARGS,
      "trigger($self, /)\n--\n\n"
@@ -455,19 +433,6 @@ static PyMethodDef token_methods[] = {
      "A new token, named '<self>:<token>', triggered when either token is.\n"
      "Triggering it triggers neither.  Raises EventLoopMismatch if the two\n"
      "tokens are bound to different loops, NotImplementedError on a proxy."},
-    {"get_name", (PyCFunction)token_get_name_m, METH_NOARGS,
-     "get_name($self, /)\n--\n\nThe token's name (as the `name` attribute)."},
-    {"check_triggered", (PyCFunction)token_check_triggered, METH_NOARGS,
-     "check_triggered($self, /)\n--\n\n"
-     "Whether the token is triggered.  For a local token the same as\n"
-     "`triggered`; a proxy overrides it with a round trip to the owner."},
-    {"get_triggered_token", (PyCFunction)token_get_triggered_token_m,
-     METH_NOARGS,
-     "get_triggered_token($self, /)\n--\n\n"
-     "The token that fired (as `triggered_token`), or None."},
-    {"get_event_loop", (PyCFunction)token_get_event_loop, METH_NOARGS,
-     "get_event_loop($self, /)\n--\n\n"
-     "The loop the token is bound to (as `loop`), or None."},
     {"_cancel_message", (PyCFunction)token_cancel_message, METH_NOARGS,
      "_cancel_message($self, /)\n--\n\n"
      "The message of the OperationCancelled raise_if_triggered() raises."},
