@@ -33,7 +33,10 @@
  *   ":5001"                 empty HOST: loopback (127.0.0.1), never "all
  *                           interfaces"
  * Port 0 asks a server for an ephemeral port; ct_net_server_address() tells
- * which one it got.
+ * which one it got.  IPv6 needs the brackets.  "zk://..." is a ZooKeeper
+ * address (canceltoken_zk.h), and any other "SCHEME://" is no address at
+ * all: both are -EINVAL here.  A path is at most 107 bytes, a host 255
+ * (-ENAMETOOLONG beyond).
  */
 #ifndef CANCELTOKEN_NET_H
 #define CANCELTOKEN_NET_H
@@ -113,11 +116,12 @@ typedef struct ct_net_server_options {
  *   Unix: the socket file is created mode 0600 (before listen(), so nobody
  *   can connect while it is more open).  A stale socket file left by a dead
  *   server (connecting to it is refused) is replaced; a live one gives
- *   -EADDRINUSE.  The file is removed by ct_net_server_free().
+ *   -EADDRINUSE, also when its owner does not accept (its backlog full:
+ *   the probe does not wait).  The file is removed by ct_net_server_free().
  *   TCP: a host that is not a loopback address needs a secret (-EPERM
  *   otherwise); SO_REUSEADDR is set.
  * Errors: -EINVAL (NULL out or address, bad address or options),
- * -ENAMETOOLONG (Unix path too long), -EPERM (non-loopback TCP without a
+ * -ENAMETOOLONG (Unix path or host too long), -EPERM (non-loopback TCP without a
  * secret), -EADDRINUSE, -EACCES, -EADDRNOTAVAIL, -ENOENT (host not found),
  * -ENOMEM, -EMFILE/-ENFILE, or another errno of socket(2)/bind(2)/listen(2).
  * Ownership: address and options are copied; *out is owned by the caller,
@@ -158,8 +162,11 @@ CT_NET_EXTERN int ct_net_server_start(ct_net_server *s);
  * called (from another thread, a signal handler or a callback).  Returns 0
  * after a stop, -EBUSY if it is already running or has run, or a fatal
  * errno of epoll(7) (then it has stopped too).  When it returns, every
- * connection is closed (clients see their owner lost) and the listening
- * socket is closed and unlinked.  Blocks; do not call it from a callback. */
+ * connection has been sent ERROR SHUTDOWN and closed (a client that reads
+ * it triggers its proxies with CT_REASON_SHUTDOWN, not
+ * CT_REASON_OWNER_LOST, which is for a server that died; a client whose
+ * socket buffer is full may see only the close) and the listening socket
+ * is closed and unlinked.  Blocks; do not call it from a callback. */
 CT_NET_EXTERN int ct_net_server_serve_forever(ct_net_server *s);
 
 /* Ask the server to stop.  Returns at once; the serving thread stops within
@@ -257,9 +264,14 @@ CT_NET_EXTERN int ct_net_client_connect(ct_net_client **out,
  *    server triggers it; they must not call the blocking functions of any
  *    client (those return -EDEADLK there), since that thread reads every
  *    client's replies.  They may free another client, not their own.
- *  - When the connection is lost, the proxy is triggered with
- *    CT_REASON_OWNER_LOST (unless keep_proxies_on_loss).  So it is by
- *    ct_net_client_free().
+ *  - When the connection is lost, the proxy is triggered (unless
+ *    keep_proxies_on_loss) with CT_REASON_SHUTDOWN if the server said it
+ *    was stopping in order (ERROR SHUTDOWN: ct_net_server_stop(),
+ *    ct_net_server_free(), "cancel-token serve" ending on a signal), and
+ *    with CT_REASON_OWNER_LOST otherwise: the server died or was killed,
+ *    the connection was reset or closed without a word, the heartbeat
+ *    went unanswered, or the server broke the protocol.  So it is, with
+ *    CT_REASON_OWNER_LOST, by ct_net_client_free().
  * Getting the same name twice gives the same proxy.
  * Errors: -EINVAL, -ENAMETOOLONG, -ENOENT (no token of that name),
  * -ENOSPC (the server's limit of proxies per client), -ETIMEDOUT,
@@ -275,8 +287,14 @@ CT_NET_EXTERN int ct_net_client_get(ct_net_client *c, ct_token **out,
  * was already triggered.  In both cases the proxy is triggered when this
  * returns (the notice precedes the confirmation on the wire), as is every
  * other proxy of that token soon after.  reason/detail as in
- * ct_token_trigger_reason() (CT_REASON_TRIGGER, 0 for a plain trigger).
- * Errors: -EINVAL (NULL, not a proxy of this client, bad reason/detail),
+ * ct_token_trigger_reason() (CT_REASON_TRIGGER, 0 for a plain trigger);
+ * the reasons only a backend gives (CT_REASON_OWNER_LOST,
+ * CT_REASON_UNREACHABLE, CT_REASON_SHUTDOWN) may not be sent: a peer that
+ * could send "owner lost" would make every proxy report a live owner as
+ * dead (the server refuses them too, docs/PROTOCOL.md).  A local trigger
+ * of a proxy with one of them is not forwarded.
+ * Errors: -EINVAL (NULL, not a proxy of this client, bad reason/detail,
+ * a backend-only reason),
  * -ETIMEDOUT (the request may still be carried out), -EDEADLK, -ENOMEM, or
  * the connection's error.  Ownership: proxy borrowed.  Any thread; blocks
  * for one round trip. */
@@ -294,7 +312,8 @@ typedef void (*ct_net_done_fn)(void *arg, int result);
  * -ESHUTDOWN, or on the thread that loses the connection with its error).
  * To wake a loop, signal it from done (write an eventfd, or trigger a
  * token and poll ct_token_fd()).  On an error return done is never called.
- * Errors: -EINVAL, -ENOMEM, the connection's error.  Ownership: proxy
+ * Errors: -EINVAL (as for ct_net_client_trigger()), -ENOMEM, the
+ * connection's error.  Ownership: proxy
  * borrowed; arg passed through.  Any thread, including the clients' thread
  * and callbacks; never blocks. */
 CT_NET_EXTERN int ct_net_client_trigger_async(ct_net_client *c,
@@ -323,16 +342,19 @@ typedef void (*ct_net_list_fn)(void *arg, const ct_net_token_info *info);
 CT_NET_EXTERN int ct_net_client_list(ct_net_client *c, ct_net_list_fn fn,
                                      void *arg, int64_t deadline);
 
-/* A token triggered (reason CT_REASON_OWNER_LOST) when the connection is
- * lost or the client is freed -- whatever keep_proxies_on_loss says.
+/* A token triggered (reason CT_REASON_OWNER_LOST, whatever the cause; the
+ * cause is ct_net_client_error()) when the connection is lost or the
+ * client is freed -- whatever keep_proxies_on_loss says.
  * Ownership: borrowed, valid until ct_net_client_free() (take a reference
  * to keep it longer).  Any thread; callbacks: yes; never blocks. */
 CT_NET_EXTERN ct_token *ct_net_client_lost_token(ct_net_client *c);
 
-/* 0 while connected, else why the connection was lost: -ECONNRESET (closed
- * or reset by the server), -ETIMEDOUT (heartbeat), -EPROTO (bad frame from
- * the server), -ESHUTDOWN (freed).  Ownership: borrowed.  Any thread;
- * callbacks: yes; never blocks. */
+/* 0 while connected, else why the connection was lost: -ESHUTDOWN (the
+ * server stopped in order and said so, or the client was freed),
+ * -ECONNRESET (closed or reset by the server without a word: it died, or
+ * it closed the connection for another error), -ETIMEDOUT (heartbeat),
+ * -EPROTO (bad frame from the server), -ENOMEM.  Ownership: borrowed.
+ * Any thread; callbacks: yes; never blocks. */
 CT_NET_EXTERN int ct_net_client_error(const ct_net_client *c);
 
 /* Close the connection, leave the clients' thread (stopping it if this is

@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -202,6 +204,23 @@ static inline bool t_raw_until_eof(int fd) {
       continue;
     if (r < 0)
       return false; /* SO_RCVTIMEO: no EOF in 30 s */
+  }
+}
+
+/* Wait until the peer has read everything sent on fd (SIOCOUTQ of a Unix
+ * socket: what is queued and not read yet; of TCP: not acknowledged), so
+ * that pacing never depends on a sleep.  Fails after the long deadline. */
+static inline void t_wait_read_by_peer(int fd) {
+  int64_t dl = LONG_DEADLINE();
+  for (;;) {
+    int q = -1;
+    assert_int_equal(ioctl(fd, SIOCOUTQ, &q), 0);
+    if (q == 0)
+      return;
+    if (ct_now() > dl)
+      fail_msg("the peer never read what was sent");
+    struct timespec ts = {0, 200000};
+    nanosleep(&ts, NULL);
   }
 }
 

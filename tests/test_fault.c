@@ -241,6 +241,105 @@ static void test_client_stops_reading(void **state) {
   t_rmdir(dir, path);
 }
 
+/* ---- buffers sized by the state (issue 13, 17 and its class) ---- */
+
+static void quiet_log(void *arg, const char *msg) {
+  (void)arg;
+  (void)msg;
+}
+
+enum { NPEERS = 32 };
+
+/* An unauthenticated peer with an unfinished HELLO commits a buffer sized
+ * by the handshake's limit (256 bytes of frame), not by the 16 KiB of an
+ * authenticated one: the server used to reserve 32 KiB for it (700 peers,
+ * 22 MiB).  Each peer's HELLO comes in two reads (the second one is what
+ * grew the buffer), paced by what the server has read. */
+static void test_preauth_peer_buffer_sized_by_handshake_limit(void **state) {
+  (void)state;
+  net_set_allocator(count_alloc, NULL);
+  char dir[64], path[96];
+  t_sock_path(dir, path);
+  ct_net_server_options o = {.log = quiet_log};
+  ct_net_server *s;
+  ASSERT_OK(ct_net_server_new(&s, path, &o));
+  ASSERT_OK(ct_net_server_start(s));
+  /* one full handshake first, so the one-off allocations are made */
+  int warm = t_raw_connect(path);
+  t_raw_handshake(warm);
+  long before = atomic_load(&net_live);
+  uint8_t hello[45] = {0, 0, 0, 41, 0x01, 'C', 'T', 'N', 'T', 0, 1, 0, 1};
+  int fds[NPEERS];
+  for (int i = 0; i < NPEERS; i++) {
+    fds[i] = t_raw_connect(path);
+    assert_int_equal(send(fds[i], hello, 10, MSG_NOSIGNAL), 10);
+    t_wait_read_by_peer(fds[i]);
+    assert_int_equal(send(fds[i], hello + 10, 10, MSG_NOSIGNAL), 10);
+    t_wait_read_by_peer(fds[i]);
+  }
+  long per_peer = (atomic_load(&net_live) - before) / NPEERS;
+  print_message("an unfinished HELLO costs the server %ld bytes\n", per_peer);
+  assert_true(per_peer < 2048);
+  ct_net_server_stats st;
+  ct_net_server_get_stats(s, &st);
+  assert_int_equal(st.active, NPEERS + 1);
+  for (int i = 0; i < NPEERS; i++)
+    close(fds[i]);
+  close(warm);
+  ct_net_server_free(s);
+  net_set_allocator(NULL, NULL);
+  t_rmdir(dir, path);
+}
+
+/* The class on the client's side: an idle client keeps no input buffer
+ * (it used to keep 32 KiB each, 320 MiB for 10,000 clients).  Counted
+ * over a server and 50 clients, each holding one proxy: the server's and
+ * the client's side of each connection together. */
+static void test_idle_client_keeps_no_input_buffer(void **state) {
+  (void)state;
+  enum { NCL = 50 };
+  net_set_allocator(count_alloc, NULL);
+  char dir[64], path[96];
+  t_sock_path(dir, path);
+  ct_net_server_options o = {.log = quiet_log};
+  ct_net_server *s;
+  ASSERT_OK(ct_net_server_new(&s, path, &o));
+  ct_token *t;
+  ASSERT_OK(ct_token_new(&t, "t"));
+  ASSERT_OK(ct_net_server_add(s, "t", t));
+  ASSERT_OK(ct_net_server_start(s));
+  ct_net_client *first; /* the I/O thread and its buffers exist now */
+  ASSERT_OK(ct_net_client_connect(&first, path, NULL, NULL, 0,
+                                  LONG_DEADLINE()));
+  ct_token *fp;
+  ASSERT_OK(ct_net_client_get(first, &fp, "t", LONG_DEADLINE()));
+  long before = atomic_load(&net_live);
+  ct_net_client *cl[NCL];
+  ct_token *px[NCL];
+  for (int i = 0; i < NCL; i++) {
+    ASSERT_OK(ct_net_client_connect(&cl[i], path, NULL, NULL, 0,
+                                    LONG_DEADLINE()));
+    ASSERT_OK(ct_net_client_get(cl[i], &px[i], "t", LONG_DEADLINE()));
+  }
+  long per_client = (atomic_load(&net_live) - before) / NCL;
+  print_message("a connected client with one proxy costs %ld bytes (both "
+                "sides)\n", per_client);
+  assert_true(per_client < 8192);
+  /* and they work: one trigger reaches them all */
+  ct_token_trigger(t);
+  for (int i = 0; i < NCL; i++) {
+    ASSERT_OK(ct_token_wait(px[i], LONG_DEADLINE()));
+    ct_token_unref(px[i]);
+    ct_net_client_free(cl[i]);
+  }
+  ct_token_unref(fp);
+  ct_net_client_free(first);
+  ct_net_server_free(s);
+  ct_token_unref(t);
+  net_set_allocator(NULL, NULL);
+  t_rmdir(dir, path);
+}
+
 /* ---- descriptor exhaustion ---- */
 
 /* In a child (its own descriptor limit); returns 0 or a failing step. */
@@ -383,6 +482,8 @@ int main(void) {
       cmocka_unit_test(test_server_killed_under_1000_clients),
       cmocka_unit_test(test_client_stops_reading),
       cmocka_unit_test(test_descriptor_exhaustion),
+      cmocka_unit_test(test_preauth_peer_buffer_sized_by_handshake_limit),
+      cmocka_unit_test(test_idle_client_keeps_no_input_buffer),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

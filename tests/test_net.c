@@ -341,9 +341,11 @@ static void test_serve_forever_stopped_from_another_thread(void **state) {
   ASSERT_ERR(ct_net_server_start(s), -EBUSY);
   ct_net_server_stop(s);
   pthread_join(th, NULL);
-  /* stopping closed the connection: the owner is lost for the client */
+  /* stopping said ERROR SHUTDOWN and closed the connection: an orderly
+   * stop, told apart from a server that died (issue 13, 18) */
   ASSERT_OK(ct_token_wait(p, LONG_DEADLINE()));
-  assert_int_equal(ct_token_reason(p, NULL), CT_REASON_OWNER_LOST);
+  assert_int_equal(ct_token_reason(p, NULL), CT_REASON_SHUTDOWN);
+  ASSERT_ERR(ct_net_client_error(c), -ESHUTDOWN);
   assert_false(ct_token_triggered(t));
   ASSERT_ERR(ct_net_server_add(s, "u", t), -ESHUTDOWN);
   ct_token_unref(p);
@@ -395,14 +397,14 @@ static void test_client_free_and_keep_option(void **state) {
   ASSERT_OK(ct_net_client_get(f.c, &p, "job", LONG_DEADLINE()));
   ct_token *lost = ct_token_ref(ct_net_client_lost_token(f.c));
   ASSERT_OK(ct_net_client_error(f.c));
-  ct_net_server_stop(f.s); /* the server closes every connection */
+  ct_net_server_stop(f.s); /* SHUTDOWN to every connection, then closed */
   ASSERT_OK(ct_token_wait(lost, LONG_DEADLINE()));
   assert_int_equal(ct_token_reason(lost, NULL), CT_REASON_OWNER_LOST);
   assert_false(ct_token_triggered(p)); /* kept as it was */
-  ASSERT_ERR(ct_net_client_error(f.c), -ECONNRESET);
+  ASSERT_ERR(ct_net_client_error(f.c), -ESHUTDOWN);
   ct_token *q;
   ASSERT_ERR(ct_net_client_get(f.c, &q, "main", LONG_DEADLINE()),
-             -ECONNRESET);
+             -ESHUTDOWN);
   ct_token_unref(lost);
   ct_token_unref(p);
   fx_stop(&f);

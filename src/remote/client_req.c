@@ -322,7 +322,11 @@ int client_on_frame(ct_net_client *c, const struct net_frame *f) {
     int err = net_err_to_errno(m.code);
     if (m.req == 0) {
       CLOG(c, "server closed the connection: %.*s", (int)m.msg_len, m.msg);
-      return err == -EPROTO ? -EPROTO : -ECONNRESET;
+      /* SHUTDOWN: the server stopped in order (-ESHUTDOWN, proxies get
+       * CT_REASON_SHUTDOWN); any other: as a reset (owner lost). */
+      return err == -ESHUTDOWN ? -ESHUTDOWN
+             : err == -EPROTO  ? -EPROTO
+                               : -ECONNRESET;
     }
     pthread_mutex_lock(&c->mu);
     q = complete_locked(c, m.req, err, &done);
@@ -436,9 +440,10 @@ int ct_net_client_get(ct_net_client *c, ct_token **out, const char *name,
   return 0;
 }
 
+/* The reasons a server accepts (issue 13, 20): none of the backend-only
+ * ones (owner lost, unreachable, shutdown), which the server refuses. */
 static int check_trigger_args(ct_reason reason, int detail) {
-  return reason == CT_REASON_NONE || (unsigned)reason > 255 || detail < 0 ||
-                 detail > 255
+  return !ct_proxy_reason_sendable(reason) || detail < 0 || detail > 255
              ? -EINVAL
              : 0;
 }

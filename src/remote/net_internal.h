@@ -76,6 +76,10 @@ NET_HIDDEN void net_log(ct_net_log_fn fn, void *arg, const char *fmt, ...)
 NET_HIDDEN void net_seterr(char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 NET_HIDDEN int net_set_nonblock(int fd);
+/* Discard up to NET_DRAIN_MAX bytes of what fd has received, without
+ * blocking: a bounded amount of work whatever the peer keeps sending. */
+#define NET_DRAIN_MAX 4096
+NET_HIDDEN void net_drain_some(int fd);
 static inline bool net_valid_deadline(int64_t d) { return d >= -1; }
 /* Milliseconds to wait until `deadline` for poll(2): -1 forever. */
 NET_HIDDEN int net_poll_ms(int64_t deadline);

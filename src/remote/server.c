@@ -136,9 +136,12 @@ struct entry *srv_entry_by_id(ct_net_server *s, uint32_t id) {
 
 /* ---- the loop ---- */
 
+/* The end of the loop: every connection is told ERROR SHUTDOWN (an
+ * orderly stop, so that clients can tell it from a server that died:
+ * issue 13, 18) and closed; then the listener goes. */
 static void teardown(ct_net_server *s) {
   while (s->conns)
-    conn_close(s, s->conns);
+    conn_shutdown(s, s->conns);
   conn_free_dead(s);
   if (s->lfd >= 0) {
     close(s->lfd);

@@ -51,6 +51,11 @@ struct conn {
   struct net_buf in, out;
   struct sub **subs;
   size_t nsubs, capsubs;
+  /* Handles of tokens that were already triggered when this connection
+   * got them from GET (so not subscribed): with the subscriptions, the
+   * handles it may TRIGGER.  Sorted by nothing; at most one per entry. */
+  uint32_t *granted;
+  size_t ngranted, capgranted;
   int64_t hs_deadline;   /* handshake must end by then */
   int64_t partial_since; /* an unfinished frame started then (0: none) */
   int64_t out_since;     /* output pending and no progress since (0) */
@@ -150,6 +155,9 @@ NET_HIDDEN void conn_fail(ct_net_server *s, struct conn *c, unsigned code,
                           const char *why);
 NET_HIDDEN void conn_refuse(ct_net_server *s, struct conn *c, unsigned code,
                             const char *why);
+/* The server stops: send ERROR SHUTDOWN (best effort, without blocking)
+ * and close. */
+NET_HIDDEN void conn_shutdown(ct_net_server *s, struct conn *c);
 NET_HIDDEN void conn_event(ct_net_server *s, struct conn *c, uint32_t events);
 NET_HIDDEN void conn_sweep(ct_net_server *s, int64_t now);
 

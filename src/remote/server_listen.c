@@ -16,7 +16,14 @@
  *  ENOBUFS, the listener is paused for 100 ms.
  *
  *  Fairness.  One readable event accepts at most 64 connections, then the
- *  loop serves the connections it has.
+ *  loop serves the connections it has.  Nothing done for one peer takes
+ *  unbounded time: a refused peer gets one non-blocking send of its ERROR
+ *  frame and at most NET_DRAIN_MAX bytes of its input are discarded (so
+ *  that close() is a FIN after our frame rather than a reset) -- a peer
+ *  that keeps writing gets a reset, not a stalled server (issue 13).
+ *
+ *  Probing a socket file is non-blocking too (see listen_unix()): the
+ *  header promises that ct_net_server_new() does not block.
  */
 #include "server.h"
 
@@ -47,7 +54,8 @@ void listen_resume_due(ct_net_server *s, int64_t now) {
     s->listen_resume = now + SEC / 10;
 }
 
-/* Refuse fd at once with an error frame, best effort. */
+/* Refuse fd at once with an error frame, best effort (loop thread: it
+ * never blocks, and takes a bounded time whatever the peer does). */
 static void refuse_fd(int fd, unsigned code, const char *msg) {
   uint8_t f[NET_HDR + 1 + 6 + 64];
   size_t n = strlen(msg);
@@ -63,9 +71,7 @@ static void refuse_fd(int fd, unsigned code, const char *msg) {
   /* Discard what the peer sent already, so close() sends a FIN after our
    * frame rather than a reset that could destroy it in flight. */
   shutdown(fd, SHUT_WR);
-  uint8_t sink[512];
-  while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
-    ;
+  net_drain_some(fd);
   close(fd);
 }
 
@@ -175,6 +181,7 @@ void listen_accept(ct_net_server *s) {
 }
 
 void listen_adopt(ct_net_server *s, int fd) {
+  net_set_nonblock(fd); /* as accept4(SOCK_NONBLOCK) would have made it */
   struct sockaddr_storage ss;
   socklen_t slen = sizeof ss;
   if (getpeername(fd, (struct sockaddr *)&ss, &slen) < 0) {
@@ -223,7 +230,10 @@ static int listen_unix(ct_net_server *s) {
     struct stat st;
     if (stat(path, &st) < 0 || !S_ISSOCK(st.st_mode))
       return -EADDRINUSE;
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a live server that does not accept (stopped, hung,
+     * its backlog full) makes a blocking connect() wait for ever; here it
+     * is EAGAIN, which is "alive" like any answer but ECONNREFUSED. */
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (probe < 0)
       return -errno;
     int cr = connect(probe, (struct sockaddr *)&s->addr.ss, s->addr.len);

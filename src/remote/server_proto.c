@@ -10,7 +10,15 @@
  *
  *  State.  Before READY only HELLO then AUTH are accepted, in that order:
  *  a peer that has not authenticated can neither trigger a token nor learn
- *  any name or state.
+ *  any name or state.  After READY, HELLO and AUTH are UNEXPECTED ("after
+ *  the handshake"), as are the types only a server sends.
+ *
+ *  Handles are per connection.  A TRIGGER names a handle this connection
+ *  got from GET (a subscription, or `granted` for a token that was
+ *  triggered already), else BAD_HANDLE: a peer cannot fire a token whose
+ *  name it never gave.  The reason must be one a peer may send
+ *  (ct_proxy_reason_sendable(): not owner lost, unreachable or shutdown),
+ *  else MALFORMED.
  *
  *  Exactly-once notices.  A GET answers "triggered" from the token's own
  *  state and subscribes only while it is not: a trigger after that point
@@ -25,6 +33,8 @@
  *  So the requester's proxy is triggered before its request completes.
  */
 #include "server.h"
+
+#include "proxy.h"
 
 #include <stdio.h>
 #include <unistd.h>
@@ -180,6 +190,31 @@ static int subscribe(ct_net_server *s, struct conn *c, struct entry *e,
   return 0;
 }
 
+/* Did this connection get handle id from GET (issue 13, 15: handles are
+ * per connection, as PROTOCOL.md says)? */
+static bool holds(const struct conn *c, uint32_t id) {
+  for (size_t i = 0; i < c->nsubs; i++)
+    if (c->subs[i]->e->id == id)
+      return true;
+  for (size_t i = 0; i < c->ngranted; i++)
+    if (c->granted[i] == id)
+      return true;
+  return false;
+}
+
+/* Record that c got handle id without a subscription (a token already
+ * triggered); 0 or -ENOMEM. */
+static int grant(struct conn *c, uint32_t id) {
+  for (size_t i = 0; i < c->ngranted; i++)
+    if (c->granted[i] == id)
+      return 0;
+  if (net_grow(&c->granted, &c->capgranted, c->ngranted, sizeof *c->granted,
+               4) < 0)
+    return -ENOMEM;
+  c->granted[c->ngranted++] = id;
+  return 0;
+}
+
 static void on_get(ct_net_server *s, struct conn *c, const uint8_t *b,
                    size_t n) {
   struct net_get g;
@@ -193,6 +228,10 @@ static void on_get(ct_net_server *s, struct conn *c, const uint8_t *b,
     return;
   }
   bool trig = ct_token_triggered(e->tok);
+  if (trig && grant(c, e->id) < 0) {
+    conn_error(s, c, g.req, NERR_NO_MEMORY, "server out of memory");
+    return;
+  }
   if (!trig) {
     int r = subscribe(s, c, e, s->o.max_proxies_per_client);
     if (r == -ENOSPC) {
@@ -225,15 +264,29 @@ static void on_trigger(ct_net_server *s, struct conn *c, const uint8_t *b,
     conn_fail(s, c, NERR_MALFORMED, "bad TRIGGER frame");
     return;
   }
-  struct entry *e = srv_entry_by_id(s, t.handle);
+  ct_reason reason = t.reason ? (ct_reason)t.reason : CT_REASON_TRIGGER;
+  if (!ct_proxy_reason_sendable(reason)) {
+    /* Owner lost, unreachable, shutdown: only a backend says those about
+     * its own connection; a peer that sent "owner lost" would make every
+     * proxy report a live owner as dead (issue 13, 20). */
+    char msg[96];
+    snprintf(msg, sizeof msg, "reason %u (%s) may not be sent by a client",
+             (unsigned)t.reason, ct_reason_name(reason));
+    if (t.req == 0)
+      conn_fail(s, c, NERR_MALFORMED, msg);
+    else
+      conn_error(s, c, t.req, NERR_MALFORMED, msg);
+    return;
+  }
+  struct entry *e = holds(c, t.handle) ? srv_entry_by_id(s, t.handle) : NULL;
   if (!e) {
     if (t.req == 0)
       conn_fail(s, c, NERR_BAD_HANDLE, "TRIGGER of an unknown handle");
     else
-      conn_error(s, c, t.req, NERR_BAD_HANDLE, "no token of that handle");
+      conn_error(s, c, t.req, NERR_BAD_HANDLE,
+                 "no token of that handle on this connection");
     return;
   }
-  ct_reason reason = t.reason ? (ct_reason)t.reason : CT_REASON_TRIGGER;
   /* Runs the token's callbacks here, our hook among them, which queues
    * the entry: the notices go out before the ACK. */
   int r = ct_token_trigger_reason(e->tok, reason, t.detail);
@@ -330,6 +383,27 @@ void proto_frame(ct_net_server *s, struct conn *c, const struct net_frame *f) {
   case MSG_PING:
     on_ping(s, c, b, n);
     break;
+  case MSG_HELLO:
+  case MSG_AUTH:
+    /* Known, but not now (issue 13, 19: was "unknown message type"). */
+    conn_fail(s, c, NERR_UNEXPECTED, f->type == MSG_HELLO
+                                         ? "HELLO after the handshake"
+                                         : "AUTH after the handshake");
+    break;
+  case MSG_WELCOME:
+  case MSG_READY:
+  case MSG_ERROR:
+  case MSG_TOKEN:
+  case MSG_ACK:
+  case MSG_NOTIFY:
+  case MSG_LIST_REPLY:
+  case MSG_PONG: {
+    char msg[80];
+    snprintf(msg, sizeof msg,
+             "message type 0x%02x is sent by servers, not clients", f->type);
+    conn_fail(s, c, NERR_UNEXPECTED, msg);
+    break;
+  }
   default: {
     char msg[64];
     snprintf(msg, sizeof msg, "unknown message type 0x%02x", f->type);

@@ -47,3 +47,10 @@ int net_poll_ms(int64_t deadline) {
   int64_t ms = (left + 999999) / 1000000;
   return ms > 3600000 ? 3600000 : (int)ms;
 }
+
+void net_drain_some(int fd) {
+  uint8_t sink[512];
+  for (size_t n = 0; n < NET_DRAIN_MAX; n += sizeof sink)
+    if (recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0)
+      return;
+}
