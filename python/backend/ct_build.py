@@ -124,7 +124,7 @@ def _compile(version, out_dir):
             "interpreter's development files (Debian: apt-get install "
             "python3-dev)")
     sources = [HERE / "src" / n for n in
-               ("module.c", "token.c", "names.c", "notify.c")]
+               ("module.c", "token.c", "names.c", "notify.c", "handle.c")]
     sources += sorted((root / "src").glob("*.c"))
     defines = ["-D_GNU_SOURCE", f'-DCT_PY_VERSION="{version}"']
     includes = ["-I" + str(root / "include"), "-I" + str(HERE / "src"),

@@ -23,10 +23,14 @@
  *    token.c    the CoreToken type (everything a token is and does);
  *    names.c    names the C core cannot hold exactly (stand-ins);
  *    notify.c   trigger callbacks into Python: Registration, Notifier;
- *    net.c      Server and Client over canceltoken_net.h (CT_PY_NET only).
- *  Dependencies go one way: module.c -> token.c -> names.c; notify.c and
- *  net.c use token.c's helpers; nothing uses module.c but through the
- *  globals declared here, which module.c sets once at import.
+ *    handle.c   what the remote backends share: deadlines, errors, the
+ *               lifetime of C objects used without the GIL;
+ *    net.c      Server and Client over canceltoken_net.h (CT_PY_NET only);
+ *    zk.c       ZkClient over canceltoken_zk.h (CT_PY_ZK only).
+ *  Dependencies go one way: module.c -> token.c -> names.c; notify.c,
+ *  net.c and zk.c use token.c's helpers, and net.c and zk.c handle.c's;
+ *  nothing uses module.c but through the globals declared here, which
+ *  module.c sets once at import.
  */
 #ifndef CT_PY_H
 #define CT_PY_H
@@ -108,6 +112,13 @@ PyTypeObject *ct_token_type_create(void);
  * reference of its own), registered as t's Python object.  New reference,
  * or NULL with an exception set. */
 CoreToken *ct_token_wrap(PyTypeObject *type, ct_token *t);
+/* 0 if cls is CoreToken or a subclass, else -1 with TypeError. */
+int ct_check_token_class(PyObject *cls);
+/* The Python object of a proxy token (borrowed): its wrapper if it has
+ * one, else a new object of cls whose `_owner` is owner (the client that
+ * serves its trigger()).  New reference, or NULL with an exception. */
+PyObject *ct_proxy_object(ct_token *proxy, PyTypeObject *cls,
+                          PyObject *owner);
 /* The C token of a CoreToken (borrowed), or NULL with RuntimeError set if
  * its __init__ never ran. */
 ct_token *ct_token_of(CoreToken *o);
@@ -139,9 +150,41 @@ PyObject *ct_token_on_trigger(CoreToken *self, PyObject *args,
 extern const char ct_on_trigger_doc[];
 
 /* ------------------------------------------------------------------------ */
-/* net.c                                                                    */
+/* handle.c: shared by the remote backends (net.c, zk.c)                    */
+
+/* An absolute deadline from a timeout in seconds (None or NULL: forever).
+ * Returns 0, or -1 with an exception set. */
+int ct_deadline_from(PyObject *timeout, int64_t *out);
+/* Raise OSError(errno, detail or ct_strerror) for a negative errno (the
+ * subclass OSError picks: TimeoutError, ...).  Returns NULL. */
+PyObject *ct_raise_remote_error(int err, const char *detail);
+
+/* A C object used by blocking calls with the GIL released (handle.c says
+ * how it stays alive).  Every field is changed with the GIL held only. */
+typedef struct {
+  void *obj;                /* owned; NULL once freed */
+  void (*free_fn)(void *);  /* frees obj; may block (called without GIL) */
+  const char *what;         /* "client", "server": for messages */
+  int busy;                 /* calls in progress with the GIL released */
+  char closed;              /* close() was called: no new call starts */
+} ct_py_handle;
+/* The object, or NULL with ValueError("the WHAT is closed"). */
+void *ct_handle_get(ct_py_handle *h);
+/* ct_handle_get(), and count a call in progress (it holds a reference on
+ * self) until ct_handle_leave(). */
+void *ct_handle_enter(ct_py_handle *h, PyObject *self);
+void ct_handle_leave(ct_py_handle *h, PyObject *self);
+/* Mark closed; free the object now unless a call is in progress (then
+ * the last one frees it).  self may be NULL (from dealloc). */
+void ct_handle_close(ct_py_handle *h, PyObject *self);
+
+/* ------------------------------------------------------------------------ */
+/* net.c and zk.c                                                           */
 #ifdef CT_PY_NET
 int ct_net_add_to_module(PyObject *m);
+#endif
+#ifdef CT_PY_ZK
+int ct_zk_add_to_module(PyObject *m);
 #endif
 
 #endif /* CT_PY_H */

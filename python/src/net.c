@@ -10,12 +10,9 @@
  *    thread) runs with the GIL released.  The library's threads never call
  *    into Python: its log function is its own (stderr), and proxies are
  *    plain tokens whose triggers reach Python through notify.c.
- *  - Use after free.  While one thread is inside a blocking call with the
- *    GIL released, another could close() the same object.  Each object
- *    counts the calls in progress (`busy`, changed only with the GIL held);
- *    close() marks the object closed at once (no new call starts) and the
- *    C object is freed by whoever finishes last -- close() itself, or the
- *    last call in progress.
+ *  - Use after free: each object's C object lives in a ct_py_handle
+ *    (handle.c), freed by whoever finishes last, close() or the last call
+ *    in progress with the GIL released.
  *  - Proxies.  Client.get() wraps the C proxy token in an object of the
  *    class it is given (CancelTokenProxy) whose `owner` is the Client, so a
  *    proxy keeps its connection open for trigger().  Getting a name twice
@@ -28,44 +25,6 @@
 #include "ct_py.h"
 
 #include "canceltoken_net.h"
-
-#include <math.h>
-
-/* An absolute deadline from a timeout in seconds (None: forever).
- * Returns 0, or -1 with an exception set. */
-static int deadline_from(PyObject *timeout, int64_t *out) {
-  if (timeout == NULL || timeout == Py_None) {
-    *out = CT_FOREVER;
-    return 0;
-  }
-  double s = PyFloat_AsDouble(timeout);
-  if (s == -1.0 && PyErr_Occurred())
-    return -1;
-  if (isnan(s) || s < 0) {
-    PyErr_SetString(PyExc_ValueError, "timeout must be None or >= 0");
-    return -1;
-  }
-  if (s > 9e9) { /* about 285 years: as good as forever */
-    *out = CT_FOREVER;
-    return 0;
-  }
-  *out = ct_deadline_after((int64_t)(s * 1e9));
-  return 0;
-}
-
-/* Raise OSError(errno, message) for a negative errno and an optional
- * explanation from the library.  Returns NULL. */
-static PyObject *raise_net_error(int err, const char *detail) {
-  if (err == -ENOMEM)
-    return PyErr_NoMemory();
-  const char *msg = detail && *detail ? detail : ct_strerror(err);
-  PyObject *exc = PyObject_CallFunction(PyExc_OSError, "is", -err, msg);
-  if (exc) {
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_DECREF(exc);
-  }
-  return NULL;
-}
 
 /* A secret from None, bytes-like or str (UTF-8): a new bytes object in
  * *out (NULL for None).  Returns 0, or -1 with an exception set.  (The
@@ -91,30 +50,11 @@ static int secret_from(PyObject *secret, PyObject **out) {
 
 typedef struct {
   PyObject_HEAD
-  ct_net_server *srv; /* owned; NULL once freed */
-  int busy;           /* calls in progress with the GIL released */
-  char closed;        /* close() was called: no new call may start */
-  char started;       /* start() succeeded */
+  ct_py_handle h; /* the ct_net_server */
 } ServerObject;
 
-
-static ServerObject *server_usable(ServerObject *s) {
-  if (s->closed || !s->srv) {
-    PyErr_SetString(PyExc_ValueError, "the server is closed");
-    return NULL;
-  }
-  return s;
-}
-
-/* Free the C server if nobody uses it; GIL held on entry and exit. */
-static void server_release(ServerObject *s) {
-  if (!s->closed || s->busy > 0 || !s->srv)
-    return;
-  ct_net_server *srv = s->srv;
-  s->srv = NULL;
-  Py_BEGIN_ALLOW_THREADS
+static void server_free(void *srv) {
   ct_net_server_free(srv); /* joins the server's thread */
-  Py_END_ALLOW_THREADS
 }
 
 /* Server(address, secret=None): bind and listen now; serve after start(). */
@@ -145,15 +85,15 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args,
   Py_XDECREF(sb);
   if (r < 0) {
     Py_DECREF(s);
-    return raise_net_error(r, NULL);
+    return ct_raise_remote_error(r, NULL);
   }
-  s->srv = srv;
+  s->h = (ct_py_handle){.obj = srv, .free_fn = server_free, .what = "server"};
   return (PyObject *)s;
 }
 
 static void server_dealloc(ServerObject *s) {
-  s->closed = 1;
-  server_release(s); /* busy is 0: a call in progress holds a reference */
+  if (s->h.free_fn) /* NULL if the allocation's init failed */
+    ct_handle_close(&s->h, NULL);
   PyTypeObject *tp = Py_TYPE(s);
   ct_type_free((PyObject *)s);
   Py_DECREF(tp);
@@ -164,54 +104,51 @@ static PyObject *server_add(ServerObject *s, PyObject *args) {
   PyObject *tok;
   if (!PyArg_ParseTuple(args, "sO!:add", &name, ct_CoreTokenType, &tok))
     return NULL;
-  if (!server_usable(s))
-    return NULL;
-  ct_token *t = ct_token_of((CoreToken *)tok);
+  ct_net_server *srv = ct_handle_get(&s->h);
+  ct_token *t = srv ? ct_token_of((CoreToken *)tok) : NULL;
   if (!t)
     return NULL;
-  int r = ct_net_server_add(s->srv, name, t);
+  int r = ct_net_server_add(srv, name, t);
   if (r < 0)
-    return raise_net_error(r, NULL);
+    return ct_raise_remote_error(r, NULL);
   Py_RETURN_NONE;
 }
 
 static PyObject *server_start(ServerObject *s, PyObject *unused) {
   (void)unused;
-  if (!server_usable(s))
+  ct_net_server *srv = ct_handle_get(&s->h);
+  if (!srv)
     return NULL;
-  int r = ct_net_server_start(s->srv);
+  int r = ct_net_server_start(srv);
   if (r < 0)
-    return raise_net_error(r, NULL);
-  s->started = 1;
+    return ct_raise_remote_error(r, NULL);
   Py_RETURN_NONE;
 }
 
 static PyObject *server_stop(ServerObject *s, PyObject *unused) {
   (void)unused;
-  if (s->srv)
-    ct_net_server_stop(s->srv); /* never blocks */
+  if (s->h.obj)
+    ct_net_server_stop(s->h.obj); /* never blocks */
   Py_RETURN_NONE;
 }
 
 static PyObject *server_close(ServerObject *s, PyObject *unused) {
   (void)unused;
-  s->closed = 1;
-  if (s->srv)
-    ct_net_server_stop(s->srv);
-  Py_INCREF(s);
-  server_release(s);
-  Py_DECREF(s);
+  if (s->h.obj)
+    ct_net_server_stop(s->h.obj);
+  ct_handle_close(&s->h, (PyObject *)s);
   Py_RETURN_NONE;
 }
 
 static PyObject *server_get_address(ServerObject *s, void *closure) {
   (void)closure;
-  if (!server_usable(s))
+  ct_net_server *srv = ct_handle_get(&s->h);
+  if (!srv)
     return NULL;
   char buf[512];
-  int n = ct_net_server_address(s->srv, buf, sizeof buf);
+  int n = ct_net_server_address(srv, buf, sizeof buf);
   if (n < 0)
-    return raise_net_error(n, NULL);
+    return ct_raise_remote_error(n, NULL);
   if ((size_t)n >= sizeof buf) {
     PyErr_SetString(PyExc_OverflowError, "address too long");
     return NULL;
@@ -221,10 +158,11 @@ static PyObject *server_get_address(ServerObject *s, void *closure) {
 
 static PyObject *server_get_stats(ServerObject *s, void *closure) {
   (void)closure;
-  if (!server_usable(s))
+  ct_net_server *srv = ct_handle_get(&s->h);
+  if (!srv)
     return NULL;
   ct_net_server_stats st;
-  ct_net_server_get_stats(s->srv, &st);
+  ct_net_server_get_stats(srv, &st);
   return Py_BuildValue("{sKsKsKsKsK}", "accepted",
                        (unsigned long long)st.accepted, "active",
                        (unsigned long long)st.active, "ready",
@@ -235,7 +173,7 @@ static PyObject *server_get_stats(ServerObject *s, void *closure) {
 
 static PyObject *server_get_closed(ServerObject *s, void *closure) {
   (void)closure;
-  return PyBool_FromLong(s->closed);
+  return PyBool_FromLong(s->h.closed);
 }
 
 static PyMethodDef server_methods[] = {
@@ -279,36 +217,11 @@ static PyType_Spec server_spec = {
 
 typedef struct {
   PyObject_HEAD
-  ct_net_client *c; /* owned; NULL once freed */
-  int busy;         /* calls in progress with the GIL released */
-  char closed;
+  ct_py_handle h; /* the ct_net_client */
 } ClientObject;
 
-
-static void client_release(ClientObject *c) {
-  if (!c->closed || c->busy > 0 || !c->c)
-    return;
-  ct_net_client *cl = c->c;
-  c->c = NULL;
-  Py_BEGIN_ALLOW_THREADS
-  ct_net_client_free(cl); /* joins the client's thread */
-  Py_END_ALLOW_THREADS
-}
-
-static int client_enter(ClientObject *c) {
-  if (c->closed || !c->c) {
-    PyErr_SetString(PyExc_ValueError, "the client is closed");
-    return -1;
-  }
-  c->busy++;
-  Py_INCREF(c); /* a call in progress keeps the object */
-  return 0;
-}
-
-static void client_leave(ClientObject *c) {
-  c->busy--;
-  client_release(c);
-  Py_DECREF(c);
+static void client_free(void *c) {
+  ct_net_client_free(c); /* joins the clients' thread if it is the last */
 }
 
 /* Client(address, secret=None, timeout=None): connect and handshake. */
@@ -321,7 +234,7 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args,
                                    &address, &secret, &timeout))
     return NULL;
   int64_t deadline;
-  if (deadline_from(timeout, &deadline) < 0)
+  if (ct_deadline_from(timeout, &deadline) < 0)
     return NULL;
   PyObject *sb;
   if (secret_from(secret, &sb) < 0)
@@ -343,15 +256,15 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args,
   Py_XDECREF(sb);
   if (r < 0) {
     Py_DECREF(c);
-    return raise_net_error(r, err);
+    return ct_raise_remote_error(r, err);
   }
-  c->c = cl;
+  c->h = (ct_py_handle){.obj = cl, .free_fn = client_free, .what = "client"};
   return (PyObject *)c;
 }
 
 static void client_dealloc(ClientObject *c) {
-  c->closed = 1;
-  client_release(c);
+  if (c->h.free_fn)
+    ct_handle_close(&c->h, NULL);
   PyTypeObject *tp = Py_TYPE(c);
   ct_type_free((PyObject *)c);
   Py_DECREF(tp);
@@ -366,35 +279,28 @@ static PyObject *client_get(ClientObject *c, PyObject *args, PyObject *kwds) {
   if (!PyArg_ParseTupleAndKeywords(args, kwds, "sO|O:get", kwlist, &name,
                                    &cls, &timeout))
     return NULL;
-  if (!PyType_Check(cls) ||
-      !PyType_IsSubtype((PyTypeObject *)cls, ct_CoreTokenType)) {
-    PyErr_SetString(PyExc_TypeError, "cls must be a CoreToken subclass");
-    return NULL;
-  }
   int64_t deadline;
-  if (deadline_from(timeout, &deadline) < 0 || client_enter(c) < 0)
+  ct_net_client *cl;
+  if (ct_check_token_class(cls) < 0 ||
+      ct_deadline_from(timeout, &deadline) < 0 ||
+      !(cl = ct_handle_enter(&c->h, (PyObject *)c)))
     return NULL;
   ct_token *proxy = NULL;
   int r;
   Py_BEGIN_ALLOW_THREADS
-  r = ct_net_client_get(c->c, &proxy, name, deadline);
+  r = ct_net_client_get(cl, &proxy, name, deadline);
   Py_END_ALLOW_THREADS
-  client_leave(c);
+  ct_handle_leave(&c->h, (PyObject *)c);
   if (r == -ENOENT) {
     PyErr_Format(PyExc_LookupError, "no token is served under the name '%s'",
                  name);
     return NULL;
   }
   if (r < 0)
-    return raise_net_error(r, NULL);
-  CoreToken *o = ct_token_data(proxy);
-  if (o) {
-    Py_INCREF(o);
-  } else if ((o = ct_token_wrap((PyTypeObject *)cls, proxy)) != NULL) {
-    o->owner = ct_newref((PyObject *)c);
-  }
+    return ct_raise_remote_error(r, NULL);
+  PyObject *o = ct_proxy_object(proxy, (PyTypeObject *)cls, (PyObject *)c);
   ct_token_unref(proxy); /* the object holds its own reference */
-  return (PyObject *)o;
+  return o;
 }
 
 /* trigger(proxy, timeout=None) -> bool: trigger the owner's token and wait
@@ -407,22 +313,20 @@ static PyObject *client_trigger(ClientObject *c, PyObject *args,
                                    ct_CoreTokenType, &proxy, &timeout))
     return NULL;
   int64_t deadline;
-  if (deadline_from(timeout, &deadline) < 0 || client_enter(c) < 0)
-    return NULL;
   ct_token *t0 = ct_token_of((CoreToken *)proxy);
-  if (!t0) {
-    client_leave(c);
+  ct_net_client *cl;
+  if (!t0 || ct_deadline_from(timeout, &deadline) < 0 ||
+      !(cl = ct_handle_enter(&c->h, (PyObject *)c)))
     return NULL;
-  }
   ct_token *t = ct_token_ref(t0);
   int r;
   Py_BEGIN_ALLOW_THREADS
-  r = ct_net_client_trigger(c->c, t, CT_REASON_TRIGGER, 0, deadline);
+  r = ct_net_client_trigger(cl, t, CT_REASON_TRIGGER, 0, deadline);
   Py_END_ALLOW_THREADS
   ct_token_unref(t);
-  client_leave(c);
+  ct_handle_leave(&c->h, (PyObject *)c);
   if (r < 0)
-    return raise_net_error(r, NULL);
+    return ct_raise_remote_error(r, NULL);
   return PyBool_FromLong(r);
 }
 
@@ -453,45 +357,43 @@ static PyObject *client_list(ClientObject *c, PyObject *args) {
   if (!PyArg_ParseTuple(args, "|O:list", &timeout))
     return NULL;
   int64_t deadline;
-  if (deadline_from(timeout, &deadline) < 0 || client_enter(c) < 0)
+  ct_net_client *cl;
+  if (ct_deadline_from(timeout, &deadline) < 0 ||
+      !(cl = ct_handle_enter(&c->h, (PyObject *)c)))
     return NULL;
   struct list_acc acc = {PyList_New(0)};
   int r = 0;
   if (acc.list) {
-    ct_net_client *cl = c->c;
     Py_BEGIN_ALLOW_THREADS
     r = ct_net_client_list(cl, list_one, &acc, deadline);
     Py_END_ALLOW_THREADS
   }
-  client_leave(c);
+  ct_handle_leave(&c->h, (PyObject *)c);
   if (!acc.list)
     return NULL;
   if (r < 0) {
     Py_DECREF(acc.list);
-    return raise_net_error(r, NULL);
+    return ct_raise_remote_error(r, NULL);
   }
   return acc.list;
 }
 
 static PyObject *client_close(ClientObject *c, PyObject *unused) {
   (void)unused;
-  c->closed = 1;
-  Py_INCREF(c);
-  client_release(c);
-  Py_DECREF(c);
+  ct_handle_close(&c->h, (PyObject *)c);
   Py_RETURN_NONE;
 }
 
 static PyObject *client_get_error(ClientObject *c, void *closure) {
   (void)closure;
-  if (!c->c)
+  if (!c->h.obj)
     return PyLong_FromLong(-ESHUTDOWN);
-  return PyLong_FromLong(ct_net_client_error(c->c));
+  return PyLong_FromLong(ct_net_client_error(c->h.obj));
 }
 
 static PyObject *client_get_closed(ClientObject *c, void *closure) {
   (void)closure;
-  return PyBool_FromLong(c->closed);
+  return PyBool_FromLong(c->h.closed);
 }
 
 static PyMethodDef client_methods[] = {

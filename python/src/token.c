@@ -97,6 +97,25 @@ CoreToken *ct_token_wrap(PyTypeObject *type, ct_token *t) {
   return o;
 }
 
+int ct_check_token_class(PyObject *cls) {
+  if (PyType_Check(cls) &&
+      PyType_IsSubtype((PyTypeObject *)cls, ct_CoreTokenType))
+    return 0;
+  PyErr_SetString(PyExc_TypeError, "cls must be a CoreToken subclass");
+  return -1;
+}
+
+PyObject *ct_proxy_object(ct_token *proxy, PyTypeObject *cls,
+                          PyObject *owner) {
+  CoreToken *o = ct_token_data(proxy);
+  if (o)
+    return ct_newref((PyObject *)o);
+  o = ct_token_wrap(cls, proxy);
+  if (o)
+    o->owner = ct_newref(owner);
+  return (PyObject *)o;
+}
+
 /* The Python object of C token t (borrowed): the existing wrapper if there
  * is one, else a new one of ct_token_class.  Returns a new reference. */
 static PyObject *token_object(ct_token *t) {
