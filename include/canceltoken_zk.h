@@ -97,6 +97,11 @@ typedef struct ct_zk_options {
    * election) are dropped unless this is set; they then go to `log` with
    * the prefix "zookeeper: ". */
   bool library_log;
+  /* Credentials the program already holds ("user:password", copied; for
+   * a program that reads its own secret file, as the cancel-token command
+   * does with --secret-file).  Takes precedence over auth_file and the
+   * environment. */
+  const char *auth;
 } ct_zk_options;
 
 /* Parse `address` (zk://...), open a session and wait until it is
@@ -227,6 +232,19 @@ typedef struct ct_zk_status {
  * client's.  Blocking: three round trips, at most until the deadline. */
 CT_ZK_EXTERN int ct_zk_status_get(ct_zk_client *c, const char *name,
                                   ct_zk_status *st, int64_t deadline);
+
+/* Call fn(arg, name, st) for every token under the chroot (names as
+ * given to ct_zk_publish(), without the chroot; nested paths included), in
+ * no particular order, on the calling thread.  Reads each token afresh.
+ * Returns the number listed, or -EINVAL, -ETIMEDOUT, -ECONNRESET,
+ * -ENOMEM, -ENOSPC (more than 100,000 nodes), -EACCES, -EDEADLK.
+ * Ownership: name and st live until fn returns.  Threads: any except the
+ * client's; fn must not call this client's blocking functions.  Blocking:
+ * a few round trips per node, at most until the deadline. */
+typedef void (*ct_zk_list_fn)(void *arg, const char *name,
+                              const ct_zk_status *st);
+CT_ZK_EXTERN int ct_zk_list(ct_zk_client *c, ct_zk_list_fn fn, void *arg,
+                            int64_t deadline);
 
 /* Counters, for tests and monitoring (relaxed loads: each exact, not a
  * consistent snapshot).  Threads: any; never blocks; callbacks: yes. */

@@ -105,8 +105,10 @@ static struct zk_req *req_new(void) {
 
 /* Drop one reference; opmu held. */
 static void req_put_locked(struct zk_req *q) {
-  if (--q->refs == 0)
+  if (--q->refs == 0) {
+    free(q->res.kids); /* NULL unless a caller gave up on a listing */
     free(q);
+  }
 }
 
 static void req_complete(struct ct_zk_client *c, struct zk_req *q, int zrc,
@@ -155,6 +157,36 @@ static void string_done(int rc, const char *value, const void *data) {
   free(pr);
 }
 
+static void children_done(int rc, const struct String_vector *sv,
+                          const void *data) {
+  struct zk_pair *pr = (struct zk_pair *)data;
+  char *kids = NULL;
+  int n = 0;
+  if (rc == ZOK && sv && sv->count > 0) {
+    size_t total = 0;
+    for (int i = 0; i < sv->count; i++)
+      total += strlen(sv->data[i]) + 1;
+    kids = malloc(total);
+    if (kids) {
+      char *p = kids;
+      for (int i = 0; i < sv->count; i++) {
+        size_t l = strlen(sv->data[i]) + 1;
+        memcpy(p, sv->data[i], l);
+        p += l;
+      }
+      n = sv->count;
+    } else {
+      n = -1;
+    }
+  }
+  pthread_mutex_lock(&pr->c->opmu);
+  pr->q->res.kids = kids;
+  pr->q->res.nkids = n;
+  pthread_mutex_unlock(&pr->c->opmu);
+  req_complete(pr->c, pr->q, rc, NULL, NULL, -1);
+  free(pr);
+}
+
 static void multi_done(int rc, const void *data) {
   struct zk_pair *pr = (struct zk_pair *)data;
   /* A failed multi reports ZRUNTIMEINCONSISTENCY for the operations after
@@ -175,7 +207,8 @@ static void multi_done(int rc, const void *data) {
 void zk_watcher(zhandle_t *zh, int type, int state, const char *path,
                 void *ctx);
 
-enum op_kind { OP_EXISTS, OP_EXISTS_W, OP_GET, OP_CREATE, OP_MULTI };
+enum op_kind { OP_EXISTS, OP_EXISTS_W, OP_GET, OP_CREATE, OP_MULTI,
+               OP_CHILDREN };
 
 struct op_args {
   enum op_kind kind;
@@ -222,6 +255,9 @@ static int run(struct ct_zk_client *c, const struct op_args *a,
     case OP_GET:
       zrc = zoo_aget(zh, a->path, 0, data_done, pr);
       break;
+    case OP_CHILDREN:
+      zrc = zoo_aget_children(zh, a->path, 0, children_done, pr);
+      break;
     case OP_CREATE:
       zrc = zoo_acreate(zh, a->path, a->data, a->len, acl, a->flags,
                         string_done, pr);
@@ -260,8 +296,10 @@ static int run(struct ct_zk_client *c, const struct op_args *a,
       break;
     }
   }
-  if (rc == 0)
+  if (rc == 0) {
     memcpy(r, &q->res, sizeof *r);
+    q->res.kids = NULL; /* now the caller's */
+  }
   req_put_locked(q);
   pthread_mutex_unlock(&c->opmu);
   return rc;
@@ -292,5 +330,13 @@ int zk_op_create2(struct ct_zk_client *c, const char *p1, const char *d1,
                   int f2, struct zk_result *r, int64_t deadline) {
   struct op_args a = {.kind = OP_MULTI, .path = p1, .data = d1, .len = l1,
                       .flags = f1, .p2 = p2, .d2 = d2, .l2 = l2, .f2 = f2};
+  return run(c, &a, r, deadline);
+}
+
+int zk_op_children(struct ct_zk_client *c, const char *path,
+                   struct zk_result *r, int64_t deadline) {
+  struct op_args a = {.kind = OP_CHILDREN, .path = path};
+  r->kids = NULL;
+  r->nkids = 0;
   return run(c, &a, r, deadline);
 }

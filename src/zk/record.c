@@ -261,6 +261,18 @@ static int auth_check(const char *s, size_t n, char *err, size_t errlen,
 int zk_auth_load(const ct_zk_options *o, char **out, char *err,
                  size_t errlen) {
   *out = NULL;
+  if (o->auth) {
+    int rc = auth_check(o->auth, strlen(o->auth), err, errlen,
+                        "the program");
+    if (rc < 0)
+      return rc;
+    if (strchr(o->auth, '\n')) {
+      snprintf(err, errlen, "credentials hold a newline");
+      return -EPROTO;
+    }
+    *out = strdup(o->auth);
+    return *out ? 0 : -ENOMEM;
+  }
   const char *file = o->auth_file;
   if (!file && !o->no_auth_env) {
     const char *f = getenv(CT_ZK_AUTH_FILE_ENV);

@@ -408,7 +408,8 @@ int ct_zk_connect(ct_zk_client **out, const char *address,
   }
   if (opts)
     c->opts = *opts;
-  c->opts.auth_file = NULL; /* copied below if needed; not kept */
+  c->opts.auth_file = NULL; /* read below; not kept */
+  c->opts.auth = NULL;
   c->opts.origin_name = NULL;
   int64_t asked = opts && opts->session_timeout_ns > 0
                       ? opts->session_timeout_ns

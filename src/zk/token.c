@@ -693,3 +693,88 @@ out:
   free(tmp);
   return rc;
 }
+
+/* Depth-first walk of the chroot: every node is visited once (a token may
+ * have tokens below it, "a" and "a/b"); children named '@...' are a
+ * token's own, and /zookeeper is the ensemble's. */
+#define LIST_MAX_NODES 100000
+
+int ct_zk_list(ct_zk_client *c, ct_zk_list_fn fn, void *arg,
+               int64_t deadline) {
+  int rc = common_checks(c, deadline);
+  if (rc < 0)
+    return rc;
+  if (!fn)
+    return -EINVAL;
+  struct zk_result *r = malloc(sizeof *r);
+  ct_zk_status *st = malloc(sizeof *st);
+  char **stack = malloc(LIST_MAX_NODES * sizeof *stack);
+  size_t top = 0, visited = 0;
+  int count = 0;
+  if (!r || !st || !stack || !(stack[top++] = strdup(""))) {
+    rc = -ENOMEM;
+    goto out;
+  }
+  rc = 0;
+  while (top > 0 && rc == 0) {
+    char *name = stack[--top]; /* "" (the chroot) or "a/b" */
+    char *path = *name ? cat(c->addr.zk_chroot, "/", name)
+                       : strdup(*c->addr.zk_chroot ? c->addr.zk_chroot : "/");
+    if (!path) {
+      free(name);
+      rc = -ENOMEM;
+      break;
+    }
+    if (*name) {
+      int s = ct_zk_status_get(c, name, st, deadline);
+      if (s == 0) {
+        fn(arg, name, st);
+        count++;
+      } else if (s != -EPROTO && s != -ENOENT) {
+        rc = s;
+      }
+    }
+    if (rc == 0) {
+      int s = zk_op_children(c, path, r, deadline);
+      while (s == -ECONNRESET || (s == 0 && zk_retryable(r->zrc))) {
+        free(r->kids);
+        if ((s = retry_wait(c, deadline)) < 0)
+          break;
+        s = zk_op_children(c, path, r, deadline);
+      }
+      if (s < 0)
+        rc = s;
+      else if (r->zrc == ZOK && r->nkids < 0)
+        rc = -ENOMEM;
+      else if (r->zrc == ZOK) {
+        const char *k = r->kids;
+        for (int i = 0; i < r->nkids && rc == 0; i++, k += strlen(k) + 1) {
+          if (k[0] == '@' || (!*name && !*c->addr.zk_chroot &&
+                              strcmp(k, "zookeeper") == 0))
+            continue;
+          if (++visited >= LIST_MAX_NODES || top >= LIST_MAX_NODES) {
+            rc = -ENOSPC;
+            break;
+          }
+          char *child = *name ? cat(name, "/", k) : strdup(k);
+          if (!child)
+            rc = -ENOMEM;
+          else
+            stack[top++] = child;
+        }
+      } else if (r->zrc != ZNONODE) {
+        rc = zk_errno(r->zrc);
+      }
+      free(r->kids);
+    }
+    free(path);
+    free(name);
+  }
+out:
+  while (stack && top > 0)
+    free(stack[--top]);
+  free(stack);
+  free(st);
+  free(r);
+  return rc < 0 ? rc : count;
+}

@@ -155,6 +155,11 @@ struct zk_result {
   struct Stat stat;
   int len;                  /* data length, -1 for none */
   char data[ZK_DATA_MAX + 1]; /* NUL-terminated copy */
+  /* zk_op_children: the names, each NUL-terminated, one after another;
+   * malloc'd, the caller frees it (NULL when none or out of memory,
+   * then nkids is -1 for the latter). */
+  char *kids;
+  int nkids;
 };
 /* Each returns 0 when the request completed (its code is in r->zrc), or
  * -ETIMEDOUT (deadline), -ECONNRESET (no usable handle now), -ENOMEM. */
@@ -165,6 +170,8 @@ ZKH int zk_op_get(struct ct_zk_client *c, const char *path,
 ZKH int zk_op_create(struct ct_zk_client *c, const char *path,
                      const char *data, int len, int flags,
                      struct zk_result *r, int64_t deadline);
+ZKH int zk_op_children(struct ct_zk_client *c, const char *path,
+                       struct zk_result *r, int64_t deadline);
 /* Create two nodes atomically (zoo_amulti): the token node and its owner. */
 ZKH int zk_op_create2(struct ct_zk_client *c, const char *p1, const char *d1,
                       int l1, int f1, const char *p2, const char *d2, int l2,

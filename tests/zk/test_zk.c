@@ -87,6 +87,32 @@ static void test_bad_input(void **state) {
   ct_token_unref(t2);
 }
 
+struct seen {
+  int n, late;
+};
+static void on_token(void *arg, const char *name, const ct_zk_status *st) {
+  struct seen *s = arg;
+  s->n++;
+  if (strcmp(name, "late") == 0 && st->triggered &&
+      st->reason == CT_REASON_USER + 3)
+    s->late++;
+}
+
+/* Runs after the two tests that publish "dir/leaf" and "late". */
+static void test_list(void **state) {
+  (void)state;
+  ct_zk_client *c = zt_connect(4000);
+  struct seen s = {0};
+  int n = ct_zk_list(c, on_token, &s, ct_deadline_after(10000000000));
+  assert_true(n >= 2);
+  assert_int_equal(n, s.n);
+  /* (dir/leaf is listed too; its owner's client is gone, so its state
+   * depends on who watched it: only "late"'s is checked.) */
+  assert_int_equal(s.late, 1);
+  ASSERT_ERR(ct_zk_list(c, NULL, NULL, CT_FOREVER), -EINVAL);
+  ct_zk_client_free(c);
+}
+
 static void test_attached_after_trigger(void **state) {
   (void)state;
   ct_zk_client *c = zt_connect(4000);
@@ -341,9 +367,15 @@ static void test_credentials_and_acl(void **state) {
   assert_false(st.triggered);
   assert_false(ct_token_triggered(t));
 
-  /* The holder can; everybody sees it. */
-  ct_zk_client *a2 = connect_cred(good, &rc);
-  ASSERT_OK(rc);
+  /* The holder can (credentials given by the program this time); everybody
+   * sees it. */
+  ct_zk_options ao = {0};
+  ao.auth = "alice:s3cret";
+  ao.no_auth_env = true;
+  ao.log = zt_quiet;
+  ct_zk_client *a2 = NULL;
+  ASSERT_OK(ct_zk_connect(&a2, zt_addr, &ao, NULL, 0,
+                          ct_deadline_after(30000000000LL)));
   ct_token *p2;
   ASSERT_OK(ct_zk_get(a2, &p2, "acl/guarded", ct_deadline_after(10000000000)));
   ASSERT_ERR(ct_zk_trigger(a2, p2, CT_REASON_USER, 0,
@@ -411,6 +443,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_input),
       cmocka_unit_test(test_attached_after_trigger),
+      cmocka_unit_test(test_list),
       cmocka_unit_test(test_local_trigger_forwarded),
       cmocka_unit_test(test_ten_racers_one_winner),
       cmocka_unit_test(test_fanout_50_processes),
