@@ -66,3 +66,12 @@ ct_zk_test(test_zk 120)
 if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/zk/test_zk_fault.c)
   ct_zk_test(test_zk_fault 150)
 endif()
+
+# The command against the ensemble, once it has the ZooKeeper backend.
+if(TARGET cancel-token AND EXISTS ${PROJECT_SOURCE_DIR}/tools/backend_zk.c)
+  add_test(NAME test_zk_cli COMMAND bash
+    ${CMAKE_CURRENT_SOURCE_DIR}/zk/test_zk_cli.sh $<TARGET_FILE:cancel-token>)
+  set_tests_properties(test_zk_cli PROPERTIES TIMEOUT 120
+    FIXTURES_REQUIRED zk_ensemble RESOURCE_LOCK zk_ensemble LABELS zk
+    ENVIRONMENT "CT_ZK_ENSEMBLE_DEFAULT=${CT_ZK_ENSEMBLE_DIR}")
+endif()

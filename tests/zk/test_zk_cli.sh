@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# The cancel-token command against the real ensemble of the ctest fixture
+# (zk:// addresses): serve, status, wait, trigger, run, the owner killed
+# with SIGKILL, credentials, and bad input.  Outcomes and exit statuses are
+# asserted, never durations.
+#
+#   test_zk_cli.sh CANCEL_TOKEN
+# The ensemble's directory comes from $CT_ZK_ENSEMBLE_DIR, else
+# $CT_ZK_ENSEMBLE_DEFAULT (tests/zk.cmake sets it).
+set -u
+CT=$1
+dir=${CT_ZK_ENSEMBLE_DIR:-${CT_ZK_ENSEMBLE_DEFAULT:-}}
+[ -n "$dir" ] && [ -r "$dir/connect" ] || { echo "no ensemble"; exit 1; }
+A="zk://$(cat "$dir/connect")/ct-cli-$$-$RANDOM"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ct-zk-cli.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+pass=0 fail=0
+check() { # check NAME EXPECTED ACTUAL
+  if [ "$2" = "$3" ]; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL $1: expected [$2], got [$3]"; fi
+}
+has() { # has NAME NEEDLE FILE
+  if grep -qF -- "$2" "$3"; then pass=$((pass + 1)); else
+    fail=$((fail + 1)); echo "FAIL $1: no [$2] in $3:"; cat "$3"; fi
+}
+wait_line() { # wait_line FILE NEEDLE: until the file has it (guard 60 s)
+  for _ in $(seq 600); do grep -qF -- "$2" "$1" && return 0; sleep 0.1; done
+  return 1
+}
+
+# --- serve, status, wait, trigger
+CT_ZK_SESSION_MS=1000 "$CT" serve "$A" build deploy >"$tmp/serve.out" 2>"$tmp/serve.err" &
+serve=$!
+pids+=("$serve")
+wait_line "$tmp/serve.out" "listening on $A"
+check "serve says where" 0 $?
+has "serve tells the session timeout" "session timeout 1000 ms" "$tmp/serve.err"
+
+"$CT" status "$A" >"$tmp/status.out"
+check "status exit" 0 $?
+has "status lists build" "build	not-triggered" "$tmp/status.out"
+has "status lists deploy" "deploy	not-triggered" "$tmp/status.out"
+"$CT" status --json "$A" build >"$tmp/status.json"
+has "status --json" '"name": "build", "triggered": false' "$tmp/status.json"
+
+"$CT" wait "$A" build >"$tmp/wait.out" 2>&1 &
+w=$!
+pids+=("$w")
+"$CT" trigger "$A" build >"$tmp/trig.out" 2>&1
+check "trigger exit" 0 $?
+has "trigger says so" "build: triggered" "$tmp/trig.out"
+wait "$w"
+check "wait exit (triggered)" 0 $?
+has "wait says by whom" "build: triggered by build (trigger)" "$tmp/wait.out"
+"$CT" trigger "$A" build >"$tmp/trig2.out" 2>&1
+check "second trigger exit" 0 $?
+has "first trigger wins" "build: already triggered" "$tmp/trig2.out"
+"$CT" wait "$A" build >/dev/null 2>&1
+check "wait after the trigger" 0 $?
+
+# --- run under a token whose owner is SIGKILLed
+"$CT" run "$A" deploy -- sleep 600 >"$tmp/run.out" 2>&1 &
+r=$!
+pids+=("$r")
+sleep 1 # let run attach and start the command (not a timing assertion)
+kill -KILL "$serve"
+wait "$serve" 2>/dev/null
+wait "$r"
+check "run: the command was terminated (128+SIGTERM)" 143 $?
+has "run says owner lost" "deploy fired (owner-lost)" "$tmp/run.out"
+"$CT" wait "$A" deploy >"$tmp/lost.out" 2>&1
+check "wait: owner lost exit" 2 $?
+has "wait says owner lost" "owner lost" "$tmp/lost.out"
+"$CT" status "$A" deploy >"$tmp/lost.status"
+has "status: owner-lost recorded" "deploy	triggered	owner-lost" "$tmp/lost.status"
+
+# --- credentials
+umask 077
+echo "bob:hunter2" >"$tmp/cred"
+"$CT" serve --secret-file "$tmp/cred" "$A" guarded >"$tmp/gserve.out" 2>&1 &
+gs=$!
+pids+=("$gs")
+wait_line "$tmp/gserve.out" "listening on"
+check "serve with credentials" 0 $?
+env -u CANCEL_TOKEN_SECRET -u CT_ZK_AUTH -u CT_ZK_AUTH_FILE \
+  "$CT" trigger "$A" guarded >"$tmp/g1.out" 2>&1
+check "trigger without credentials fails" 3 $?
+has "permission denied" "permission denied" "$tmp/g1.out"
+CANCEL_TOKEN_SECRET=bob:wrong "$CT" trigger "$A" guarded >"$tmp/g2.out" 2>&1
+check "trigger with wrong credentials fails" 3 $?
+"$CT" status "$A" guarded >"$tmp/g.status"
+has "still not triggered" "guarded	not-triggered" "$tmp/g.status"
+CANCEL_TOKEN_SECRET=bob:hunter2 "$CT" trigger "$A" guarded >"$tmp/g3.out" 2>&1
+check "trigger with the credentials" 0 $?
+has "triggered" "guarded: triggered" "$tmp/g3.out"
+kill -TERM "$gs"
+wait "$gs"
+check "serve stops on SIGTERM" 0 $?
+
+# --- bad input: clear errors, exit 3, no hang
+"$CT" wait "$A" no-such-token >"$tmp/b1.out" 2>&1
+check "no such token" 3 $?
+has "says no such token" "no token named 'no-such-token'" "$tmp/b1.out"
+"$CT" wait "zk://127.0.0.1:99999/x" t >"$tmp/b2.out" 2>&1
+check "malformed zk address" 3 $?
+has "says bad address" "bad address" "$tmp/b2.out"
+"$CT" wait --connect-timeout 1 "zk://127.0.0.1:1/x" t >"$tmp/b3.out" 2>&1
+check "unreachable ensemble" 3 $?
+has "says unreachable" "before the deadline" "$tmp/b3.out"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
