@@ -80,7 +80,8 @@ typedef struct ct_zk_options {
    * trigger is local only: it is never written to the ensemble. */
   int64_t unreachable_ns;
   /* Digest credentials ("user:password"), read from this file (one line;
-   * the file must not be readable by group or others).  NULL: from the
+   * the file must give no permission to group or others: mode 0600 or
+   * stricter).  NULL: from the
    * file named by $CT_ZK_AUTH_FILE, else from $CT_ZK_AUTH, else none.
    * Never from an argument.  With credentials, the nodes a client creates
    * can be changed only by holders of the same credentials (everybody may
@@ -95,7 +96,9 @@ typedef struct ct_zk_options {
   void *log_arg;
   /* Lines of the ZooKeeper library itself (hundreds a second during an
    * election) are dropped unless this is set; they then go to `log` with
-   * the prefix "zookeeper: ". */
+   * the prefix "zookeeper: " (to stderr if `log` is NULL).  The library
+   * has one log sink per process: the last client connected with this set
+   * receives the lines of every client, until it is freed. */
   bool library_log;
   /* Credentials the program already holds ("user:password", copied; for
    * a program that reads its own secret file, as the cancel-token command
@@ -111,7 +114,8 @@ typedef struct ct_zk_options {
  * options; errbuf says which), -ENAMETOOLONG, -EACCES (credentials file
  * unreadable or open to others), -EPROTO (credentials not "user:password"),
  * -ETIMEDOUT (no member of the ensemble answered before the deadline:
- * unreachable, or no quorum), -ENOENT (a host name did not resolve),
+ * unreachable, or no quorum), -ENOENT (a host name did not resolve, or
+ * the credentials file does not exist),
  * -ENOMEM, -EAGAIN (no thread).  A connect never waits past its deadline;
  * with CT_FOREVER it waits until a quorum answers.  If errbuf is not NULL it
  * receives a one-line explanation of a failure (at most errlen bytes with
@@ -124,8 +128,8 @@ CT_ZK_EXTERN int ct_zk_connect(ct_zk_client **out, const char *address,
                                size_t errlen, int64_t deadline);
 
 /* The session timeout negotiated with the ensemble, in ns (that of the
- * current session; a replaced session may get another).  Threads: any;
- * never blocks; callbacks: yes. */
+ * current session; a replaced session may get another); -EINVAL for NULL.
+ * Threads: any; never blocks; callbacks: yes. */
 CT_ZK_EXTERN int64_t ct_zk_session_timeout(const ct_zk_client *c);
 
 /* Publish token t under `name`, owned by this client's session: creates
@@ -143,13 +147,14 @@ CT_ZK_EXTERN int64_t ct_zk_session_timeout(const ct_zk_client *c);
  *    timeout), proxies record "owner lost"; if this process lives on, the
  *    client's thread reads that record on its next session and triggers t
  *    with it (CT_REASON_OWNER_LOST, or a trigger that won before).
- * Errors: -EINVAL (NULL, bad name), -ENAMETOOLONG, -EEXIST (a token of
- * that name exists, with an owner or a trigger: tokens are one-shot),
+ * Errors: -EINVAL (NULL, bad name), -ENAMETOOLONG (name, or t's name,
+ * longer than CT_ZK_NAME_MAX), -EEXIST (a token node of that name exists,
+ * whether owned, triggered or orphaned: tokens are one-shot),
  * -EACCES (the nodes belong to other credentials), -ETIMEDOUT (the request
  * may still be carried out), -ECONNRESET (the session was lost during the
  * call), -ENOMEM, -EDEADLK (called on the client's thread).
- * Ownership: name copied; the client takes a reference on t until
- * ct_zk_client_free().  Threads: any except the client's.  Blocking: a few
+ * Ownership: name copied; on success the client takes a reference on t
+ * until ct_zk_client_free().  Threads: any except the client's.  Blocking: a few
  * round trips, at most until the deadline. */
 CT_ZK_EXTERN int ct_zk_publish(ct_zk_client *c, const char *name,
                                ct_token *t, int64_t deadline);
@@ -261,7 +266,8 @@ CT_ZK_EXTERN void ct_zk_get_stats(const ct_zk_client *c, ct_zk_stats *st);
  * and proxies elsewhere then record "owner lost" for tokens not
  * triggered), stop the client's thread, trigger this client's proxies
  * that are not triggered yet with CT_REASON_SHUTDOWN, and free the client.
- * Published tokens are not triggered and get their reference back.
+ * Published tokens are not triggered; the client drops its references
+ * on them.
  * Triggers forwarded but not yet written are dropped (use ct_zk_trigger()
  * to know a trigger is recorded).  NULL does nothing.  Ownership: frees c.
  * Threads: any except the client's; no other call on c may be running or
