@@ -22,17 +22,19 @@ passed=0
 failed=0
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ct-test.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
+# section TITLE: a header with the time spent so far.
+section() { echo "=== $* [$((SECONDS / 60))m$((SECONDS % 60))s]"; }
 
 # run_ctest NAME BUILD-TYPE CMAKE-ARGS...: configure, build, run; count.
 run_ctest() {
   local name=$1 type=$2; shift 2
   local dir=build-test-$name
-  echo "=== $name: configure and build ($type, -Werror)"
+  section "$name: configure and build ($type, -Werror)"
   if ! cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="$type" -DCT_WERROR=ON "$@" >"$dir.log" 2>&1 ||
      ! cmake --build "$dir" -j"$jobs" >>"$dir.log" 2>&1; then
     cat "$dir.log"; failed=$((failed + 1)); return
   fi
-  echo "=== $name: ctest"
+  section "$name: ctest"
   ctest --test-dir "$dir" -j"$jobs" --output-on-failure 2>&1 | tee "$dir/ctest.out" | tail -n 4
   local total fails
   total=$(grep -Eo 'out of [0-9]+' "$dir/ctest.out" | grep -Eo '[0-9]+' || echo 0)
@@ -70,7 +72,7 @@ CC=clang run_ctest tsan Debug -DCT_SANITIZE=thread
 # same as above (its stress runs the short CI setting).
 run_ctest release Release
 
-echo "=== clang-release: build only (Release, -Werror)"
+section "clang-release: build only (Release, -Werror)"
 if CC=clang cmake -S . -B build-test-clang-release -DCMAKE_BUILD_TYPE=Release \
      -DCT_WERROR=ON >build-test-clang-release.log 2>&1 &&
    cmake --build build-test-clang-release -j"$jobs" >>build-test-clang-release.log 2>&1; then
@@ -79,7 +81,7 @@ else
   cat build-test-clang-release.log; echo "clang release build: FAILED"; failed=$((failed + 1))
 fi
 
-echo "=== valgrind memcheck (plain build)"
+section "valgrind memcheck (plain build)"
 for t in build-test-plain/tests/test_callback build-test-plain/tests/test_wait \
          build-test-plain/tests/test_oom build-test-plain/examples/quickstart \
          build-test-plain/examples/chaining build-test-plain/examples/fd_timeout \
@@ -93,7 +95,7 @@ for t in build-test-plain/tests/test_callback build-test-plain/tests/test_wait \
   fi
 done
 
-echo "=== valgrind memcheck: the random stress (plain build, short setting)"
+section "valgrind memcheck: the random stress (plain build, short setting)"
 if valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
      --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
      build-test-plain/tests/test_stress --threads 4 --seconds 3 \
@@ -103,14 +105,14 @@ else
   echo "valgrind FAILED: test_stress"; cat "$tmp/valgrind.out"; failed=$((failed + 1))
 fi
 
-echo "=== fuzzing (clang libFuzzer + ASan + UBSan), ${CT_FUZZ_SECONDS:-30} s per harness"
+section "fuzzing (clang libFuzzer + ASan + UBSan), ${CT_FUZZ_SECONDS:-30} s per harness"
 bash fuzz/run.sh "${CT_FUZZ_SECONDS:-30}" 2>&1 | tee "$tmp/fuzz.out" | grep -v '^[0-9]* passed'
 fz_pass=$(grep -Eo '^[0-9]+ passed' "$tmp/fuzz.out" | grep -Eo '^[0-9]+' || echo 0)
 fz_fail=$(grep -Eo '[0-9]+ failed$' "$tmp/fuzz.out" | grep -Eo '^[0-9]+' || echo 1)
 passed=$((passed + fz_pass))
 failed=$((failed + fz_fail))
 
-echo "=== benchmark, quick mode (no assertions; proves it builds and runs)"
+section "benchmark, quick mode (no assertions; proves it builds and runs)"
 if cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCT_BUILD_BENCH=ON \
      -DCT_BUILD_TESTS=OFF >build-bench.log 2>&1 &&
    cmake --build build-bench -j"$jobs" --target ct_bench cpp_bench bench_peers >>build-bench.log 2>&1 &&
@@ -124,11 +126,12 @@ fi
 # The suites with a script of their own, each ending "N passed, N failed".
 for suite in test-install test-python test-zk; do
   [ -f "scripts/$suite.sh" ] || continue
-  echo "=== $suite"
+  section "$suite"
   bash "scripts/$suite.sh" 2>&1 | tee "$tmp/$suite.out"
   add_counts "$suite" "$tmp/$suite.out" "${PIPESTATUS[0]}"
 done
 
 echo
+echo "total time: $((SECONDS / 60))m$((SECONDS % 60))s"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
