@@ -15,6 +15,7 @@
 #include "canceltoken_os.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
@@ -691,6 +692,47 @@ static void test_run_sigchld_ignored_is_echild(void **state) {
   ct_token_unref(t);
 }
 
+/* Issue 13, item 3: a forked child that triggers its copy of t must not
+ * cancel the parent's ct_process_wait() on that child: the parent's t is
+ * not triggered, so the wait times out (it returned -ECANCELED: the
+ * shared eventfd was readable), then reaps the child normally. */
+static void test_fork_child_trigger_does_not_cancel_process_wait(void **state) {
+  (void)state;
+  ct_token *t;
+  int go[2], done[2];
+  ASSERT_OK(ct_token_new(&t, "t"));
+  assert_true(ct_token_fd(t) >= 0);
+  assert_int_equal(pipe(go), 0);
+  assert_int_equal(pipe(done), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    char c = 'x';
+    int rc = ct_token_trigger(t) == 1 ? 0 : 10;
+    if (write(done[1], &c, 1) != 1)
+      rc = 11;
+    struct pollfd pg = {go[0], POLLIN, 0}; /* limit: against a lost parent */
+    if (poll(&pg, 1, 60000) != 1 || read(go[0], &c, 1) != 1)
+      rc = 12;
+    _exit(rc);
+  }
+  char c;
+  assert_int_equal(read(done[0], &c, 1), 1);
+  assert_false(ct_token_triggered(t));
+  ASSERT_ERR(ct_process_wait(t, pid, ct_deadline_after(20 * MS)), -ETIMEDOUT);
+  ASSERT_ERR(ct_process_wait(t, pid, 0), -ETIMEDOUT);
+  assert_int_equal(write(go[1], "x", 1), 1);
+  int status = ct_process_wait(t, pid, CT_FOREVER);
+  assert_true(status >= 0);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  for (int i = 0; i < 2; i++) {
+    close(go[i]);
+    close(done[i]);
+  }
+  ct_token_unref(t);
+}
+
 #define T(f) cmocka_unit_test_teardown(f, no_zombies)
 
 int main(void) {
@@ -716,6 +758,7 @@ int main(void) {
       T(test_run_no_pidfd_sigchld_ignored_signals_nothing),
       T(test_run_no_pidfd_kills_unreaped_child),
       T(test_run_sigchld_ignored_is_echild),
+      T(test_fork_child_trigger_does_not_cancel_process_wait),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
