@@ -20,7 +20,11 @@ Design notes:
   shared object each time; a token is shared as it is.)
 - Addresses are multiprocessing's: a str (or path) is a Unix socket, a
   ``(host, port)`` tuple is TCP, and an empty host binds or reaches
-  loopback only.  They are turned into the C library's address strings
+  loopback only.  A ``zk://HOST:PORT[,...]/CHROOT`` str is a ZooKeeper
+  ensemble (cancel_token._core.ZkClient over canceltoken_zk.h): serving
+  publishes the registered tokens under the chroot, owned by the
+  manager's session, and connecting attaches proxies by name; there
+  check_triggered() reads the recorded state afresh.  They are turned into the C library's address strings
   here.  ``authkey`` becomes the server's shared secret (HMAC-SHA256
   challenge-response); unlike multiprocessing there is no default key, so
   unrelated processes and the C tool can connect.
@@ -38,6 +42,10 @@ from . import _core
 from .token import CancelToken
 
 __all__ = ["BaseCancelTokenManager", "CancelTokenClient", "CancelTokenProxy"]
+
+
+_ZK_AUTHKEY = ("no authkey with zk:// addresses: ZooKeeper credentials come "
+               "from $CT_ZK_AUTH_FILE or $CT_ZK_AUTH, never from an argument")
 
 
 def _need_net():
@@ -78,6 +86,42 @@ def _from_c_address(text, like):
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return (host, int(port))
+
+
+def _is_zk(address):
+    return isinstance(address, str) and address.startswith("zk://")
+
+
+def _need_zk():
+    if not getattr(_core, "HAVE_ZK", 0):
+        raise NotImplementedError(
+            "cancel_token was built without the ZooKeeper backend "
+            "(canceltoken_zk; Debian: libzookeeper-mt-dev)")
+
+
+class _ZkPublisher:
+    """The serving side over ZooKeeper, in the shape of _core.Server: the
+    registered tokens are published, owned by one session, and stay so
+    until close() ends the session (proxies then report owner lost)."""
+
+    def __init__(self, address, timeout):
+        _need_zk()
+        self.address = address
+        self._timeout = timeout
+        self._zk = _core.ZkClient(address, timeout)
+
+    @property
+    def closed(self):
+        return self._zk.closed
+
+    def add(self, name, token):
+        self._zk.publish(name, token, self._timeout)
+
+    def start(self):
+        pass  # the session's own thread serves already
+
+    def close(self):
+        self._zk.close()
 
 
 def _secret(authkey):
@@ -137,6 +181,10 @@ class CancelTokenProxy(CancelToken):
         if self.triggered:
             return True
         owner = self._owner
+        if owner is not None and not owner.closed and \
+                hasattr(owner, "status"):  # ZooKeeper: read the record
+            return self.triggered or owner.status(
+                self.__dict__["_served_as"], timeout)["triggered"]
         if owner is not None and not owner.closed:
             try:
                 # A GET of the same name is answered from the served
@@ -265,7 +313,10 @@ class BaseCancelTokenManager:
 
     def __init__(self, address=None, authkey=None, serializer="pickle",
                  ctx=None, *, shutdown_timeout=1.0, timeout=None):
-        _need_net()
+        if _is_zk(address):
+            _need_zk()
+        else:
+            _need_net()
         self._given_address = address
         self._authkey = _secret(authkey)
         self._timeout = timeout  # for connect() and each request
@@ -297,7 +348,13 @@ class BaseCancelTokenManager:
     def get_server(self):
         """A Server bound to ``address`` serving every registered token;
         call its serve_forever()."""
-        core = _core.Server(self._c_address(), self._authkey)
+        address = self._c_address()
+        if _is_zk(address):
+            if self._authkey is not None:
+                raise ValueError(_ZK_AUTHKEY)
+            core = _ZkPublisher(address, self._timeout)
+        else:
+            core = _core.Server(address, self._authkey)
         try:
             for typeid, (make, _) in type(self)._registry.items():
                 if make is None:
@@ -345,7 +402,13 @@ class BaseCancelTokenManager:
             c_address = server._core.address  # with the real port
         else:
             c_address = self._c_address()
-        client = _core.Client(c_address, self._authkey, self._timeout)
+        if _is_zk(c_address):
+            _need_zk()
+            if self._authkey is not None:
+                raise ValueError(_ZK_AUTHKEY)
+            client = _core.ZkClient(c_address, self._timeout)
+        else:
+            client = _core.Client(c_address, self._authkey, self._timeout)
         with self._lock:
             old, self._client = self._client, client
         if old is not None:
@@ -366,6 +429,10 @@ class BaseCancelTokenManager:
         """[(name, triggered, cause name), ...] for every served token."""
         if self._client is None:
             raise RuntimeError("not connected: call connect() first")
+        if not hasattr(self._client, "list"):
+            raise NotImplementedError(
+                "list_tokens() is for token servers; over ZooKeeper ask "
+                "for each name")
         return self._client.list(self._timeout)
 
     def __enter__(self):

@@ -217,6 +217,14 @@ PyMODINIT_FUNC PyInit__core(void) {
   if (PyModule_AddIntConstant(m, "HAVE_NET", 0) < 0)
     goto fail;
 #endif
+#ifdef CT_PY_ZK
+  if (ct_zk_add_to_module(m) < 0 ||
+      PyModule_AddIntConstant(m, "HAVE_ZK", 1) < 0)
+    goto fail;
+#else
+  if (PyModule_AddIntConstant(m, "HAVE_ZK", 0) < 0)
+    goto fail;
+#endif
   return m;
 fail:
   Py_DECREF(m);
