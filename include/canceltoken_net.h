@@ -43,6 +43,7 @@
 
 #include "canceltoken.h"
 
+#include <stddef.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -74,10 +75,23 @@ typedef void (*ct_net_log_fn)(void *arg, const char *msg);
 
 typedef struct ct_net_server ct_net_server;
 
-/* Options of ct_net_server_new().  Zero-initialise the whole struct (or
- * pass NULL): every zero field means "the default".  Fields may be added at
- * the end in later versions. */
+/* Options of ct_net_server_new().  Every zero field means "the default";
+ * NULL means all defaults.
+ *
+ * Staying ABI-safe as fields are added (at the end): `size` is the size of
+ * the struct the caller was compiled with.  Start from
+ *     ct_net_server_options o = CT_NET_SERVER_OPTIONS_INIT;
+ * or ct_net_server_options_init(&o), which set it to this header's
+ * sizeof(ct_net_server_options); a library built with a later header then
+ * reads only the fields the caller knows, and takes the defaults for the
+ * rest.  A struct zero-initialised without a size (size 0, as every caller
+ * before the field existed) is read as the first sized layout,
+ * CT_NET_SERVER_OPTIONS_SIZE_1 bytes: every field up to log_arg, not the
+ * later ones (set size to use those).  Any other size that is not one of
+ * this library's layouts is -EINVAL (a struct from a newer header than
+ * the library, or not an options struct). */
 typedef struct ct_net_server_options {
+  size_t size; /* see above: CT_NET_SERVER_OPTIONS_INIT */
   /* Shared secret (any bytes, copied).  When set, every client must prove
    * it knows the secret (HMAC-SHA256 challenge-response with fresh nonces)
    * and the server proves it too.  Required to bind TCP to anything but a
@@ -108,7 +122,24 @@ typedef struct ct_net_server_options {
   int64_t stall_timeout_ns;
   ct_net_log_fn log;
   void *log_arg;
+  /* ---- since CT_NET_SERVER_OPTIONS_SIZE_2 (read only when size says so) */
+  /* Connections still in the handshake at one time beyond this are refused
+   * with an error frame (default: max_clients, no limit of their own): a
+   * bound on what peers without the secret can hold. */
+  size_t max_handshakes;
 } ct_net_server_options;
+
+/* The layouts of ct_net_server_options this library reads. */
+#define CT_NET_SERVER_OPTIONS_SIZE_1 \
+  offsetof(ct_net_server_options, max_handshakes)
+#define CT_NET_SERVER_OPTIONS_SIZE_2 sizeof(ct_net_server_options)
+/* An initialiser: the size set, every other field zero (the defaults). */
+#define CT_NET_SERVER_OPTIONS_INIT {.size = sizeof(ct_net_server_options)}
+
+/* Zero *o and set o->size, as CT_NET_SERVER_OPTIONS_INIT.  NULL does
+ * nothing.  Ownership: o is the caller's.  Any thread; callbacks: yes;
+ * never blocks. */
+CT_NET_EXTERN void ct_net_server_options_init(ct_net_server_options *o);
 
 /* Create a server listening at `address`: the socket is bound and
  * listening when this returns, but no connection is served until
@@ -120,7 +151,8 @@ typedef struct ct_net_server_options {
  *   the probe does not wait).  The file is removed by ct_net_server_free().
  *   TCP: a host that is not a loopback address needs a secret (-EPERM
  *   otherwise); SO_REUSEADDR is set.
- * Errors: -EINVAL (NULL out or address, bad address or options),
+ * Errors: -EINVAL (NULL out or address, bad address or options, an
+ * options size that is not one of this library's),
  * -ENAMETOOLONG (Unix path or host too long), -EPERM (non-loopback TCP without a
  * secret), -EADDRINUSE, -EACCES, -EADDRNOTAVAIL, -ENOENT (host not found),
  * -ENOMEM, -EMFILE/-ENFILE, or another errno of socket(2)/bind(2)/listen(2).
@@ -204,8 +236,12 @@ CT_NET_EXTERN void ct_net_server_free(ct_net_server *s);
 
 typedef struct ct_net_client ct_net_client;
 
-/* Options of ct_net_client_connect(); zero (or NULL) means the defaults. */
+/* Options of ct_net_client_connect(); zero (or NULL) means the defaults.
+ * `size` works as in ct_net_server_options: CT_NET_CLIENT_OPTIONS_INIT or
+ * ct_net_client_options_init(); 0 is CT_NET_CLIENT_OPTIONS_SIZE_1 (the
+ * fields below); another size not of this library is -EINVAL. */
 typedef struct ct_net_client_options {
+  size_t size; /* see above: CT_NET_CLIENT_OPTIONS_INIT */
   /* The server's secret, if it has one.  A client with a secret refuses a
    * server that does not prove it knows the same secret. */
   const void *secret;
@@ -224,10 +260,19 @@ typedef struct ct_net_client_options {
   void *log_arg;
 } ct_net_client_options;
 
+#define CT_NET_CLIENT_OPTIONS_SIZE_1 sizeof(ct_net_client_options)
+#define CT_NET_CLIENT_OPTIONS_INIT {.size = sizeof(ct_net_client_options)}
+
+/* Zero *o and set o->size, as CT_NET_CLIENT_OPTIONS_INIT.  NULL does
+ * nothing.  Ownership: o is the caller's.  Any thread; callbacks: yes;
+ * never blocks. */
+CT_NET_EXTERN void ct_net_client_options_init(ct_net_client_options *o);
+
 /* Connect to the server at `address` and complete the handshake (version,
  * secret).  The client then joins the clients' thread (started if need
  * be), which receives the server's notices and triggers proxies.
- * Errors: -EINVAL, -ENOENT (no socket file, host not found),
+ * Errors: -EINVAL (NULL, bad address or options, an options size not of
+ * this library), -ENOENT (no socket file, host not found),
  * -ECONNREFUSED, -EACCES (socket file permission, or authentication
  * failed), -EPERM (the server refused our uid), -EPROTONOSUPPORT (no
  * common protocol version), -EPROTO (not a cancel-token server, or a bad

@@ -262,14 +262,19 @@ int ct_net_client_connect(ct_net_client **out, const char *address,
                           size_t errlen, int64_t deadline) {
   if (errbuf && errlen)
     errbuf[0] = '\0';
+  ct_net_client_options o;
+  static const size_t sizes[] = {CT_NET_CLIENT_OPTIONS_SIZE_1};
+  if (net_options_copy(&o, sizeof o, opts, sizes, 1) < 0) {
+    net_seterr(errbuf, errlen, "options of an unknown size %zu (this "
+               "library's is %zu)", opts->size, sizes[0]);
+    return -EINVAL;
+  }
   if (!out || !address || !net_valid_deadline(deadline) ||
-      (opts && opts->secret_len && !opts->secret) ||
-      (opts && opts->heartbeat_ns < 0)) {
+      (o.secret_len && !o.secret) || o.heartbeat_ns < 0) {
     net_seterr(errbuf, errlen, "invalid argument");
     return -EINVAL;
   }
   *out = NULL;
-  ct_net_client_options o = opts ? *opts : (ct_net_client_options){0};
   struct net_addr a;
   int fd = -ENOENT;
   for (int i = 0;; i++) {

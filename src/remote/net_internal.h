@@ -70,6 +70,16 @@ NET_HIDDEN void net_wipe(void *p, size_t n);
 NET_HIDDEN void net_server_adopt(ct_net_server *s, int fd);
 NET_HIDDEN int net_server_run_once(ct_net_server *s, int timeout_ms);
 
+/* ---- options structs with a leading size (util.c) ---- */
+/* Copy the caller's options struct src (NULL: all defaults) into dst
+ * (full bytes, this library's layout) after checking its leading size
+ * field: 0 means sizes[0] (the first sized layout); otherwise it must be
+ * one of sizes[0..n).  Bytes past the caller's size are zero (defaults);
+ * dst's size is set to full.  Returns 0 or -EINVAL.  Reads only the
+ * caller's size bytes of src. */
+NET_HIDDEN int net_options_copy(void *dst, size_t full, const void *src,
+                                const size_t *sizes, size_t n);
+
 /* ---- misc (util.c) ---- */
 NET_HIDDEN void net_log(ct_net_log_fn fn, void *arg, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -229,13 +229,20 @@ int ct_net_server_new(ct_net_server **out, const char *address,
   if (!out || !address)
     return -EINVAL;
   *out = NULL;
-  ct_net_server_options o = opts ? *opts : (ct_net_server_options){0};
+  ct_net_server_options o;
+  static const size_t sizes[] = {CT_NET_SERVER_OPTIONS_SIZE_1,
+                                 CT_NET_SERVER_OPTIONS_SIZE_2};
+  /* An unknown size: nothing else of *opts may be read (not even log). */
+  if (net_options_copy(&o, sizeof o, opts, sizes, 2) < 0)
+    return -EINVAL;
   if ((o.secret_len && !o.secret) || (o.n_allowed_uids && !o.allowed_uids) ||
       o.handshake_timeout_ns < 0 || o.frame_timeout_ns < 0 ||
       o.stall_timeout_ns < 0)
     return -EINVAL;
   if (!o.max_clients)
     o.max_clients = 65536;
+  if (!o.max_handshakes)
+    o.max_handshakes = o.max_clients;
   if (!o.max_output)
     o.max_output = 1 << 20;
   if (!o.max_proxies_per_client)

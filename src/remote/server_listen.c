@@ -84,6 +84,17 @@ static void accept_one(ct_net_server *s, int fd, struct sockaddr_storage *ss,
     refuse_fd(fd, NERR_LIMIT, "too many clients");
     return;
   }
+  /* Handshakes in progress: open connections not past READY (st_ready is
+   * written by this thread only, so this read is exact). */
+  size_t ready = (size_t)atomic_load_explicit(&s->st_ready,
+                                              memory_order_relaxed);
+  if (s->nconns - ready >= s->o.max_handshakes) {
+    stat_add(&s->st_refused, 1);
+    LOG(s, "refusing a client: %zu handshakes in progress already",
+        s->nconns - ready);
+    refuse_fd(fd, NERR_LIMIT, "too many handshakes in progress");
+    return;
+  }
   struct conn *c = net_calloc(1, sizeof *c);
   if (!c) {
     stat_add(&s->st_refused, 1);

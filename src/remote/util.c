@@ -2,7 +2,8 @@
  *
  * util.c -- small helpers of the socket backend that are about neither
  * the server nor the client: logging, error strings, descriptors, and
- * deadlines turned into poll(2) timeouts.
+ * deadlines turned into poll(2) timeouts, and the options structs' size
+ * check (see canceltoken_net.h: a leading size field, as nng and curl do).
  */
 #include "net_internal.h"
 
@@ -53,4 +54,39 @@ void net_drain_some(int fd) {
   for (size_t n = 0; n < NET_DRAIN_MAX; n += sizeof sink)
     if (recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0)
       return;
+}
+
+int net_options_copy(void *dst, size_t full, const void *src,
+                     const size_t *sizes, size_t n) {
+  memset(dst, 0, full);
+  if (!src) {
+    memcpy(dst, &full, sizeof full);
+    return 0;
+  }
+  size_t size;
+  memcpy(&size, src, sizeof size); /* every options struct begins with it */
+  if (size == 0)
+    size = sizes[0];
+  bool known = false;
+  for (size_t i = 0; i < n; i++)
+    known |= size == sizes[i];
+  if (!known || size > full)
+    return -EINVAL;
+  memcpy(dst, src, size);
+  memcpy(dst, &full, sizeof full);
+  return 0;
+}
+
+void ct_net_server_options_init(ct_net_server_options *o) {
+  if (!o)
+    return;
+  memset(o, 0, sizeof *o);
+  o->size = sizeof *o;
+}
+
+void ct_net_client_options_init(ct_net_client_options *o) {
+  if (!o)
+    return;
+  memset(o, 0, sizeof *o);
+  o->size = sizeof *o;
 }
