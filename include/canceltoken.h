@@ -478,7 +478,11 @@ CT_EXTERN int ct_token_fd(ct_token *t);
  * its descriptor: should another process that shares the descriptor
  * (through fork() and a write behind the library's back) make it readable
  * while t is not triggered, this process's copy is replaced by a fresh
- * descriptor at the same number and the poll goes on.  Any thread.  n may be 0: then it is a cancellable sleep
+ * descriptor at the same number and the poll goes on.  The caller's set
+ * is polled first without blocking; only a call that has to block polls
+ * the token's descriptor too (and creates it, hence -EMFILE/-ENFILE only
+ * there), so a call that finds a descriptor ready, or has deadline 0,
+ * costs one poll(2) of the caller's set and never touches the token's.  Any thread.  n may be 0: then it is a cancellable sleep
  * that returns -ETIMEDOUT.  Interrupted system calls are restarted with
  * the time left.  Ownership: t and fds borrowed.  Callbacks: allowed;
  * blocks. */
