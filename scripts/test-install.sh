@@ -179,6 +179,19 @@ else
   bad "find_package(... COMPONENTS nosuch)"; tail -n 20 "$tmp/nocomp.log"
 fi
 
+# The version is written once: a VERSION the header disagrees with is a
+# configure error that names both.
+mkdir -p "$tmp/ver/include"
+cp "$src/CMakeLists.txt" "$tmp/ver/"
+cp "$src/include/canceltoken.h" "$tmp/ver/include/"
+echo 9.8.7 >"$tmp/ver/VERSION"
+if ! cmake -S "$tmp/ver" -B "$tmp/ver/b" >"$tmp/ver.log" 2>&1 &&
+   grep -q "CT_VERSION_MAJOR" "$tmp/ver.log" && grep -q "9.8.7" "$tmp/ver.log"; then
+  ok "VERSION and canceltoken.h disagreeing is a configure error"
+else
+  bad "VERSION/header mismatch not caught"; tail -n 20 "$tmp/ver.log"
+fi
+
 # --- relocated: move the prefix; pkg-config and the command still work.
 moved=$tmp/moved
 mv "$prefix" "$moved"
