@@ -10,9 +10,10 @@
  * Exit statuses (also in --help and the man page):
  *   0   success; for wait: the token was triggered
  *   1   wait: the timeout passed first
- *   2   wait: the owner was lost (the server went away, was shut down, or
- *       could not be reached)
+ *   2   wait: the owner was lost (the server went away or was shut down)
  *   3   error (cannot connect, no such token, refused, ...)
+ *   4   wait: the backend could not be reached for longer than allowed
+ *       (CT_REASON_UNREACHABLE: a proxy cut off from a ZooKeeper quorum)
  *   64  usage error
  *   run: the command's own exit status, 128+N if signal N ended it, 125 for
  *        an error of cancel-token itself or a token triggered before the
@@ -37,6 +38,7 @@
  */
 #include "backend.h"
 #include "canceltoken.h"
+#include "escape.h"
 #include "canceltoken_os.h"
 
 #include <errno.h>
@@ -49,7 +51,7 @@
 #include <unistd.h>
 
 enum { EX_TRIGGERED = 0, EX_TIMEOUT = 1, EX_LOST = 2, EX_ERROR = 3,
-       EX_USAGEERR = 64, EX_RUN_ERROR = 125 };
+       EX_UNREACHABLE = 4, EX_USAGEERR = 64, EX_RUN_ERROR = 125 };
 
 #define SEC (INT64_C(1000000000))
 
@@ -120,11 +122,11 @@ static const struct subcmd subcmds[] = {
      "  --timeout S          give up after S seconds (default: never)\n"
      "  --json               print one JSON object on standard output:\n"
      "                       {\"name\", \"outcome\" (\"triggered\", \"timeout\",\n"
-     "                       \"owner-lost\"), \"reason\", \"detail\", \"cause\",\n"
-     "                       \"error\" (owner-lost only)}\n"
+     "                       \"owner-lost\", \"unreachable\"), \"reason\",\n"
+     "                       \"detail\", \"cause\", \"error\" (owner-lost only)}\n"
      "\n"
      "Exit status: 0 triggered, 1 timed out, 2 owner lost (the server went\n"
-     "away or shut down), 3 error, 64 usage.\n",
+     "away or shut down), 3 error, 4 backend unreachable, 64 usage.\n",
      OPT_SECRET | OPT_TIMEOUT | OPT_JSON, cmd_wait},
     {"status", "status ADDRESS [NAME] [--json] [OPTIONS]",
      "Show every token served at ADDRESS (or only NAME), one line each:\n"
@@ -173,8 +175,9 @@ static void print_global_help(FILE *f) {
   fputs("  --version            print the version and exit\n"
         "\n"
         "Exit status: 0 success (wait: triggered), 1 wait timed out, 2 owner\n"
-        "lost, 3 error, 64 usage.  run exits with the command's status (128+N\n"
-        "for signal N), 125 for its own errors, 126/127 if CMD cannot run.\n"
+        "lost, 3 error, 4 wait: backend unreachable, 64 usage.  run exits\n"
+        "with the command's status (128+N for signal N), 125 for its own\n"
+        "errors, 126/127 if CMD cannot run.\n"
         "'cancel-token COMMAND --help' describes one command.\n",
         f);
 }
@@ -196,49 +199,6 @@ static int usage(const char *sub, const char *msg) {
   fprintf(stderr, "Try '%s %s%s--help'.\n", prog, sub ? sub : "",
           sub ? " " : "");
   return EX_USAGEERR;
-}
-
-/* ---- output: escaped names ---- */
-
-/* A name in the plain, tab-separated output: one line, one field. */
-static void put_plain(FILE *f, const char *s) {
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (*p == '\\')
-      fputs("\\\\", f);
-    else if (*p == '\t')
-      fputs("\\t", f);
-    else if (*p == '\n')
-      fputs("\\n", f);
-    else if (*p == '\r')
-      fputs("\\r", f);
-    else if (*p < 0x20 || *p == 0x7f)
-      fprintf(f, "\\x%02x", *p);
-    else
-      fputc(*p, f);
-  }
-}
-
-/* A JSON string, quotes included (RFC 8259).  Names are valid UTF-8 (the
- * library checks every name on both sides), so bytes >= 0x80 pass. */
-static void put_json(FILE *f, const char *s) {
-  fputc('"', f);
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    switch (*p) {
-    case '"': fputs("\\\"", f); break;
-    case '\\': fputs("\\\\", f); break;
-    case '\b': fputs("\\b", f); break;
-    case '\f': fputs("\\f", f); break;
-    case '\n': fputs("\\n", f); break;
-    case '\r': fputs("\\r", f); break;
-    case '\t': fputs("\\t", f); break;
-    default:
-      if (*p < 0x20 || *p == 0x7f)
-        fprintf(f, "\\u%04x", *p);
-      else
-        fputc(*p, f);
-    }
-  }
-  fputc('"', f);
 }
 
 /* ---- options ---- */
@@ -484,10 +444,10 @@ static int cmd_trigger(struct opts *o) {
   return rc;
 }
 
-/* How a wait ended, for both outputs. */
+/* How a wait ended, for both outputs: the owner gone (crashed or stopped
+ * in order) is 2; the backend out of reach (the owner may be fine) is 4. */
 static bool lost_reason(ct_reason why) {
-  return why == CT_REASON_OWNER_LOST || why == CT_REASON_SHUTDOWN ||
-         why == CT_REASON_UNREACHABLE;
+  return why == CT_REASON_OWNER_LOST || why == CT_REASON_SHUTDOWN;
 }
 
 static int cmd_wait(struct opts *o) {
@@ -517,6 +477,8 @@ static int cmd_wait(struct opts *o) {
     } else if (lost_reason(why)) {
       outcome = "owner-lost", rc = EX_LOST;
       lost_err = rm.be->error(rm.conn);
+    } else if (why == CT_REASON_UNREACHABLE) {
+      outcome = "unreachable", rc = EX_UNREACHABLE;
     } else {
       outcome = "triggered", rc = EX_TRIGGERED;
     }
@@ -544,6 +506,10 @@ static int cmd_wait(struct opts *o) {
       else
         fprintf(stderr, ": owner lost (%s)\n",
                 lost_err ? ct_strerror(lost_err) : ct_reason_name(why));
+    } else if (rc == EX_UNREACHABLE) {
+      fprintf(stderr, "%s: ", prog);
+      put_plain(stderr, name);
+      fputs(": the backend was unreachable for too long\n", stderr);
     } else if (rc == EX_TRIGGERED) {
       put_plain(stdout, name);
       fputs(": triggered by ", stdout);
