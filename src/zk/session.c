@@ -136,9 +136,12 @@ void zk_watcher(zhandle_t *zh, int type, int state, const char *path,
   pthread_mutex_unlock(&c->mu);
 }
 
-bool zk_on_client_thread(struct ct_zk_client *c) {
-  return c->have_thread && pthread_equal(pthread_self(), c->thread);
-}
+/* Set by the client's thread itself when it starts: c->thread is written
+ * by pthread_create() in another thread, possibly after the new thread
+ * has begun, so comparing with it from the new thread could race. */
+static _Thread_local struct ct_zk_client *tl_client;
+
+bool zk_on_client_thread(struct ct_zk_client *c) { return tl_client == c; }
 
 /* --- handles --- */
 
@@ -214,6 +217,7 @@ static int64_t budget(struct ct_zk_client *c) {
 
 static void *client_thread(void *arg) {
   struct ct_zk_client *c = arg;
+  tl_client = c;
   bool need_note = false; /* a new handle: learn its session once up */
   pthread_mutex_lock(&c->mu);
   while (!c->stop) {

@@ -405,6 +405,18 @@ static void test_credentials_and_acl(void **state) {
   free(malformed);
 }
 
+struct reenter {
+  ct_zk_client *c;
+  _Atomic int rc;
+};
+/* Runs on the client's thread: its blocking calls must refuse. */
+static void reenter_cb(ct_token *t, void *arg) {
+  (void)t;
+  struct reenter *re = arg;
+  ct_token *x = NULL;
+  atomic_store(&re->rc, ct_zk_get(re->c, &x, "fwd", CT_FOREVER));
+}
+
 /* A local trigger (ct_token_trigger on a proxy) is written for the fleet. */
 static void test_local_trigger_forwarded(void **state) {
   (void)state;
@@ -417,6 +429,9 @@ static void test_local_trigger_forwarded(void **state) {
   ASSERT_OK(ct_zk_get(c2, &p, "fwd", ct_deadline_after(10000000000)));
   ASSERT_OK(ct_zk_get(c2, &p2, "fwd", ct_deadline_after(10000000000)));
   assert_ptr_not_equal(p, p2);
+  struct reenter re = {c2, 1};
+  ct_callback cb = {0};
+  ASSERT_OK(ct_callback_register(&cb, p2, reenter_cb, &re));
   ASSERT_ERR(ct_token_trigger_reason(p, CT_REASON_USER + 9, 2), 1);
   /* The owner learns it through the ensemble, and so does the sibling. */
   assert_int_equal(ct_token_wait(t, ct_deadline_after(30000000000)), 0);
@@ -425,6 +440,12 @@ static void test_local_trigger_forwarded(void **state) {
   assert_int_equal(d, 2);
   assert_int_equal(ct_token_wait(p2, ct_deadline_after(30000000000)), 0);
   assert_int_equal(ct_token_reason(p2, NULL), CT_REASON_USER + 9);
+  /* p2 was triggered from the record, on the client's thread, which runs
+   * the callback after waking the waiters: wait for it (guarded). */
+  for (int i = 0; i < 60000 && atomic_load(&re.rc) == 1; i++)
+    usleep(1000);
+  ct_callback_unregister(&cb);
+  assert_int_equal(atomic_load(&re.rc), -EDEADLK);
   ct_zk_status st;
   ASSERT_OK(ct_zk_status_get(c, "fwd", &st, ct_deadline_after(5000000000)));
   assert_int_equal(st.reason, CT_REASON_USER + 9);
