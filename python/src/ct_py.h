@@ -178,6 +178,27 @@ void ct_handle_leave(ct_py_handle *h, PyObject *self);
  * the last one frees it).  self may be NULL (from dealloc). */
 void ct_handle_close(ct_py_handle *h, PyObject *self);
 
+/* A backend's "proxy of the token called name" call: 0 or a negative
+ * errno, as ct_net_client_get() and ct_zk_get(). */
+typedef int (*ct_remote_get_fn)(void *obj, ct_token **out, const char *name,
+                                int64_t deadline);
+/* A backend's "trigger this token at its owner and wait" call: 1 if this
+ * call's trigger counted, 0 if another did first, or a negative errno. */
+typedef int (*ct_remote_trigger_fn)(void *obj, ct_token *t,
+                                    int64_t deadline);
+/* get(name, cls, timeout=None) of a backend object whose handle is h:
+ * the proxy (an instance of cls, `_owner` self), LookupError "no token is
+ * VERB under the name ..." for -ENOENT.  New reference or NULL. */
+PyObject *ct_remote_get(ct_py_handle *h, PyObject *self, PyObject *args,
+                        PyObject *kwds, ct_remote_get_fn get,
+                        const char *verb);
+/* trigger(token, timeout=None) -> bool of a backend object. */
+PyObject *ct_remote_trigger(ct_py_handle *h, PyObject *self, PyObject *args,
+                            PyObject *kwds, ct_remote_trigger_fn trigger);
+/* The exception of a failed call about token `name` (LookupError for
+ * -ENOENT, ValueError for a bad name, else OSError).  Returns NULL. */
+PyObject *ct_remote_name_error(int r, const char *name, const char *verb);
+
 /* ------------------------------------------------------------------------ */
 /* net.c and zk.c                                                           */
 #ifdef CT_PY_NET

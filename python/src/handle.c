@@ -16,6 +16,10 @@
  *    a busy handle.
  *  - Freeing may block (it joins the backend's thread), so it runs with
  *    the GIL released.
+ *  - The backends' get() and trigger() have one shape (parse, enter, call
+ *    with the GIL released, leave, map the result); each backend hands
+ *    its call in through a small adapter (ct_remote_get_fn,
+ *    ct_remote_trigger_fn), so the shape is written once, here.
  */
 #include "ct_py.h"
 
@@ -93,4 +97,75 @@ void ct_handle_close(ct_py_handle *h, PyObject *self) {
   Py_XINCREF(self); /* freeing may run code that drops the last reference */
   handle_release(h);
   Py_XDECREF(self);
+}
+
+/* The exception for a failed call about token `name`. */
+static PyObject *name_error(int r, const char *name, const char *verb) {
+  if (r == -ENOENT) {
+    PyErr_Format(PyExc_LookupError, "no token is %s under the name '%s'",
+                 verb, name);
+    return NULL;
+  }
+  if (r == -EINVAL || r == -ENAMETOOLONG) {
+    PyErr_Format(PyExc_ValueError, "'%s': %s", name, ct_strerror(r));
+    return NULL;
+  }
+  return ct_raise_remote_error(r, NULL);
+}
+
+PyObject *ct_remote_get(ct_py_handle *h, PyObject *self, PyObject *args,
+                        PyObject *kwds, ct_remote_get_fn get,
+                        const char *verb) {
+  static char *kwlist[] = {"name", "cls", "timeout", NULL};
+  const char *name;
+  PyObject *cls, *timeout = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "sO|O:get", kwlist, &name,
+                                   &cls, &timeout))
+    return NULL;
+  int64_t deadline;
+  void *obj;
+  if (ct_check_token_class(cls) < 0 ||
+      ct_deadline_from(timeout, &deadline) < 0 ||
+      !(obj = ct_handle_enter(h, self)))
+    return NULL;
+  ct_token *proxy = NULL;
+  int r;
+  Py_BEGIN_ALLOW_THREADS
+  r = get(obj, &proxy, name, deadline);
+  Py_END_ALLOW_THREADS
+  ct_handle_leave(h, self);
+  if (r < 0)
+    return name_error(r, name, verb);
+  PyObject *o = ct_proxy_object(proxy, (PyTypeObject *)cls, self);
+  ct_token_unref(proxy); /* the object holds its own reference */
+  return o;
+}
+
+PyObject *ct_remote_trigger(ct_py_handle *h, PyObject *self, PyObject *args,
+                            PyObject *kwds, ct_remote_trigger_fn trigger) {
+  static char *kwlist[] = {"token", "timeout", NULL};
+  PyObject *tok, *timeout = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|O:trigger", kwlist,
+                                   ct_CoreTokenType, &tok, &timeout))
+    return NULL;
+  int64_t deadline;
+  ct_token *t0 = ct_token_of((CoreToken *)tok);
+  void *obj;
+  if (!t0 || ct_deadline_from(timeout, &deadline) < 0 ||
+      !(obj = ct_handle_enter(h, self)))
+    return NULL;
+  ct_token *t = ct_token_ref(t0); /* the object may go while we wait */
+  int r;
+  Py_BEGIN_ALLOW_THREADS
+  r = trigger(obj, t, deadline);
+  Py_END_ALLOW_THREADS
+  ct_token_unref(t);
+  ct_handle_leave(h, self);
+  if (r < 0)
+    return ct_raise_remote_error(r, NULL);
+  return PyBool_FromLong(r);
+}
+
+PyObject *ct_remote_name_error(int r, const char *name, const char *verb) {
+  return name_error(r, name, verb);
 }

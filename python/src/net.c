@@ -270,64 +270,26 @@ static void client_dealloc(ClientObject *c) {
   Py_DECREF(tp);
 }
 
-/* get(name, cls, timeout=None): the proxy of the token served under name,
- * an instance of cls (a CoreToken subclass).  New reference. */
-static PyObject *client_get(ClientObject *c, PyObject *args, PyObject *kwds) {
-  static char *kwlist[] = {"name", "cls", "timeout", NULL};
-  const char *name;
-  PyObject *cls, *timeout = NULL;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "sO|O:get", kwlist, &name,
-                                   &cls, &timeout))
-    return NULL;
-  int64_t deadline;
-  ct_net_client *cl;
-  if (ct_check_token_class(cls) < 0 ||
-      ct_deadline_from(timeout, &deadline) < 0 ||
-      !(cl = ct_handle_enter(&c->h, (PyObject *)c)))
-    return NULL;
-  ct_token *proxy = NULL;
-  int r;
-  Py_BEGIN_ALLOW_THREADS
-  r = ct_net_client_get(cl, &proxy, name, deadline);
-  Py_END_ALLOW_THREADS
-  ct_handle_leave(&c->h, (PyObject *)c);
-  if (r == -ENOENT) {
-    PyErr_Format(PyExc_LookupError, "no token is served under the name '%s'",
-                 name);
-    return NULL;
-  }
-  if (r < 0)
-    return ct_raise_remote_error(r, NULL);
-  PyObject *o = ct_proxy_object(proxy, (PyTypeObject *)cls, (PyObject *)c);
-  ct_token_unref(proxy); /* the object holds its own reference */
-  return o;
+static int net_get(void *c, ct_token **out, const char *name,
+                   int64_t deadline) {
+  return ct_net_client_get(c, out, name, deadline);
 }
 
-/* trigger(proxy, timeout=None) -> bool: trigger the owner's token and wait
+static int net_trigger(void *c, ct_token *t, int64_t deadline) {
+  return ct_net_client_trigger(c, t, CT_REASON_TRIGGER, 0, deadline);
+}
+
+/* get(name, cls, timeout=None): the proxy of the token served under name
+ * (the same object for the same name).  New reference. */
+static PyObject *client_get(ClientObject *c, PyObject *args, PyObject *kwds) {
+  return ct_remote_get(&c->h, (PyObject *)c, args, kwds, net_get, "served");
+}
+
+/* trigger(token, timeout=None) -> bool: trigger the owner's token and wait
  * for the server to confirm.  True if this call triggered it. */
 static PyObject *client_trigger(ClientObject *c, PyObject *args,
                                 PyObject *kwds) {
-  static char *kwlist[] = {"proxy", "timeout", NULL};
-  PyObject *proxy, *timeout = NULL;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|O:trigger", kwlist,
-                                   ct_CoreTokenType, &proxy, &timeout))
-    return NULL;
-  int64_t deadline;
-  ct_token *t0 = ct_token_of((CoreToken *)proxy);
-  ct_net_client *cl;
-  if (!t0 || ct_deadline_from(timeout, &deadline) < 0 ||
-      !(cl = ct_handle_enter(&c->h, (PyObject *)c)))
-    return NULL;
-  ct_token *t = ct_token_ref(t0);
-  int r;
-  Py_BEGIN_ALLOW_THREADS
-  r = ct_net_client_trigger(cl, t, CT_REASON_TRIGGER, 0, deadline);
-  Py_END_ALLOW_THREADS
-  ct_token_unref(t);
-  ct_handle_leave(&c->h, (PyObject *)c);
-  if (r < 0)
-    return ct_raise_remote_error(r, NULL);
-  return PyBool_FromLong(r);
+  return ct_remote_trigger(&c->h, (PyObject *)c, args, kwds, net_trigger);
 }
 
 struct list_acc {
@@ -404,7 +366,7 @@ static PyMethodDef client_methods[] = {
      "before)."},
     {"trigger", (PyCFunction)(void (*)(void))client_trigger,
      METH_VARARGS | METH_KEYWORDS,
-     "trigger($self, /, proxy, timeout=None)\n--\n\n"
+     "trigger($self, /, token, timeout=None)\n--\n\n"
      "Trigger the owner's token; True if this call did."},
     {"list", (PyCFunction)client_list, METH_VARARGS,
      "list($self, timeout=None, /)\n--\n\n"

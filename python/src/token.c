@@ -176,12 +176,16 @@ static int token_init(CoreToken *self, PyObject *args, PyObject *kwds) {
   return 0;
 }
 
+/* The fields the cycle collector follows: one list for traverse and
+ * clear, so that they cannot disagree.  (`name` holds a str, which cannot
+ * be part of a cycle.) */
+#define TOKEN_GC_FIELDS(X) X(parents) X(loop) X(waiters) X(owner)
+
 static int token_traverse(CoreToken *self, visitproc visit, void *arg) {
   Py_VISIT(Py_TYPE(self)); /* heap types: instances own their type */
-  Py_VISIT(self->parents);
-  Py_VISIT(self->loop);
-  Py_VISIT(self->waiters);
-  Py_VISIT(self->owner);
+#define VISIT_FIELD(f) Py_VISIT(self->f);
+  TOKEN_GC_FIELDS(VISIT_FIELD)
+#undef VISIT_FIELD
   return 0;
 }
 
@@ -189,10 +193,9 @@ static int token_traverse(CoreToken *self, visitproc visit, void *arg) {
  * C token and the data pointer stay until dealloc, so a triggered_token
  * lookup on a half-cleared object still finds live objects. */
 static int token_clear(CoreToken *self) {
-  Py_CLEAR(self->parents);
-  Py_CLEAR(self->waiters);
-  Py_CLEAR(self->owner);
-  Py_CLEAR(self->loop);
+#define CLEAR_FIELD(f) Py_CLEAR(self->f);
+  TOKEN_GC_FIELDS(CLEAR_FIELD)
+#undef CLEAR_FIELD
   return 0;
 }
 
@@ -257,10 +260,17 @@ static PyObject *token_repr(CoreToken *self) {
   return r;
 }
 
-static PyObject *token_get_triggered(CoreToken *self, void *closure) {
-  (void)closure;
+/* The two flags, told apart by the getter's closure: `triggered` (NULL)
+ * and `is_proxy` (IS_PROXY). */
+static char is_proxy_tag;
+#define IS_PROXY ((void *)&is_proxy_tag)
+
+static PyObject *token_get_flag(CoreToken *self, void *which) {
   ct_token *t = ct_token_of(self);
-  return t ? PyBool_FromLong(ct_token_triggered(t)) : NULL;
+  if (!t)
+    return NULL;
+  return PyBool_FromLong(which == IS_PROXY ? ct_token_is_proxy(t)
+                                           : ct_token_triggered(t));
 }
 
 static PyObject *token_get_triggered_token(CoreToken *self, void *closure) {
@@ -272,12 +282,6 @@ static PyObject *token_get_triggered_token(CoreToken *self, void *closure) {
   if (!cause)
     Py_RETURN_NONE;
   return token_object(cause);
-}
-
-static PyObject *token_get_is_proxy(CoreToken *self, void *closure) {
-  (void)closure;
-  ct_token *t = ct_token_of(self);
-  return t ? PyBool_FromLong(ct_token_is_proxy(t)) : NULL;
 }
 
 static PyObject *token_get_loop(CoreToken *self, void *closure) {
@@ -310,21 +314,7 @@ static PyObject *cancel_message(CoreToken *self) {
   return msg;
 }
 
-static PyObject *token_raise_if_triggered(CoreToken *self, PyObject *unused) {
-  (void)unused;
-  ct_token *t = ct_token_of(self);
-  if (!t)
-    return NULL;
-  if (!ct_token_triggered(t))
-    Py_RETURN_NONE;
-  PyObject *msg = cancel_message(self);
-  if (msg) {
-    PyErr_SetObject(ct_OperationCancelled, msg);
-    Py_DECREF(msg);
-  }
-  return NULL;
-}
-
+/* _cancel_message(): the message, or None if not triggered. */
 static PyObject *token_cancel_message(CoreToken *self, PyObject *unused) {
   (void)unused;
   ct_token *t = ct_token_of(self);
@@ -333,6 +323,15 @@ static PyObject *token_cancel_message(CoreToken *self, PyObject *unused) {
   if (!ct_token_triggered(t))
     Py_RETURN_NONE;
   return cancel_message(self);
+}
+
+static PyObject *token_raise_if_triggered(CoreToken *self, PyObject *unused) {
+  PyObject *msg = token_cancel_message(self, unused);
+  if (msg == Py_None || msg == NULL)
+    return msg; /* None: not triggered */
+  PyErr_SetObject(ct_OperationCancelled, msg);
+  Py_DECREF(msg);
+  return NULL;
 }
 
 static PyObject *not_for_proxies(void) {
@@ -476,14 +475,14 @@ static PyGetSetDef token_getset[] = {
      "The token's name; for a chain, its parents' names joined by ':'.\n"
      "Writable (a str): the new name is the Python one (repr, str,\n"
      "messages); C code and other processes keep seeing the first.", NULL},
-    {"triggered", (getter)token_get_triggered, NULL,
+    {"triggered", (getter)token_get_flag, NULL,
      "True once the token, or any token it is chained to, is triggered.\n"
      "One atomic load, whatever the depth of chaining.", NULL},
     {"triggered_token", (getter)token_get_triggered_token, NULL,
      "The token whose trigger triggered this one (this token, or the "
      "ancestor\nthat fired first), or None if not triggered.", NULL},
-    {"is_proxy", (getter)token_get_is_proxy, NULL,
-     "True for a proxy of a token served by another process.", NULL},
+    {"is_proxy", (getter)token_get_flag, NULL,
+     "True for a proxy of a token served by another process.", IS_PROXY},
     {"loop", (getter)token_get_loop, NULL,
      "The event loop the token is bound to, or None.", NULL},
     {"_bound_loop", (getter)token_get_loop, NULL,

@@ -87,46 +87,28 @@ static void zk_dealloc(ZkClientObject *z) {
   Py_DECREF(tp);
 }
 
-/* The error of a call about token `name`: LookupError for -ENOENT. */
-static PyObject *zk_error(int r, const char *name) {
-  if (r == -ENOENT) {
-    PyErr_Format(PyExc_LookupError,
-                 "no token is published under the name '%s'", name);
-    return NULL;
-  }
-  if (r == -EINVAL || r == -ENAMETOOLONG) {
-    PyErr_Format(PyExc_ValueError, "'%s': %s", name, ct_strerror(r));
-    return NULL;
-  }
-  return ct_raise_remote_error(r, NULL);
+static int zk_get_fn(void *c, ct_token **out, const char *name,
+                     int64_t deadline) {
+  return ct_zk_get(c, out, name, deadline);
+}
+
+static int zk_trigger_fn(void *c, ct_token *t, int64_t deadline) {
+  return ct_zk_trigger(c, t, CT_REASON_TRIGGER, 0, deadline);
 }
 
 /* get(name, cls, timeout=None): a new proxy of the token published under
  * name, an instance of cls.  New reference. */
 static PyObject *zk_get(ZkClientObject *z, PyObject *args, PyObject *kwds) {
-  static char *kwlist[] = {"name", "cls", "timeout", NULL};
-  const char *name;
-  PyObject *cls, *timeout = NULL;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "sO|O:get", kwlist, &name,
-                                   &cls, &timeout))
-    return NULL;
-  int64_t deadline;
-  ct_zk_client *c;
-  if (ct_check_token_class(cls) < 0 ||
-      ct_deadline_from(timeout, &deadline) < 0 ||
-      !(c = ct_handle_enter(&z->h, (PyObject *)z)))
-    return NULL;
-  ct_token *proxy = NULL;
-  int r;
-  Py_BEGIN_ALLOW_THREADS
-  r = ct_zk_get(c, &proxy, name, deadline);
-  Py_END_ALLOW_THREADS
-  ct_handle_leave(&z->h, (PyObject *)z);
-  if (r < 0)
-    return zk_error(r, name);
-  PyObject *o = ct_proxy_object(proxy, (PyTypeObject *)cls, (PyObject *)z);
-  ct_token_unref(proxy);
-  return o;
+  return ct_remote_get(&z->h, (PyObject *)z, args, kwds, zk_get_fn,
+                       "published");
+}
+
+/* trigger(token, timeout=None) -> bool: record a trigger of token (one
+ * published here, or a proxy of this client) and wait until it is
+ * recorded; True if this call's record won. */
+static PyObject *zk_trigger(ZkClientObject *z, PyObject *args,
+                            PyObject *kwds) {
+  return ct_remote_trigger(&z->h, (PyObject *)z, args, kwds, zk_trigger_fn);
 }
 
 /* publish(name, token, timeout=None): publish a local token. */
@@ -156,36 +138,8 @@ static PyObject *zk_publish(ZkClientObject *z, PyObject *args,
     return NULL;
   }
   if (r < 0)
-    return zk_error(r, name);
+    return ct_remote_name_error(r, name, "published");
   Py_RETURN_NONE;
-}
-
-/* trigger(token, timeout=None) -> bool: record a trigger of token (one
- * published here, or a proxy of this client) and wait until it is
- * recorded; True if this call's record won. */
-static PyObject *zk_trigger(ZkClientObject *z, PyObject *args,
-                            PyObject *kwds) {
-  static char *kwlist[] = {"token", "timeout", NULL};
-  PyObject *tok, *timeout = NULL;
-  if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!|O:trigger", kwlist,
-                                   ct_CoreTokenType, &tok, &timeout))
-    return NULL;
-  int64_t deadline;
-  ct_token *t0 = ct_token_of((CoreToken *)tok);
-  ct_zk_client *c;
-  if (!t0 || ct_deadline_from(timeout, &deadline) < 0 ||
-      !(c = ct_handle_enter(&z->h, (PyObject *)z)))
-    return NULL;
-  ct_token *t = ct_token_ref(t0);
-  int r;
-  Py_BEGIN_ALLOW_THREADS
-  r = ct_zk_trigger(c, t, CT_REASON_TRIGGER, 0, deadline);
-  Py_END_ALLOW_THREADS
-  ct_token_unref(t);
-  ct_handle_leave(&z->h, (PyObject *)z);
-  if (r < 0)
-    return ct_raise_remote_error(r, NULL);
-  return PyBool_FromLong(r);
 }
 
 /* status(name, timeout=None) -> dict: the state recorded in the ensemble,
@@ -213,7 +167,7 @@ static PyObject *zk_status(ZkClientObject *z, PyObject *args,
   ct_handle_leave(&z->h, (PyObject *)z);
   PyObject *res = NULL;
   if (r < 0)
-    zk_error(r, name);
+    ct_remote_name_error(r, name, "published");
   else
     res = Py_BuildValue(
         "{sOsOsssisLsssssssssL}", "owned", st->owned ? Py_True : Py_False,
