@@ -80,6 +80,7 @@ echo "test-python: interpreters: ${INTERPRETERS[*]}"
 
 # 2. A CMake build and the suite for each interpreter.
 CLI=""
+ZK_TRIGGER=""
 for py in "${INTERPRETERS[@]}"; do
   ver=$("$py" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
   b=$(mktemp -d "$WORK/build-$ver-XXXX")
@@ -94,7 +95,11 @@ for py in "${INTERPRETERS[@]}"; do
     tail -30 "$b/build.log"; fail_step "CPython $ver ($py)" "build"; continue
   fi
   [ -n "$CLI" ] || { [ -x "$b/tools/cancel-token" ] && CLI="$b/tools/cancel-token"; }
+  # The ZooKeeper test's C process, built with the module when the
+  # ZooKeeper backend is (the ensemble comes from scripts/zk-ensemble.sh).
+  [ -n "$ZK_TRIGGER" ] || { [ -x "$b/python/ct_py_zk_trigger" ] && ZK_TRIGGER="$b/python/ct_py_zk_trigger"; }
   (cd "$b/python" && PYTHONPATH="$b/python" PYTHONDONTWRITEBYTECODE=1 CT_CLI="$CLI" \
+     CT_ZK_TRIGGER="$ZK_TRIGGER" CT_ZK_ENSEMBLE="$ROOT/scripts/zk-ensemble.sh" \
      timeout 900 "$py" "$ROOT/python/tests/run.py") >"$b/test.log" 2>&1
   grep -E '^(FAILED|ERROR)|^runner:|passed, ' "$b/test.log"
   grep -q '^FAILED\|^ERROR' "$b/test.log" && grep -v '^SKIPPED' "$b/test.log" | tail -60
@@ -124,7 +129,8 @@ else
           "$v/bin/python" -m pip install "$sdist") >"$v.pip.log" 2>&1; then
       tail -20 "$v.pip.log"; fail_step "sdist in a venv of $py" "pip install"; continue
     fi
-    (cd "$src" && PYTHONDONTWRITEBYTECODE=1 CT_CLI="$CLI" timeout 900 \
+    (cd "$src" && PYTHONDONTWRITEBYTECODE=1 CT_CLI="$CLI" CT_ZK_TRIGGER="$ZK_TRIGGER" \
+       CT_ZK_ENSEMBLE="$ROOT/scripts/zk-ensemble.sh" timeout 900 \
        "$v/bin/python" tests/run.py) >"$v.test.log" 2>&1
     grep -E '^(FAILED|ERROR)|^runner:|passed, ' "$v.test.log"
     grep -q '^FAILED\|^ERROR' "$v.test.log" && grep -v '^SKIPPED' "$v.test.log" | tail -60

@@ -24,7 +24,8 @@ Design notes:
   checked against include/canceltoken.h, and baked into the module.
 - The cross-process part (src/remote, needs OpenSSL's libcrypto) is built
   when <openssl/hmac.h> is found; CANCEL_TOKEN_NET=0 leaves it out, =1
-  makes its absence an error.
+  makes its absence an error.  The same for the ZooKeeper backend
+  (src/zk, needs libzookeeper_mt) and CANCEL_TOKEN_ZK.
 - Objects are compiled two at a time (CANCEL_TOKEN_JOBS to change) into a
   temporary directory; nothing is written into the source tree.
 """
@@ -106,9 +107,21 @@ def _metadata(version):
         "\n" + readme)
 
 
-def _have_openssl(include_dirs):
+def _have_header(name, include_dirs):
     dirs = list(include_dirs) + ["/usr/include", "/usr/local/include"]
-    return any(os.path.exists(os.path.join(d, "openssl", "hmac.h"))
+    return any(os.path.exists(os.path.join(d, name)) for d in dirs)
+
+
+def _have_openssl(include_dirs):
+    return _have_header(os.path.join("openssl", "hmac.h"), include_dirs)
+
+
+def _have_lib(name):
+    """Is lib<name>.so where the linker looks by default?"""
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    dirs = ["/usr/lib", "/usr/local/lib", "/lib",
+            os.path.join("/usr/lib", multiarch)]
+    return any(os.path.exists(os.path.join(d, f"lib{name}.so"))
                for d in dirs)
 
 
@@ -144,6 +157,26 @@ def _compile(version, out_dir):
         includes.append("-I" + str(root / "src" / "remote"))
         defines.append("-DCT_PY_NET")
         libs.insert(0, "-lcrypto")
+    # The ZooKeeper backend (src/zk, over the shared proxy layer and the
+    # address parser of src/remote) when the ZooKeeper C client is there.
+    want_zk = os.environ.get("CANCEL_TOKEN_ZK")
+    zk_sources = sorted((root / "src" / "zk").glob("*.c"))
+    use_zk = bool(zk_sources) and want_zk != "0" and \
+        _have_header("zookeeper/zookeeper.h", [py_include]) and \
+        _have_lib("zookeeper_mt")
+    if want_zk == "1" and not use_zk:
+        raise SystemExit(
+            "cancel_token: CANCEL_TOKEN_ZK=1 but the ZooKeeper backend "
+            "cannot be built (src/zk missing, or the ZooKeeper C client: "
+            "apt-get install libzookeeper-mt-dev)")
+    if use_zk:
+        sources += [HERE / "src" / "zk.c"] + zk_sources
+        if not use_net:  # what src/zk shares with src/remote
+            sources += [root / "src" / "remote" / n
+                        for n in ("proxy.c", "address.c", "alloc.c")]
+            includes.append("-I" + str(root / "src" / "remote"))
+        defines.append("-DCT_PY_ZK")
+        libs.insert(0, "-lzookeeper_mt")
     flags = ["-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden",
              "-Wall"] + defines + includes
     objs_dir = Path(tempfile.mkdtemp(prefix="ct-build-"))
@@ -176,8 +209,8 @@ def _compile(version, out_dir):
     finally:
         shutil.rmtree(objs_dir, ignore_errors=True)
     print(f"cancel_token: built _core.abi3.so ({len(sources)} C files, "
-          f"token server and client: {'yes' if use_net else 'no'})",
-          file=sys.stderr)
+          f"token server and client: {'yes' if use_net else 'no'}, "
+          f"ZooKeeper: {'yes' if use_zk else 'no'})", file=sys.stderr)
     return target
 
 
@@ -259,14 +292,14 @@ def build_sdist(sdist_directory, config_settings=None):
         files.append((rel, HERE / rel))
     for sub, pattern in (("backend", "*.py"), ("src", "*.[ch]"),
                          (NAME, "*"), ("tests", "*.py"),
-                         ("tests", "pytest.ini"),
+                         ("tests", "pytest.ini"), ("tests", "*.c"),
                          ("tests/minipytest", "*.py"), ("bench", "*.py")):
         for p in sorted((HERE / sub).glob(pattern)):
             if p.is_file() and "__pycache__" not in p.parts and \
                     p.suffix not in (".so", ".pyc"):
                 files.append((f"{sub}/{p.name}", p))
     for sub, pattern in (("include", "*.h"), ("src", "*.[ch]"),
-                         ("src/remote", "*.[ch]")):
+                         ("src/remote", "*.[ch]"), ("src/zk", "*.[ch]")):
         for p in sorted((root / sub).glob(pattern)):
             files.append((f"_c/{sub}/{p.name}", p))
     for extra in ("VERSION", "LICENSE"):
