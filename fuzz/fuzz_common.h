@@ -3,7 +3,8 @@
  * fuzz_common.h -- what the libFuzzer harnesses share: a server driven
  * without its thread (net_server_adopt/net_server_run_once, from
  * src/remote/net_internal.h), a private directory for socket files, and a
- * reader of the frames the server sends back.  Any broken expectation
+ * reader of the frames the server sends back (split by the codec's
+ * net_frame_next(), as the server's own reader does).  Any broken expectation
  * aborts, which libFuzzer reports as a crash.
  */
 #ifndef CT_FUZZ_COMMON_H
@@ -75,14 +76,16 @@ static void fuzz_frames(const struct fuzz_acc *a,
                         void (*fn)(uint8_t, const uint8_t *, size_t, void *),
                         void *arg) {
   size_t pos = 0;
-  while (a->len - pos >= NET_HDR) {
-    uint32_t len = get_u32(a->buf + pos);
-    FUZZ_CHECK(len >= 1 && len <= NET_MAX_FRAME);
-    if (a->len - pos - NET_HDR < len)
+  for (;;) { /* split by the codec the server itself uses */
+    struct net_frame f;
+    int k = net_frame_next(a->buf + pos, a->len - pos, NET_MAX_FRAME, &f,
+                           NULL);
+    FUZZ_CHECK(k >= 0); /* length 1..NET_MAX_FRAME */
+    if (k == 0)
       break;
     if (fn)
-      fn(a->buf[pos + NET_HDR], a->buf + pos + NET_HDR + 1, len - 1, arg);
-    pos += NET_HDR + len;
+      fn(f.type, f.body, f.len, arg);
+    pos += f.size;
   }
 }
 

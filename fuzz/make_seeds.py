@@ -107,4 +107,40 @@ write("fuzz_decoder", "secret-server", b"\x00" + welcome(1) + ready())
 write("fuzz_decoder", "bad-version", b"\x00" + frame(0x02, struct.pack(">HB", 9, 0) + bytes(64)))
 write("fuzz_decoder", "after-get-ack", b"\x01" + token(1, 0) + ack(2, 1) +
       ack(77, 0) + notify(9, 1, 0, b"zz"))
+# fuzz_codec: first byte = decoder (see fuzz_codec.c), the rest a body
+def body(f):
+    return f[5:]
+codec = {
+    "hello": (0, body(hello())), "hello-bad-magic": (0, b"XXXX" + bytes(36)),
+    "hello-grown": (0, body(hello()) + b"future"),
+    "welcome": (1, body(welcome(1))), "auth": (2, bytes(32)),
+    "ready": (3, body(ready())), "error": (4, body(err(3, 12, b"stopping"))),
+    "error-long": (4, struct.pack(">IH", 0, 4) + b"m" * 1500),
+    "get": (5, body(get(1, b"main"))), "get-empty": (5, struct.pack(">I", 1)),
+    "token": (6, body(token(1, 2, 1, 2, 0, b"a:b"))),
+    "token-bad-owner-len": (6, struct.pack(">IIBBBH", 1, 2, 0, 0, 0, 999)),
+    "trigger": (7, body(trigger(4, 2, 1, 0))), "ack": (8, body(ack(4, 1))),
+    "notify": (9, body(notify(2, 3, 15, b"root"))),
+    "list": (10, body(lst(1, 5))),
+    "list-reply": (11, body(list_reply(2, 0, entries))),
+    "list-reply-cut": (11, body(list_reply(2, 0, entries))[:-2]),
+    "ping": (12, body(ping(9))),
+    "utf8": (5, struct.pack(">I", 1) + "n\u00e9\u20ac\U0001f600".encode()),
+}
+for name, (sel, b) in codec.items():
+    write("fuzz_codec", name, bytes([sel]) + b)
+
+# fuzz_address: the address as written
+addresses = {
+    "path": "/run/app/tokens.sock", "relative": "tokens.sock",
+    "ipv4": "127.0.0.1:5001", "ipv6": "[::1]:5001", "loopback": ":0",
+    "name": "localhost:65535", "zk-one": "zk://h1:2181",
+    "zk-many-chroot": "zk://h1:2181,h2:2182,[::1]:2183/ctok/app",
+    "zk-empty": "zk://", "zk-port-0": "zk://h:0", "zk-trailing": "zk://h:1/",
+    "zk-dotdot": "zk://h:1/a/../b", "zk-empty-member": "zk://h:1,,h:2",
+    "zk-slash": "zk://h:1/", "scheme": "http://x:80", "v6-open": "[::1:5",
+    "v6-bare": "::1:5000", "port-big": "h:65536", "long-path": "/" + "p" * 120,
+}
+for name, a in addresses.items():
+    write("fuzz_address", name, a.encode())
 print("seeds written")

@@ -17,7 +17,7 @@ if(TARGET canceltoken_net_static)
   cmake_language(DEFER CALL add_dependencies test_fault_oom net_peer)
 
   set(CT_FUZZ_DIR ${PROJECT_SOURCE_DIR}/fuzz)
-  foreach(h fuzz_decoder fuzz_server fuzz_handshake)
+  foreach(h fuzz_decoder fuzz_server fuzz_handshake fuzz_codec fuzz_address)
     add_executable(${h}_replay ${CT_FUZZ_DIR}/${h}.c ${CT_FUZZ_DIR}/replay.c)
     target_compile_definitions(${h}_replay PRIVATE _GNU_SOURCE)
     target_include_directories(${h}_replay PRIVATE ${PROJECT_SOURCE_DIR}/src/remote)
