@@ -15,19 +15,14 @@
  */
 #include "address.h"
 
+#include "fuzz_check.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond)                                                           \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,       \
-              #cond);                                                         \
-      abort();                                                                \
-    }                                                                         \
-  } while (0)
+#define CHECK FUZZ_CHECK
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

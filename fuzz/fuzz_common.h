@@ -10,6 +10,7 @@
 #ifndef CT_FUZZ_COMMON_H
 #define CT_FUZZ_COMMON_H
 
+#include "fuzz_check.h"
 #include "net_internal.h"
 
 #include <errno.h>
@@ -18,15 +19,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define FUZZ_CHECK(cond)                                                      \
-  do {                                                                        \
-    if (!(cond)) {                                                            \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,       \
-              #cond);                                                         \
-      abort();                                                                \
-    }                                                                         \
-  } while (0)
 
 static void fuzz_quiet_log(void *arg, const char *msg) {
   (void)arg;
