@@ -116,8 +116,17 @@ static ct_token *token_alloc(uint32_t nlinks, const char *name,
 static int check_name(const char *name, size_t *len) {
   if (!name)
     return -EINVAL;
-  *len = strlen(name);
-  if (*len == 0 || *len > CT_NAME_MAX || !ct__utf8_valid(name, *len))
+  /* One pass for the common case, a short ASCII name (a name per request
+   * is on the churn path): its length and "no byte >= 0x80" together;
+   * anything else gets the full UTF-8 check. */
+  size_t n = 0;
+  unsigned char high = 0;
+  for (; name[n] && n <= CT_NAME_MAX; n++)
+    high |= (unsigned char)name[n];
+  *len = n;
+  if (n == 0 || n > CT_NAME_MAX)
+    return -EINVAL;
+  if ((high & 0x80) && !ct__utf8_valid(name, n))
     return -EINVAL;
   return 0;
 }
@@ -404,6 +413,13 @@ static struct ct_kids *kids_remove(ct_token *p, struct ct_link *l) {
   return NULL;
 }
 
+/* Arrays up to this many entries halve when a quarter full; larger ones
+ * are kept until the last child goes.  Allocating and freeing blocks of 64
+ * KiB and more while a million children are freed makes glibc consolidate
+ * its fast bins each time: measured, it made destroying those children,
+ * and a deep chain after them, several times slower. */
+#define KIDS_SHRINK_MAX 4096u
+
 /* Shrink p's array to half if it is at most a quarter full; called with no
  * lock held, after a removal.  The block is allocated outside the lock;
  * if the array changed meanwhile, it is re-checked and the loser freed. */
@@ -615,7 +631,7 @@ static void destroy_one(ct_token *t, ct_token **dying) {
     ct__unlock(&p->lock);
     if (gone)
       ct__free(gone, kids_size(gone->cap));
-    else if (cap >= 64 && n <= cap / 4)
+    else if (cap >= 64 && cap <= KIDS_SHRINK_MAX && n <= cap / 4)
       kids_maybe_shrink(p, cap); /* we still hold our reference on p */
     /* acq_rel: release our uses of p to its destroyer; acquire if we are
      * the destroyer. */
