@@ -215,6 +215,7 @@ void bench_chain(const bu_config *c) {
 
   progress("deep chain");
   for (size_t r = 0; r <= c->reps; r++) {
+    bu_trim(); /* a fresh heap on both sides, as in ct_bench.c */
     auto root = std::make_unique<std::stop_source>();
     int64_t t0 = bu_now();
     auto l = make_chain(*root, n);
