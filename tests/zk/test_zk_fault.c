@@ -154,6 +154,40 @@ static void test_sigstop_long(void **state) {
   assert_int_equal(zt_peer_end(&owner), 0);
 }
 
+/* The owner frozen past its session timeout: proxies record "owner lost";
+ * when the owner resumes, its new session reads that record and its own
+ * token reports the same. */
+static void test_owner_frozen_past_session(void **state) {
+  (void)state;
+  struct zt_peer owner, px[2];
+  setenv("ZK_PEER_SESSION_MS", "800", 1);
+  setenv("ZK_PEER_UNREACH_MS", "60000", 1);
+  zt_peer_start(&owner, "owner", "frozen", NULL);
+  unsetenv("ZK_PEER_SESSION_MS");
+  unsetenv("ZK_PEER_UNREACH_MS");
+  ready(&owner);
+  for (int i = 0; i < 2; i++)
+    zt_peer_start(&px[i], "proxy", "frozen", "1");
+  for (int i = 0; i < 2; i++)
+    ready(&px[i]);
+  zt_peer_kill(&owner, SIGSTOP);
+  char want[64];
+  snprintf(want, sizeof want, "fired %d frozen 1", CT_REASON_OWNER_LOST);
+  for (int i = 0; i < 2; i++)
+    expect(&px[i], want);
+  zt_peer_kill(&owner, SIGCONT);
+  zt_peer_send(&owner, "wait\n");
+  snprintf(want, sizeof want, "fired %d frozen", CT_REASON_OWNER_LOST);
+  expect(&owner, want);
+  for (int i = 0; i < 2; i++) {
+    zt_peer_send(&px[i], "quit\n");
+    expect(&px[i], "calls 1");
+    assert_int_equal(zt_peer_end(&px[i]), 0);
+  }
+  zt_peer_send(&owner, "quit\n");
+  assert_int_equal(zt_peer_end(&owner), 0);
+}
+
 /* Two of three members killed: proxies report "engine unreachable" after
  * the tolerance (not owner lost); the owner's trigger made during the
  * outage is recorded once the quorum is back, and a later proxy sees that
@@ -210,6 +244,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sigstop_short),
       cmocka_unit_test(test_sigstop_long),
+      cmocka_unit_test(test_owner_frozen_past_session),
       cmocka_unit_test(test_trigger_during_election),
       cmocka_unit_test(test_trigger_in_flight_leader_dies),
       cmocka_unit_test(test_quorum_lost),
