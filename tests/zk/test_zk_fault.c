@@ -188,6 +188,43 @@ static void test_owner_frozen_past_session(void **state) {
   assert_int_equal(zt_peer_end(&owner), 0);
 }
 
+/* The same with nobody watching: the resumed owner records "owner lost"
+ * itself (first-wins), so that a later proxy agrees with its token. */
+static void test_owner_frozen_alone(void **state) {
+  (void)state;
+  struct zt_peer owner, later;
+  setenv("ZK_PEER_SESSION_MS", "800", 1);
+  setenv("ZK_PEER_UNREACH_MS", "60000", 1);
+  zt_peer_start(&owner, "owner", "alone", NULL);
+  unsetenv("ZK_PEER_SESSION_MS");
+  unsetenv("ZK_PEER_UNREACH_MS");
+  ready(&owner);
+  zt_peer_kill(&owner, SIGSTOP);
+  usleep(3000000); /* well past its session timeout */
+  zt_peer_kill(&owner, SIGCONT);
+  zt_peer_send(&owner, "wait\n");
+  char want[64];
+  snprintf(want, sizeof want, "fired %d alone", CT_REASON_OWNER_LOST);
+  expect(&owner, want);
+  ct_zk_client *c = zt_connect(4000);
+  ct_zk_status st;
+  ASSERT_OK(ct_zk_status_get(c, "alone", &st, ct_deadline_after(10000000000)));
+  assert_true(st.triggered);
+  assert_false(st.owned);
+  assert_int_equal(st.reason, CT_REASON_OWNER_LOST);
+  assert_int_equal(st.pid, owner.pid); /* recorded by the owner itself */
+  ct_zk_client_free(c);
+  zt_peer_start(&later, "proxy", "alone", "1");
+  ready(&later);
+  snprintf(want, sizeof want, "fired %d alone 1", CT_REASON_OWNER_LOST);
+  expect(&later, want);
+  zt_peer_send(&later, "quit\n");
+  expect(&later, "calls 1");
+  assert_int_equal(zt_peer_end(&later), 0);
+  zt_peer_send(&owner, "quit\n");
+  assert_int_equal(zt_peer_end(&owner), 0);
+}
+
 /* Two of three members killed: proxies report "engine unreachable" after
  * the tolerance (not owner lost); the owner's trigger made during the
  * outage is recorded once the quorum is back, and a later proxy sees that
@@ -245,6 +282,7 @@ int main(void) {
       cmocka_unit_test(test_sigstop_short),
       cmocka_unit_test(test_sigstop_long),
       cmocka_unit_test(test_owner_frozen_past_session),
+      cmocka_unit_test(test_owner_frozen_alone),
       cmocka_unit_test(test_trigger_during_election),
       cmocka_unit_test(test_trigger_in_flight_leader_dies),
       cmocka_unit_test(test_quorum_lost),
