@@ -83,12 +83,14 @@ bool zk_backoff(struct ct_zk_client *c, int64_t ns, int64_t deadline) {
   pthread_mutex_lock(&c->mu);
   /* Woken early only by a stop; either way the caller re-checks. */
   /* The client's thread also gives up on an expired session, which only
-   * it can replace (other callers wait for it to do so). */
-  while (!c->stop && !(c->expired && zk_on_client_thread(c)) &&
+   * it can replace, and on a lost connection, so that it keeps counting
+   * the unreachable tolerance (other callers wait until their deadline). */
+  bool mine = zk_on_client_thread(c);
+  while (!c->stop && !(mine && (c->expired || !c->connected)) &&
          ct_now() < until)
     if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
       break;
-  bool stop = c->stop || (c->expired && zk_on_client_thread(c));
+  bool stop = c->stop || (mine && (c->expired || !c->connected));
   pthread_mutex_unlock(&c->mu);
   atomic_fetch_add_explicit(&c->n_retries, 1, memory_order_relaxed);
   return !stop;

@@ -259,8 +259,11 @@ int zk_rec_write(struct ct_zk_client *c, struct zk_rec *rec, int reason,
     if (rc == 0 && r->zrc == ZNODEEXISTS) {
       /* Somebody's record -- perhaps our own earlier attempt. */
       rc = rec_read(c, rec, &t[1], deadline);
-      if (rc == 1)
+      if (rc == 1) {
         rc = t[1].nonce == t->nonce ? 1 : 0;
+        if (rc == 1) /* our attempt before the connection dropped */
+          atomic_fetch_add_explicit(&c->n_won, 1, memory_order_relaxed);
+      }
       else if (rc == 0)
         rc = -EPROTO; /* it existed and then did not: removed by hand */
       break;
