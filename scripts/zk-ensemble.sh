@@ -30,6 +30,8 @@
 #   zk-ensemble.sh start DIR N       start member N again (same ports, same
 #                                    data); does not wait for a quorum.
 #   zk-ensemble.sh wait DIR [SECS]   wait until a quorum answers (default 60 s).
+#   zk-ensemble.sh wait-all DIR [SECS]  wait until all three members serve
+#                                    (one leader, two followers).
 #
 # Files in DIR: ports (one line per member: "N CLIENT PEER ELECTION"),
 # connect (the connect string), mN/zoo.cfg, mN/data/myid, mN/pid, mN/log.
@@ -290,6 +292,16 @@ case $cmd in
       sleep 0.2
     done
     echo "zk-ensemble: no quorum in $dir after $secs s" >&2
+    exit 1
+    ;;
+  wait-all)
+    [ -r "$dir/ports" ] || die "no ensemble in $dir"
+    secs=${3:-60}
+    for i in $(seq $((secs * 5))); do
+      quorum_up "$dir" && exit 0
+      sleep 0.2
+    done
+    echo "zk-ensemble: not all members serve in $dir after $secs s" >&2
     exit 1
     ;;
   *) usage ;;

@@ -29,7 +29,9 @@ static void restore_all(void) {
     snprintf(n, sizeof n, "%d", m);
     zt_ensemble("start", n); /* no-op for a running member */
   }
-  assert_int_equal(zt_ensemble("wait", "60"), 0);
+  /* All three back, not just a quorum: the next case kills members
+   * again and must not find one still catching up. */
+  assert_int_equal(zt_ensemble("wait-all", "90"), 0);
 }
 
 static void kill_member(int m) {
@@ -42,11 +44,16 @@ static void kill_member(int m) {
  * proxy gets it, exactly once. */
 static void test_trigger_during_election(void **state) {
   (void)state;
+  assert_int_equal(zt_ensemble("wait-all", "90"), 0);
   struct zt_peer owner, px[5];
   zt_peer_start(&owner, "owner", "elect", NULL);
   ready(&owner);
+  /* An election on a loaded machine may outlast the default tolerance;
+   * "unreachable" is not what this case is about. */
+  setenv("ZK_PEER_UNREACH_MS", "120000", 1);
   for (int i = 0; i < 5; i++)
     zt_peer_start(&px[i], "proxy", "elect", "2");
+  unsetenv("ZK_PEER_UNREACH_MS");
   for (int i = 0; i < 5; i++)
     ready(&px[i]);
   int leader = zt_leader();
@@ -72,11 +79,14 @@ static void test_trigger_during_election(void **state) {
  * that finds its own record says "won" too, never twice). */
 static void test_trigger_in_flight_leader_dies(void **state) {
   (void)state;
+  assert_int_equal(zt_ensemble("wait-all", "90"), 0);
   struct zt_peer owner, px[3];
   zt_peer_start(&owner, "owner", "flight", NULL);
   ready(&owner);
+  setenv("ZK_PEER_UNREACH_MS", "120000", 1); /* as above */
   for (int i = 0; i < 3; i++)
     zt_peer_start(&px[i], "proxy", "flight", "1");
+  unsetenv("ZK_PEER_UNREACH_MS");
   for (int i = 0; i < 3; i++)
     ready(&px[i]);
   int leader = zt_leader();
@@ -231,6 +241,7 @@ static void test_owner_frozen_alone(void **state) {
  * true state. */
 static void test_quorum_lost(void **state) {
   (void)state;
+  assert_int_equal(zt_ensemble("wait-all", "90"), 0);
   struct zt_peer owner, px[3], later;
   setenv("ZK_PEER_SESSION_MS", "4000", 1);
   zt_peer_start(&owner, "owner", "outage", NULL);
