@@ -68,7 +68,8 @@ check "wait after the trigger" 0 $?
 "$CT" run "$A" deploy -- sleep 600 >"$tmp/run.out" 2>&1 &
 r=$!
 pids+=("$r")
-sleep 1 # let run attach and start the command (not a timing assertion)
+# until run has attached and started the command (its child; guard 60 s)
+for _ in $(seq 600); do pgrep -P "$r" -x sleep >/dev/null && break; sleep 0.1; done
 kill -KILL "$serve"
 wait "$serve" 2>/dev/null
 wait "$r"
