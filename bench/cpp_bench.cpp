@@ -203,6 +203,39 @@ void bench_fanout(const bu_config *c) {
   }
 }
 
+/* As bench_fanout_scattered in ct_bench.c: the next generation is made
+ * while the previous one is destroyed in a random order, one child for one
+ * child, so each new child takes the address just freed. */
+void bench_fanout_scattered(const bu_config *c) {
+  size_t n = c->fanout_n;
+  std::vector<double> v;
+  std::vector<std::unique_ptr<Child>> a(n), b(n);
+  std::vector<size_t> perm(n);
+  char note[96];
+
+  progress("fanout (scattered)");
+  bu_shuffle(perm.data(), n);
+  for (size_t r = 0; r < c->reps; r++) {
+    std::unique_ptr<std::stop_source> ra, rb;
+    bu_trim();
+    make_children(a, ra);
+    rb = std::make_unique<std::stop_source>();
+    std::stop_token tok = rb->get_token();
+    for (size_t i = 0; i < n; i++) {
+      a[perm[i]].reset();
+      b[i] = std::make_unique<Child>(tok);
+    }
+    ra.reset();
+    v.push_back((double)trigger_children(b, *rb) / (double)n);
+    for (size_t i = 0; i < n; i++)
+      b[i].reset();
+    rb.reset();
+  }
+  snprintf(note, sizeof note,
+           "n=%zu child = stop_source + stop_callback on root, scattered", n);
+  bu_emit("fanout.trigger_scattered", "ns/child", v.data(), c->reps, note);
+}
+
 /* Build the emulated chain, stop its root on a big stack (see
  * on_big_stack), destroy it.  Building and destroying happen on the main
  * thread, so that the allocations come from the same (main) malloc arena
@@ -535,8 +568,10 @@ int main(int argc, char **argv) {
     bench_memory(&c);
   if (bu_selected(&c, "check"))
     bench_check(&c);
-  if (bu_selected(&c, "fanout"))
+  if (bu_selected(&c, "fanout")) {
     bench_fanout(&c);
+    bench_fanout_scattered(&c);
+  }
   if (bu_selected(&c, "chain"))
     bench_chain(&c);
   if (bu_selected(&c, "churn")) {

@@ -192,6 +192,47 @@ static void bench_fanout(const bu_config *c, int use_chain_n) {
   free(perm);
 }
 
+/* Fan-out over children that really are scattered: a generation made in
+ * address order is destroyed in a random order while the next one is made,
+ * one child for one child, so each new child takes the address that the
+ * allocator's LIFO lists give back (the one just freed).  The plain
+ * "recycled" generation above no longer guarantees scattering on our side:
+ * growing the root's children array is a large allocation, which makes
+ * glibc coalesce the freed children first, and the next generation then
+ * comes out in address order again.  Same recipe in cpp_bench.cpp. */
+static void bench_fanout_scattered(const bu_config *c) {
+  size_t n = c->fanout_n, r, i;
+  double *v = (double *)bu_xmalloc(c->reps * sizeof *v);
+  ct_token **a = (ct_token **)bu_xmalloc(n * sizeof *a);
+  ct_token **b = (ct_token **)bu_xmalloc(n * sizeof *b);
+  size_t *perm = (size_t *)bu_xmalloc(n * sizeof *perm);
+  char note[96];
+
+  progress("fanout (scattered)");
+  bu_shuffle(perm, n);
+  for (r = 0; r < c->reps; r++) {
+    ct_token *ra, *rb;
+    bu_trim();
+    make_children(a, n, &ra, 0);
+    CT_OK(ct_token_new(&rb, "root"));
+    for (i = 0; i < n; i++) {
+      ct_token_unref(a[perm[i]]);
+      CT_OK(ct_token_new_child(&b[i], "child", rb));
+    }
+    ct_token_unref(ra);
+    v[r] = (double)trigger_children(b, n, rb) / (double)n;
+    for (i = 0; i < n; i++)
+      ct_token_unref(b[i]);
+    ct_token_unref(rb);
+  }
+  snprintf(note, sizeof note, "n=%zu ct_token_new_child, scattered", n);
+  bu_emit("fanout.trigger_scattered", "ns/child", v, c->reps, note);
+  free(v);
+  free(a);
+  free(b);
+  free(perm);
+}
+
 /* A chain of chain_n links, each a child of the previous.  The trigger of
  * the root returns when the last link is triggered.  Destruction drops the
  * references in creation order, so the last unref (of the leaf) frees the
@@ -624,6 +665,7 @@ int main(int argc, char **argv) {
   if (bu_selected(&c, "fanout")) {
     bench_fanout(&c, 0);
     bench_fanout(&c, 1);
+    bench_fanout_scattered(&c);
   }
   if (bu_selected(&c, "chain"))
     bench_chain(&c);
