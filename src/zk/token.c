@@ -48,22 +48,22 @@
 
 /* --- requests retried across lost connections, until the deadline --- */
 
-static int retry_wait(struct ct_zk_client *c, int64_t deadline) {
+int zk_retry_wait(struct ct_zk_client *c, int64_t deadline) {
   if (!zk_backoff(c, RETRY_NS, deadline))
     return (deadline >= 0 && ct_now() >= deadline) ? -ETIMEDOUT
                                                     : -ECONNRESET;
   return 0;
 }
 
-static int get_retry(struct ct_zk_client *c, const char *path,
-                     struct zk_result *r, int64_t deadline) {
+int zk_get_retry(struct ct_zk_client *c, const char *path,
+                 struct zk_result *r, int64_t deadline) {
   for (;;) {
     int rc = zk_op_get(c, path, r, deadline);
     if (rc == 0 && !zk_retryable(r->zrc))
       return 0;
     if (rc < 0 && rc != -ECONNRESET)
       return rc;
-    if ((rc = retry_wait(c, deadline)) < 0)
+    if ((rc = zk_retry_wait(c, deadline)) < 0)
       return rc;
   }
 }
@@ -76,14 +76,14 @@ static int exists_retry(struct ct_zk_client *c, const char *path, bool watch,
       return 0;
     if (rc < 0 && rc != -ECONNRESET)
       return rc;
-    if ((rc = retry_wait(c, deadline)) < 0)
+    if ((rc = zk_retry_wait(c, deadline)) < 0)
       return rc;
   }
 }
 
 /* --- records --- */
 
-static char *cat(const char *a, const char *b, const char *d) {
+char *zk_cat(const char *a, const char *b, const char *d) {
   size_t la = strlen(a), lb = strlen(b), ld = strlen(d);
   char *s = malloc(la + lb + ld + 1);
   if (s) {
@@ -119,9 +119,9 @@ static struct zk_rec *rec_get(struct ct_zk_client *c, const char *name,
     return NULL;
   n->c = c;
   n->name = strdup(name);
-  n->path = cat(c->addr.zk_chroot, "/", name);
-  n->opath = n->path ? cat(n->path, ZK_OWNER_CHILD, "") : NULL;
-  n->tpath = n->path ? cat(n->path, ZK_TRIGGER_CHILD, "") : NULL;
+  n->path = zk_cat(c->addr.zk_chroot, "/", name);
+  n->opath = n->path ? zk_cat(n->path, ZK_OWNER_CHILD, "") : NULL;
+  n->tpath = n->path ? zk_cat(n->path, ZK_TRIGGER_CHILD, "") : NULL;
   n->tok_name = strdup(tok_name);
   atomic_init(&n->owned_remote, false);
   if (!n->name || !n->path || !n->opath || !n->tpath || !n->tok_name) {
@@ -190,7 +190,7 @@ static int rec_read(struct ct_zk_client *c, struct zk_rec *rec,
   struct zk_result *r = malloc(sizeof *r);
   if (!r)
     return -ENOMEM;
-  int rc = get_retry(c, rec->tpath, r, deadline);
+  int rc = zk_get_retry(c, rec->tpath, r, deadline);
   if (rc == 0) {
     if (r->zrc == ZNONODE)
       rc = 0;
@@ -274,7 +274,7 @@ int zk_rec_write(struct ct_zk_client *c, struct zk_rec *rec, int reason,
     }
     if (rc < 0 && rc != -ECONNRESET)
       break;
-    if ((rc = retry_wait(c, deadline)) < 0)
+    if ((rc = zk_retry_wait(c, deadline)) < 0)
       break;
   }
 out:
@@ -428,7 +428,7 @@ static void owned_fired(ct_token *t, void *arg) {
 
 /* --- public --- */
 
-static int common_checks(struct ct_zk_client *c, int64_t deadline) {
+int zk_common_checks(struct ct_zk_client *c, int64_t deadline) {
   if (!c || deadline < -1)
     return -EINVAL;
   if (zk_on_client_thread(c))
@@ -450,7 +450,7 @@ static int ensure_parents(struct ct_zk_client *c, const char *path,
         rc = zk_op_create(c, pre, "", 0, ZOO_PERSISTENT, r, deadline);
         if (rc == 0 && zk_retryable(r->zrc))
           rc = -ECONNRESET;
-        if (rc != -ECONNRESET || (rc = retry_wait(c, deadline)) < 0)
+        if (rc != -ECONNRESET || (rc = zk_retry_wait(c, deadline)) < 0)
           break;
       }
       if (rc == 0 && r->zrc != ZOK && r->zrc != ZNODEEXISTS)
@@ -467,7 +467,7 @@ static int ensure_parents(struct ct_zk_client *c, const char *path,
 
 int ct_zk_publish(ct_zk_client *c, const char *name, ct_token *t,
                   int64_t deadline) {
-  int rc = common_checks(c, deadline);
+  int rc = zk_common_checks(c, deadline);
   if (rc < 0)
     return rc;
   const char *norm;
@@ -519,7 +519,7 @@ int ct_zk_publish(ct_zk_client *c, const char *name, ct_token *t,
     }
     if (rc < 0 && rc != -ECONNRESET)
       break;
-    rc = retry_wait(c, deadline);
+    rc = zk_retry_wait(c, deadline);
   }
   free(tdata);
   free(odata);
@@ -554,7 +554,7 @@ int ct_zk_publish(ct_zk_client *c, const char *name, ct_token *t,
 
 int ct_zk_get(ct_zk_client *c, ct_token **out, const char *name,
               int64_t deadline) {
-  int rc = common_checks(c, deadline);
+  int rc = zk_common_checks(c, deadline);
   if (rc < 0)
     return rc;
   if (!out)
@@ -563,14 +563,14 @@ int ct_zk_get(ct_zk_client *c, ct_token **out, const char *name,
   const char *norm;
   if ((rc = zk_name_check(name, &norm)) < 0)
     return rc;
-  char *path = cat(c->addr.zk_chroot, "/", norm);
+  char *path = zk_cat(c->addr.zk_chroot, "/", norm);
   struct zk_result *r = malloc(sizeof *r);
   char *tok_name = malloc(CT_ZK_NAME_MAX + 1);
   if (!path || !r || !tok_name) {
     rc = -ENOMEM;
     goto out;
   }
-  rc = get_retry(c, path, r, deadline);
+  rc = zk_get_retry(c, path, r, deadline);
   if (rc == 0 && r->zrc != ZOK)
     rc = zk_errno(r->zrc); /* ZNONODE: -ENOENT */
   if (rc == 0)
@@ -613,7 +613,7 @@ out:
 
 int ct_zk_trigger(ct_zk_client *c, ct_token *tok, ct_reason reason,
                   int detail, int64_t deadline) {
-  int rc = common_checks(c, deadline);
+  int rc = zk_common_checks(c, deadline);
   if (rc < 0)
     return rc;
   if (!tok || !ct_proxy_reason_sendable(reason) || detail < 0 ||
@@ -633,151 +633,4 @@ int ct_zk_trigger(ct_zk_client *c, ct_token *tok, ct_reason reason,
     return -EINVAL;
   const char *cause = ct_token_name(tok);
   return zk_rec_write(c, found, (int)reason, detail, cause, deadline);
-}
-
-int ct_zk_status_get(ct_zk_client *c, const char *name, ct_zk_status *st,
-                     int64_t deadline) {
-  int rc = common_checks(c, deadline);
-  if (rc < 0)
-    return rc;
-  if (!st)
-    return -EINVAL;
-  memset(st, 0, sizeof *st);
-  st->pid = st->owner_pid = -1;
-  const char *norm;
-  if ((rc = zk_name_check(name, &norm)) < 0)
-    return rc;
-  char *path = cat(c->addr.zk_chroot, "/", norm);
-  char *opath = path ? cat(path, ZK_OWNER_CHILD, "") : NULL;
-  char *tpath = path ? cat(path, ZK_TRIGGER_CHILD, "") : NULL;
-  struct zk_result *r = malloc(sizeof *r);
-  struct zk_trig *t = malloc(sizeof *t);
-  char *tmp = malloc(CT_ZK_NAME_MAX + 1);
-  if (!path || !opath || !tpath || !r || !t || !tmp) {
-    rc = -ENOMEM;
-    goto out;
-  }
-  rc = get_retry(c, path, r, deadline);
-  if (rc == 0 && r->zrc != ZOK)
-    rc = zk_errno(r->zrc);
-  if (rc == 0)
-    rc = zk_token_parse(r->data, r->len, tmp, CT_ZK_NAME_MAX + 1);
-  if (rc == 0)
-    rc = get_retry(c, opath, r, deadline);
-  if (rc == 0 && r->zrc == ZOK) {
-    st->owned = true;
-    zk_owner_parse(r->data, r->len, st->owner_host, sizeof st->owner_host,
-                   &st->owner_pid);
-  } else if (rc == 0 && r->zrc != ZNONODE) {
-    rc = zk_errno(r->zrc);
-  }
-  if (rc == 0)
-    rc = get_retry(c, tpath, r, deadline);
-  if (rc == 0 && r->zrc == ZOK) {
-    rc = zk_trig_parse(t, r->data, r->len);
-    if (rc == 0) {
-      st->triggered = true;
-      st->reason = (ct_reason)t->reason;
-      st->detail = t->detail;
-      st->pid = t->pid;
-      memcpy(st->host, t->host, sizeof st->host);
-      memcpy(st->origin, t->origin, sizeof st->origin);
-      memcpy(st->cause, t->cause, sizeof st->cause);
-    }
-  } else if (rc == 0 && r->zrc != ZNONODE) {
-    rc = zk_errno(r->zrc);
-  }
-out:
-  free(path);
-  free(opath);
-  free(tpath);
-  free(r);
-  free(t);
-  free(tmp);
-  return rc;
-}
-
-/* Depth-first walk of the chroot: every node is visited once (a token may
- * have tokens below it, "a" and "a/b"); children named '@...' are a
- * token's own, and /zookeeper is the ensemble's. */
-#define LIST_MAX_NODES 100000
-
-int ct_zk_list(ct_zk_client *c, ct_zk_list_fn fn, void *arg,
-               int64_t deadline) {
-  int rc = common_checks(c, deadline);
-  if (rc < 0)
-    return rc;
-  if (!fn)
-    return -EINVAL;
-  struct zk_result *r = malloc(sizeof *r);
-  ct_zk_status *st = malloc(sizeof *st);
-  char **stack = malloc(LIST_MAX_NODES * sizeof *stack);
-  size_t top = 0, visited = 0;
-  int count = 0;
-  if (!r || !st || !stack || !(stack[top++] = strdup(""))) {
-    rc = -ENOMEM;
-    goto out;
-  }
-  rc = 0;
-  while (top > 0 && rc == 0) {
-    char *name = stack[--top]; /* "" (the chroot) or "a/b" */
-    char *path = *name ? cat(c->addr.zk_chroot, "/", name)
-                       : strdup(*c->addr.zk_chroot ? c->addr.zk_chroot : "/");
-    if (!path) {
-      free(name);
-      rc = -ENOMEM;
-      break;
-    }
-    if (*name) {
-      int s = ct_zk_status_get(c, name, st, deadline);
-      if (s == 0) {
-        fn(arg, name, st);
-        count++;
-      } else if (s != -EPROTO && s != -ENOENT) {
-        rc = s;
-      }
-    }
-    if (rc == 0) {
-      int s = zk_op_children(c, path, r, deadline);
-      while (s == -ECONNRESET || (s == 0 && zk_retryable(r->zrc))) {
-        free(r->kids);
-        if ((s = retry_wait(c, deadline)) < 0)
-          break;
-        s = zk_op_children(c, path, r, deadline);
-      }
-      if (s < 0)
-        rc = s;
-      else if (r->zrc == ZOK && r->nkids < 0)
-        rc = -ENOMEM;
-      else if (r->zrc == ZOK) {
-        const char *k = r->kids;
-        for (int i = 0; i < r->nkids && rc == 0; i++, k += strlen(k) + 1) {
-          if (k[0] == '@' || (!*name && !*c->addr.zk_chroot &&
-                              strcmp(k, "zookeeper") == 0))
-            continue;
-          if (++visited >= LIST_MAX_NODES || top >= LIST_MAX_NODES) {
-            rc = -ENOSPC;
-            break;
-          }
-          char *child = *name ? cat(name, "/", k) : strdup(k);
-          if (!child)
-            rc = -ENOMEM;
-          else
-            stack[top++] = child;
-        }
-      } else if (r->zrc != ZNONODE) {
-        rc = zk_errno(r->zrc);
-      }
-      free(r->kids);
-    }
-    free(path);
-    free(name);
-  }
-out:
-  while (stack && top > 0)
-    free(stack[--top]);
-  free(stack);
-  free(st);
-  free(r);
-  return rc < 0 ? rc : count;
 }

@@ -197,6 +197,19 @@ ZKH int zk_auth_load(const ct_zk_options *o, char **out, char *err,
 ZKH uint64_t zk_nonce(void);
 ZKH void zk_copy_cut(char *dst, size_t cap, const char *src);
 
+/* --- token.c, shared with query.c --- */
+/* Back off after a lost connection: 0, or -ETIMEDOUT (deadline passed),
+ * -ECONNRESET (stopping, or the client's thread must attend to the
+ * session). */
+ZKH int zk_retry_wait(struct ct_zk_client *c, int64_t deadline);
+/* zk_op_get retried across lost connections until the deadline. */
+ZKH int zk_get_retry(struct ct_zk_client *c, const char *path,
+                     struct zk_result *r, int64_t deadline);
+/* a + b + d, malloc'd (NULL: out of memory). */
+ZKH char *zk_cat(const char *a, const char *b, const char *d);
+/* -EINVAL (NULL c, bad deadline), -EDEADLK (the client's thread), or 0. */
+ZKH int zk_common_checks(struct ct_zk_client *c, int64_t deadline);
+
 /* --- token.c, used by the client's thread --- */
 /* Re-read rec's record (arming the watches) and apply it.  0 or an error
  * (retryable ones leave rec to be retried). */
