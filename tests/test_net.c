@@ -375,6 +375,39 @@ static void test_several_servers_and_clients(void **state) {
   }
 }
 
+/* One notice to many subscribers (sent from more than one thread by the
+ * server, server_fanout.c): every proxy is triggered, with the reason and
+ * cause, and the requester's proxy is triggered when its confirmed
+ * trigger returns (the notice before the ACK), over Unix and TCP. */
+static void test_trigger_reaches_many_subscribers(void **state) {
+  (void)state;
+  enum { N = 150 };
+  const char *addrs[] = {NULL, "127.0.0.1:0"};
+  for (int k = 0; k < 2; k++) {
+    struct fixture f;
+    fx_start(&f, addrs[k], NULL);
+    static ct_net_client *cl[N];
+    static ct_token *px[N];
+    for (int i = 0; i < N; i++) {
+      ASSERT_OK(ct_net_client_connect(&cl[i], f.addr, NULL, NULL, 0,
+                                      LONG_DEADLINE()));
+      ASSERT_OK(ct_net_client_get(cl[i], &px[i], "main", LONG_DEADLINE()));
+    }
+    ASSERT_ERR(ct_net_client_trigger(cl[N / 2], px[N / 2], CT_REASON_USER, 7,
+                                     LONG_DEADLINE()), 1);
+    assert_true(ct_token_triggered(px[N / 2])); /* before the ACK */
+    for (int i = 0; i < N; i++) {
+      ASSERT_OK(ct_token_wait(px[i], LONG_DEADLINE()));
+      int detail = 0;
+      assert_int_equal(ct_token_reason(px[i], &detail), CT_REASON_USER);
+      assert_int_equal(detail, 7);
+      ct_token_unref(px[i]);
+      ct_net_client_free(cl[i]);
+    }
+    fx_stop(&f);
+  }
+}
+
 /* Freeing the client triggers its proxies (owner lost), unless told to
  * keep them; the proxies outlive the client. */
 static void test_client_free_and_keep_option(void **state) {
@@ -692,6 +725,7 @@ int main(void) {
       cmocka_unit_test(test_ipv4_and_ipv6),
       cmocka_unit_test(test_serve_forever_stopped_from_another_thread),
       cmocka_unit_test(test_several_servers_and_clients),
+      cmocka_unit_test(test_trigger_reaches_many_subscribers),
       cmocka_unit_test(test_client_free_and_keep_option),
       cmocka_unit_test(test_server_killed_owner_lost),
       cmocka_unit_test(test_two_client_processes),

@@ -140,6 +140,7 @@ struct entry *srv_entry_by_id(ct_net_server *s, uint32_t id) {
  * orderly stop, so that clients can tell it from a server that died:
  * issue 13, 18) and closed; then the listener goes. */
 static void teardown(ct_net_server *s) {
+  fanout_stop(s);
   while (s->conns)
     conn_shutdown(s, s->conns);
   conn_free_dead(s);

@@ -8,6 +8,7 @@
  *   server_conn.c    connections: buffers, limits, slow peers, timeouts
  *   server_proto.c   the protocol handlers and the notices
  *   server_listen.c  listening sockets, accepting and refusing
+ *   server_fanout.c  one notice to many, sent from more than one thread
  */
 #ifndef CT_REMOTE_SERVER_H
 #define CT_REMOTE_SERVER_H
@@ -119,6 +120,9 @@ struct ct_net_server {
   uint8_t *scratch;
   int64_t next_sweep, last_emfile_log;
 
+  struct fanout *fanout; /* server_fanout.c; loop thread only */
+  bool fanout_failed;
+
   /* Statistics: relaxed atomics, written by the loop, read by anybody. */
   _Atomic uint64_t st_accepted, st_active, st_ready, st_dropped, st_refused,
       st_proxies;
@@ -166,6 +170,14 @@ NET_HIDDEN void proto_frame(ct_net_server *s, struct conn *c,
                             const struct net_frame *f);
 NET_HIDDEN void proto_process_fired(ct_net_server *s);
 NET_HIDDEN bool proto_uid_allowed(ct_net_server *s, uid_t uid);
+
+/* server_fanout.c (loop thread only) */
+/* Send notice m to the n subscribers from more than one thread; false if
+ * it did nothing (too few, or no helper), and the caller sends alone. */
+NET_HIDDEN bool fanout_notice(ct_net_server *s, struct sub **subs, size_t n,
+                              const struct net_notify *m);
+/* Join the helpers (the server stops). */
+NET_HIDDEN void fanout_stop(ct_net_server *s);
 
 /* server_listen.c */
 NET_HIDDEN int listen_open(ct_net_server *s);

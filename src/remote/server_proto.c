@@ -64,6 +64,8 @@ static void notify_entry(ct_net_server *s, struct entry *e) {
                          .handle = e->id};
   m.reason = (uint8_t)ct_token_reason(e->tok, &detail);
   m.detail = (uint8_t)detail;
+  if (fanout_notice(s, e->subs, e->nsubs, &m))
+    return;
   for (size_t i = 0; i < e->nsubs; i++) {
     struct conn *c = e->subs[i]->c;
     if (conn_room(s, c, 0, true))
