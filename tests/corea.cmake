@@ -3,3 +3,4 @@
 # by tests/CMakeLists.txt; run in the plain, ASan+UBSan and TSan builds).
 ct_test(test_order 120)
 ct_test(test_args 60)
+ct_test(test_names 600)
