@@ -119,7 +119,8 @@ static int adopt_locked(struct ct_ext *e, int fd) {
 }
 
 void ct__fd_signal_locked(struct ct_ext *e) {
-  /* relaxed: the fd is stored under the token's lock, which we hold. */
+  /* relaxed, both: fd and fd_gen are stored under the token's lock, which
+   * we hold. */
   int fd = atomic_load_explicit(&e->fd, memory_order_relaxed);
   if (fd < 0)
     return;
@@ -140,6 +141,7 @@ static int fd_adopt(ct_token *t, struct ct_ext *e, int fd, bool force) {
    * and t untriggered: a second thread woken by the same outside write
    * must not replace the fresh descriptor a third may already sleep on. */
   struct pollfd pf = {fd, POLLIN, 0};
+  /* relaxed: fd_gen is stored under this lock, which we hold. */
   if ((force && !ct_token_triggered(t) && poll(&pf, 1, 0) == 1) ||
       atomic_load_explicit(&e->fd_gen, memory_order_relaxed) != gen_now()) {
     r = adopt_locked(e, fd);
