@@ -70,6 +70,21 @@ extern "C" {
  * client. */
 typedef void (*ct_net_log_fn)(void *arg, const char *msg);
 
+/* What kind of address `address` is, by the one parser every backend,
+ * the cancel-token command and the Python package share (the rules above,
+ * and "zk://HOST:PORT[,HOST:PORT...][/CHROOT]" for ZooKeeper):
+ * CT_NET_ADDRESS_UNIX, CT_NET_ADDRESS_TCP or CT_NET_ADDRESS_ZK; or -EINVAL
+ * (NULL, empty, malformed) / -ENAMETOOLONG with a one-line reason in err
+ * (at most errlen bytes with the NUL; err may be NULL).  Syntax only: no
+ * name is resolved and nothing is connected, so a valid TCP address may
+ * still fail to resolve.  Ownership: address borrowed.  Any thread;
+ * callbacks: yes; never blocks. */
+#define CT_NET_ADDRESS_UNIX 1
+#define CT_NET_ADDRESS_TCP 2
+#define CT_NET_ADDRESS_ZK 3
+CT_NET_EXTERN int ct_net_address_kind(const char *address, char *err,
+                                      size_t errlen);
+
 /* ------------------------------------------------------------------------ */
 /* Server                                                                   */
 

@@ -6,7 +6,8 @@
  * given in a heap block of exactly that size (a library that read past it
  * would be caught by ASan, and takes the default for the later field), a
  * struct of the current layout using the later field, and sizes that are
- * no layout of this library (-EINVAL, nothing else of the struct read).
+ * no layout of this library (-EINVAL, nothing else of the struct read);
+ * and ct_net_address_kind(), the address parser's public face.
  */
 #include "net_test_util.h"
 
@@ -164,12 +165,49 @@ static void test_bad_size_struct(void **state) {
   t_rmdir(dir, path);
 }
 
+/* The public face of the one address parser (ct_net_address_kind()). */
+static void test_address_kind(void **state) {
+  (void)state;
+  char err[256];
+  assert_int_equal(ct_net_address_kind("/run/x.sock", err, sizeof err),
+                   CT_NET_ADDRESS_UNIX);
+  assert_int_equal(ct_net_address_kind("tokens", NULL, 0),
+                   CT_NET_ADDRESS_UNIX);
+  assert_int_equal(ct_net_address_kind("127.0.0.1:5001", NULL, 0),
+                   CT_NET_ADDRESS_TCP);
+  assert_int_equal(ct_net_address_kind("[::1]:0", NULL, 0),
+                   CT_NET_ADDRESS_TCP);
+  assert_int_equal(ct_net_address_kind(":0", NULL, 0), CT_NET_ADDRESS_TCP);
+  assert_int_equal(ct_net_address_kind("zk://a:2181,b:2182/ctok", NULL, 0),
+                   CT_NET_ADDRESS_ZK);
+  const char *bad[] = {"", "[::1:5", "::1:5000", "h:65536", "http://x:1",
+                       "zk://", "zk://h:0", "zk://h:1/a/../b", NULL};
+  for (int i = 0; i < 9; i++) {
+    err[0] = '\0';
+    ASSERT_ERR(ct_net_address_kind(bad[i], err, sizeof err), -EINVAL);
+    assert_true(err[0] != '\0' || bad[i] == NULL);
+  }
+  char longpath[200];
+  memset(longpath, 'p', sizeof longpath - 1);
+  longpath[0] = '/';
+  longpath[sizeof longpath - 1] = '\0';
+  ASSERT_ERR(ct_net_address_kind(longpath, err, sizeof err), -ENAMETOOLONG);
+  /* the server and the client agree: a zk:// address is not a socket */
+  ct_net_server *s;
+  ASSERT_ERR(ct_net_server_new(&s, "zk://h:2181", NULL), -EINVAL);
+  ct_net_client *c;
+  ASSERT_ERR(ct_net_client_connect(&c, "zk://h:2181", NULL, err, sizeof err,
+                                   LONG_DEADLINE()), -EINVAL);
+  assert_non_null(strstr(err, "ZooKeeper"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_init_macro_and_function),
       cmocka_unit_test(test_zero_size_and_null_still_work),
       cmocka_unit_test(test_old_size_struct),
       cmocka_unit_test(test_bad_size_struct),
+      cmocka_unit_test(test_address_kind),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

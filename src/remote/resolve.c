@@ -4,7 +4,9 @@
  * the syntax is address.c's (ct_addr_parse(), the one parser every
  * backend, the command and the Python package share through the public
  * calls that take an address); this file resolves what it parsed, tells
- * loopback from the rest, and formats socket addresses for logs.
+ * loopback from the rest, and formats socket addresses for logs.  The
+ * public ct_net_address_kind() gives the parser's verdict to the command
+ * and the Python package.
  *
  * Design notes:
  *  - An empty host means loopback, never INADDR_ANY: binding every
@@ -85,6 +87,18 @@ int net_resolve_address(const char *address, struct net_addr *a, int index,
     ((struct sockaddr_in6 *)&a->ss)->sin6_port = htons(a->port);
   freeaddrinfo(res);
   return 0;
+}
+
+int ct_net_address_kind(const char *address, char *err, size_t errlen) {
+  struct ct_addr a;
+  int rc = ct_addr_parse(&a, address, err, errlen);
+  if (rc < 0)
+    return rc;
+  _Static_assert(CT_ADDR_UNIX == CT_NET_ADDRESS_UNIX &&
+                     CT_ADDR_TCP == CT_NET_ADDRESS_TCP &&
+                     CT_ADDR_ZK == CT_NET_ADDRESS_ZK,
+                 "one numbering of address kinds");
+  return (int)a.kind;
 }
 
 bool net_addr_is_loopback(const struct net_addr *a) {
