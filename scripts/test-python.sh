@@ -36,19 +36,28 @@ SUMMARY=()
 
 # Add the counts of one run (its output in $1) to the totals.
 count() {
-  local line p f s
+  local line p f s st
   line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
   if [ -z "$line" ]; then
+    echo "-- $2: the run did not finish; the end of its output:"
+    grep -v '^SKIPPED' "$1" | tail -40
     TOTAL_FAILED=$((TOTAL_FAILED + 1))
-    SUMMARY+=("$2: did not finish (see above)")
+    SUMMARY+=("$2: did not finish (its output is above)")
     return
   fi
   p=$(echo "$line" | sed -E 's/^([0-9]+) passed.*/\1/')
   f=$(echo "$line" | sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/')
   s=$(echo "$line" | sed -nE 's/.* ([0-9]+) skipped.*/\1/p')
+  st=$(sed -nE 's/^exit status ([0-9]+)$/\1/p' "$1" | tail -1)
+  if [ "$f" -eq 0 ] && [ "${st:-0}" -ne 0 ]; then
+    # Every case passed but the interpreter then failed (a crash at exit).
+    echo "-- $2: exit status $st after the summary; the end of its output:"
+    tail -20 "$1"
+    f=1
+  fi
   TOTAL_PASSED=$((TOTAL_PASSED + p))
   TOTAL_FAILED=$((TOTAL_FAILED + f))
-  SUMMARY+=("$2: $p passed, $f failed, ${s:-0} skipped")
+  SUMMARY+=("$2: $p passed, $f failed, ${s:-0} skipped${st:+, exit status $st}")
 }
 
 fail_step() {
@@ -100,7 +109,8 @@ for py in "${INTERPRETERS[@]}"; do
   [ -n "$ZK_TRIGGER" ] || { [ -x "$b/python/ct_py_zk_trigger" ] && ZK_TRIGGER="$b/python/ct_py_zk_trigger"; }
   (cd "$b/python" && PYTHONPATH="$b/python" PYTHONDONTWRITEBYTECODE=1 CT_CLI="$CLI" \
      CT_ZK_TRIGGER="$ZK_TRIGGER" CT_ZK_ENSEMBLE="$ROOT/scripts/zk-ensemble.sh" \
-     timeout 900 "$py" "$ROOT/python/tests/run.py") >"$b/test.log" 2>&1
+     timeout 900 "$py" -X faulthandler "$ROOT/python/tests/run.py") >"$b/test.log" 2>&1
+  echo "exit status $?" >>"$b/test.log"
   grep -E '^(FAILED|ERROR)|^runner:|passed, ' "$b/test.log"
   grep -q '^FAILED\|^ERROR' "$b/test.log" && grep -v '^SKIPPED' "$b/test.log" | tail -60
   count "$b/test.log" "CPython $ver ($py), CMake build"
@@ -131,7 +141,8 @@ else
     fi
     (cd "$src" && PYTHONDONTWRITEBYTECODE=1 CT_CLI="$CLI" CT_ZK_TRIGGER="$ZK_TRIGGER" \
        CT_ZK_ENSEMBLE="$ROOT/scripts/zk-ensemble.sh" timeout 900 \
-       "$v/bin/python" tests/run.py) >"$v.test.log" 2>&1
+       "$v/bin/python" -X faulthandler tests/run.py) >"$v.test.log" 2>&1
+    echo "exit status $?" >>"$v.test.log"
     grep -E '^(FAILED|ERROR)|^runner:|passed, ' "$v.test.log"
     grep -q '^FAILED\|^ERROR' "$v.test.log" && grep -v '^SKIPPED' "$v.test.log" | tail -60
     count "$v.test.log" "sdist, venv of CPython $ver ($py)"

@@ -140,6 +140,19 @@ PyObject *ct_exact_name(PyObject *name);
  * callback that finds it non-zero knows its thread holds the GIL.  Thread
  * local, so no ordering is involved. */
 extern _Thread_local int ct_py_gil_marked;
+/* Release the GIL around a block, and clear the mark meanwhile: a trigger
+ * that C code makes in this thread while the GIL is released (a
+ * ct_zk_trigger(), a client freed) must take the foreign-thread path even
+ * when this call is itself running inside a trigger callback. */
+#define CT_BEGIN_ALLOW_THREADS                                                \
+  {                                                                           \
+    int _ct_saved_mark = ct_py_gil_marked;                                    \
+    ct_py_gil_marked = 0;                                                     \
+    Py_BEGIN_ALLOW_THREADS
+#define CT_END_ALLOW_THREADS                                                  \
+    Py_END_ALLOW_THREADS                                                      \
+    ct_py_gil_marked = _ct_saved_mark;                                        \
+  }
 /* Set (by the atexit hook) once the interpreter starts shutting down:
  * foreign threads stop taking the GIL. */
 void ct_py_set_finalizing(void);

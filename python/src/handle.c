@@ -72,9 +72,9 @@ static void handle_release(ct_py_handle *h) {
     return;
   void *obj = h->obj;
   h->obj = NULL;
-  Py_BEGIN_ALLOW_THREADS
+  CT_BEGIN_ALLOW_THREADS
   h->free_fn(obj);
-  Py_END_ALLOW_THREADS
+  CT_END_ALLOW_THREADS
 }
 
 void *ct_handle_enter(ct_py_handle *h, PyObject *self) {
@@ -130,9 +130,9 @@ PyObject *ct_remote_get(ct_py_handle *h, PyObject *self, PyObject *args,
     return NULL;
   ct_token *proxy = NULL;
   int r;
-  Py_BEGIN_ALLOW_THREADS
+  CT_BEGIN_ALLOW_THREADS
   r = get(obj, &proxy, name, deadline);
-  Py_END_ALLOW_THREADS
+  CT_END_ALLOW_THREADS
   ct_handle_leave(h, self);
   if (r < 0)
     return name_error(r, name, verb);
@@ -156,9 +156,9 @@ PyObject *ct_remote_trigger(ct_py_handle *h, PyObject *self, PyObject *args,
     return NULL;
   ct_token *t = ct_token_ref(t0); /* the object may go while we wait */
   int r;
-  Py_BEGIN_ALLOW_THREADS
+  CT_BEGIN_ALLOW_THREADS
   r = trigger(obj, t, deadline);
-  Py_END_ALLOW_THREADS
+  CT_END_ALLOW_THREADS
   ct_token_unref(t);
   ct_handle_leave(h, self);
   if (r < 0)

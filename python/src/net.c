@@ -79,9 +79,9 @@ static PyObject *server_new(PyTypeObject *type, PyObject *args,
   SET_SECRET(opts, sb);
   int r;
   ct_net_server *srv = NULL;
-  Py_BEGIN_ALLOW_THREADS
+  CT_BEGIN_ALLOW_THREADS
   r = ct_net_server_new(&srv, address, &opts);
-  Py_END_ALLOW_THREADS
+  CT_END_ALLOW_THREADS
   Py_XDECREF(sb);
   if (r < 0) {
     Py_DECREF(s);
@@ -250,9 +250,9 @@ static PyObject *client_new(PyTypeObject *type, PyObject *args,
   char err[256] = "";
   ct_net_client *cl = NULL;
   int r;
-  Py_BEGIN_ALLOW_THREADS
+  CT_BEGIN_ALLOW_THREADS
   r = ct_net_client_connect(&cl, address, &opts, err, sizeof err, deadline);
-  Py_END_ALLOW_THREADS
+  CT_END_ALLOW_THREADS
   Py_XDECREF(sb);
   if (r < 0) {
     Py_DECREF(c);
@@ -326,9 +326,9 @@ static PyObject *client_list(ClientObject *c, PyObject *args) {
   struct list_acc acc = {PyList_New(0)};
   int r = 0;
   if (acc.list) {
-    Py_BEGIN_ALLOW_THREADS
+    CT_BEGIN_ALLOW_THREADS
     r = ct_net_client_list(cl, list_one, &acc, deadline);
-    Py_END_ALLOW_THREADS
+    CT_END_ALLOW_THREADS
   }
   ct_handle_leave(&c->h, (PyObject *)c);
   if (!acc.list)

@@ -137,9 +137,9 @@ static void reg_close_impl(Registration *r) {
   if (!r->listed)
     return;
   r->listed = 0;
-  Py_BEGIN_ALLOW_THREADS
+  CT_BEGIN_ALLOW_THREADS
   ct_callback_unregister(&r->cb);
-  Py_END_ALLOW_THREADS
+  CT_END_ALLOW_THREADS
   memset(&r->cb, 0, sizeof r->cb);
   Notifier *n = r->notifier;
   if (n) { /* fired in another thread but not drained: forget it */

@@ -63,9 +63,9 @@ static PyObject *zk_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
   char err[256] = "";
   ct_zk_client *c = NULL;
   int r;
-  Py_BEGIN_ALLOW_THREADS
+  CT_BEGIN_ALLOW_THREADS
   r = ct_zk_connect(&c, address, &opts, err, sizeof err, deadline);
-  Py_END_ALLOW_THREADS
+  CT_END_ALLOW_THREADS
   if (r < 0) {
     Py_DECREF(z);
     if (r == -EINVAL) {
@@ -127,9 +127,9 @@ static PyObject *zk_publish(ZkClientObject *z, PyObject *args,
       !(c = ct_handle_enter(&z->h, (PyObject *)z)))
     return NULL;
   int r;
-  Py_BEGIN_ALLOW_THREADS
+  CT_BEGIN_ALLOW_THREADS
   r = ct_zk_publish(c, name, t, deadline);
-  Py_END_ALLOW_THREADS
+  CT_END_ALLOW_THREADS
   ct_handle_leave(&z->h, (PyObject *)z);
   if (r == -EEXIST) {
     PyErr_Format(PyExc_FileExistsError,
@@ -160,9 +160,9 @@ static PyObject *zk_status(ZkClientObject *z, PyObject *args,
   ct_zk_status *st = PyMem_Calloc(1, sizeof *st);
   int r = -ENOMEM;
   if (st) {
-    Py_BEGIN_ALLOW_THREADS
+    CT_BEGIN_ALLOW_THREADS
     r = ct_zk_status_get(c, name, st, deadline);
-    Py_END_ALLOW_THREADS
+    CT_END_ALLOW_THREADS
   }
   ct_handle_leave(&z->h, (PyObject *)z);
   PyObject *res = NULL;
