@@ -120,31 +120,26 @@ static inline void ct__unlock(ct_lock *l) {
 
 /* ---- the token ---- */
 struct ct_link {          /* one parent edge of a child, inside the child */
-  ct_token *child;        /* the token this link belongs to */
   ct_token *parent;       /* holds a reference; NULL: never linked (a
                              creation that failed with -ENOMEM) */
   uint32_t slot;          /* where the parent keeps us (guarded by
                              parent->lock): an index in its kids array,
                              CT_SLOT_ONE (its only child, kept inline) or
                              CT_SLOT_NONE (on no list: born triggered) */
-  uint32_t self;          /* our index in child->links; immutable */
+  uint32_t self;          /* our index in the child's links; immutable */
 };
 #define CT_SLOT_ONE UINT32_MAX
 #define CT_SLOT_NONE (UINT32_MAX - 1)
 
-/* A parent's children, when it has (or had) more than one at a time: two
- * parallel arrays in one block, child[cap] then link[cap] (the index of the
- * link in that child's links, for O(1) removal of a child that appears
- * several times).  The trigger reads only child[], sequentially, and
- * prefetches the children ahead of claiming them, so the cache misses of
- * children scattered in memory overlap instead of forming a chain. */
+/* A parent's children, when it has (or had) more than one at a time: an
+ * array of their links (8 bytes a child; a child may appear several times,
+ * one link each).  The trigger reads it sequentially and prefetches each
+ * child ahead of claiming it, so the cache misses of children scattered in
+ * memory overlap instead of forming a chain. */
 struct ct_kids {
   uint32_t n, cap;
-  ct_token *child[]; /* then uint32_t link[cap] */
+  struct ct_link *link[];
 };
-static inline uint32_t *ct__kids_link(struct ct_kids *k) {
-  return (uint32_t *)(void *)&k->child[k->cap];
-}
 
 struct ct_ext; /* rarely used parts, allocated on demand: see token.c */
 
@@ -169,6 +164,12 @@ struct ct_token {
  * single-parent unnamed links that has a name of its own or several
  * parents.  Such a token's name IS its alias's name, so naming skips the
  * whole single-parent stretch in one step (see name.c).  Immutable. */
+/* The token a link belongs to: links[] sits at the end of the token. */
+static inline ct_token *ct__link_child(const struct ct_link *l) {
+  return (ct_token *)(void *)((char *)(l - l->self) -
+                              offsetof(struct ct_token, links));
+}
+
 static inline const char *ct__stored_name(const ct_token *t) {
   return (const char *)&t->links[t->nlinks];
 }

@@ -107,7 +107,7 @@ static ct_token *token_alloc(uint32_t nlinks, const char *name,
   atomic_init(&t->ext, NULL);
   t->work_next = NULL;
   for (uint32_t i = 0; i < nlinks; i++)
-    t->links[i] = (struct ct_link){.child = t, .slot = CT_SLOT_NONE, .self = i};
+    t->links[i] = (struct ct_link){.slot = CT_SLOT_NONE, .self = i};
   if (named)
     memcpy((char *)stored_name(t), name, namelen + 1);
   return t;
@@ -219,20 +219,28 @@ static bool process(ct_token *t, ct_token **work) {
      * the claim is a CAS on its state word) PREFETCH entries before its
      * claim, so up to that many cache misses are in flight at once.
      * Locked instructions stall later loads, so without the prefetch each
-     * scattered child would cost one full miss after another. */
+     * scattered child would cost one full miss after another.  What is
+     * prefetched is the link and the token header just before it (the
+     * header of the token itself when the link is its first, as for every
+     * ct_token_new_child(); a wrong guess only wastes the prefetch). */
     enum { PREFETCH = 16 };
     struct ct_kids *a = (struct ct_kids *)(k - 1);
     uint32_t n = a->n;
-    ct_token **v = a->child;
-    for (uint32_t i = 0; i < n && i < PREFETCH; i++)
-      __builtin_prefetch(v[i], 1);
+    struct ct_link **v = a->link;
+    const size_t hdr = offsetof(struct ct_token, links);
+    for (uint32_t i = 0; i < n && i < PREFETCH; i++) {
+      __builtin_prefetch(v[i]);
+      __builtin_prefetch((char *)v[i] - hdr, 1);
+    }
     for (uint32_t i = 0; i < n; i++) {
-      if (i + PREFETCH < n)
-        __builtin_prefetch(v[i + PREFETCH], 1);
-      claim_child(v[i], src, bits, work);
+      if (i + PREFETCH < n) {
+        __builtin_prefetch(v[i + PREFETCH]);
+        __builtin_prefetch((char *)v[i + PREFETCH] - hdr, 1);
+      }
+      claim_child(ct__link_child(v[i]), src, bits, work);
     }
   } else if (k) {
-    claim_child(((struct ct_link *)k)->child, src, bits, work);
+    claim_child(ct__link_child((struct ct_link *)k), src, bits, work);
   }
   /* acquire: pairs with the release CAS that published ext. */
   struct ct_ext *e = atomic_load_explicit(&t->ext, memory_order_acquire);
@@ -330,7 +338,7 @@ int ct_token_trigger(ct_token *t) {
 /* ---- a parent's children ---- */
 
 static inline size_t kids_size(uint32_t cap) {
-  return sizeof(struct ct_kids) + (size_t)cap * (sizeof(ct_token *) + 4);
+  return sizeof(struct ct_kids) + (size_t)cap * sizeof(struct ct_link *);
 }
 
 static struct ct_kids *kids_alloc(uint32_t cap) {
@@ -343,8 +351,7 @@ static struct ct_kids *kids_alloc(uint32_t cap) {
 }
 
 static inline void kids_put(struct ct_kids *a, uint32_t i, struct ct_link *l) {
-  a->child[i] = l->child;
-  ct__kids_link(a)[i] = l->self;
+  a->link[i] = l;
   l->slot = i;
 }
 
@@ -372,8 +379,7 @@ static uint32_t kids_add(ct_token *p, struct ct_link *l,
   if (!b || b->cap < need)
     return need;
   if (a) {
-    memcpy(b->child, a->child, a->n * sizeof(ct_token *));
-    memcpy(ct__kids_link(b), ct__kids_link(a), a->n * sizeof(uint32_t));
+    memcpy(b->link, a->link, a->n * sizeof(struct ct_link *));
     b->n = a->n;
   } else {
     kids_put(b, 0, (struct ct_link *)k);
@@ -403,8 +409,7 @@ static struct ct_kids *kids_remove(ct_token *p, struct ct_link *l) {
   if (i != last) {
     /* The moved child's link learns its new place: one store into that
      * child, which cannot be freed meanwhile (it would need this lock). */
-    ct_token *c = a->child[last];
-    kids_put(a, i, &c->links[ct__kids_link(a)[last]]);
+    kids_put(a, i, a->link[last]);
   }
   if (a->n == 0) {
     p->kids = 0;
@@ -432,8 +437,7 @@ static void kids_maybe_shrink(ct_token *p, uint32_t cap_seen) {
   uintptr_t k = p->kids;
   struct ct_kids *a = (k & 1) ? (struct ct_kids *)(k - 1) : NULL;
   if (a && a->cap == cap_seen && a->n <= cap / 2) {
-    memcpy(b->child, a->child, a->n * sizeof(ct_token *));
-    memcpy(ct__kids_link(b), ct__kids_link(a), a->n * sizeof(uint32_t));
+    memcpy(b->link, a->link, a->n * sizeof(struct ct_link *));
     b->n = a->n;
     p->kids = (uintptr_t)b | 1;
     b = a; /* free the old one */
