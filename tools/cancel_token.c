@@ -358,10 +358,21 @@ struct remote {
   void *conn;
 };
 
-/* The backend that serves ADDRESS.  zk:// addresses go to the ZooKeeper
- * backend when it is compiled in; everything else to the token server. */
+/* The backend that serves ADDRESS, by the library's one address parser
+ * (ct_net_address_kind): zk:// addresses go to the ZooKeeper backend when
+ * it is compiled in, Unix paths and HOST:PORT to the token server.  A
+ * malformed address is reported here, with the parser's reason. */
 static const ct_tool_backend *backend_for(const char *addr) {
-  if (strncmp(addr, "zk://", 5) == 0) {
+  char err[256] = "";
+  int kind = ct_net_address_kind(addr, err, sizeof err);
+  if (kind < 0) { /* the reason names the address */
+    if (*err)
+      fprintf(stderr, "%s: %s\n", prog, err);
+    else
+      fprintf(stderr, "%s: %s: %s\n", prog, addr, ct_strerror(kind));
+    return NULL;
+  }
+  if (kind == CT_NET_ADDRESS_ZK) {
 #ifdef CT_TOOL_HAVE_ZK
     return &ct_tool_zk_backend;
 #else

@@ -49,6 +49,13 @@ expect_eq "help wait = wait --help" "$("$cli" help wait)" "$("$cli" wait --help)
 "$cli" trigger /nowhere x --json 2>/dev/null; expect_eq "trigger --json" $? 64
 "$cli" --bogus 2>/dev/null; expect_eq "unknown command" $? 64
 
+# A malformed address is refused by the parser before any connection,
+# with a reason that names it.
+err=$("$cli" status 'a:b:c' 2>&1 >/dev/null); rc=$?
+expect_eq "malformed address exit" "$rc" 3
+case $err in *"'a:b:c'"*) ok ;; *) bad "malformed address message: $err" ;; esac
+case $err in *connect*) bad "malformed address tried to connect: $err" ;; *) ok ;; esac
+
 # A server with awkward names.
 odd=$'tab\there\nnew "q" \\ end'
 sock=$dir/s.sock
