@@ -10,7 +10,9 @@
 # 2. For each interpreter found -- Debian's /usr/bin/python3 and every
 #    ~/.pyenv/versions/*/bin/python3 (and $PYENV_ROOT's), older than 3.9
 #    ones listed as not supported -- configures a CMake build of the
-#    package with -DPython3_EXECUTABLE=that interpreter (in a mktemp -d
+#    package with -DPython3_EXECUTABLE=that interpreter and -Werror (each
+#    interpreter's headers declare a different limited API; a function
+#    missing from 3.9's must fail the build, not truncate a pointer) (in a mktemp -d
 #    directory), builds the extension, and runs python/tests/run.py with
 #    it: pytest where the interpreter has it (Debian's), the suite's own
 #    small runner where it has not (pyenv's).
@@ -95,7 +97,7 @@ for py in "${INTERPRETERS[@]}"; do
   b=$(mktemp -d "$WORK/build-$ver-XXXX")
   echo "== CPython $ver ($py): CMake build in $b"
   if ! cmake -S "$ROOT" -B "$b" -DCMAKE_BUILD_TYPE=Release \
-         -DCT_WITH_PYTHON=ON -DPython3_EXECUTABLE="$py" >"$b/configure.log" 2>&1; then
+         -DCT_WITH_PYTHON=ON -DCT_WERROR=ON -DPython3_EXECUTABLE="$py" >"$b/configure.log" 2>&1; then
     tail -20 "$b/configure.log"; fail_step "CPython $ver ($py)" "configure"; continue
   fi
   targets=(--target ct_python_core)
