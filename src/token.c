@@ -19,9 +19,10 @@
  *    while it has only one.  The array is read sequentially and the
  *    children are prefetched ahead of their claims, so children scattered
  *    in memory cost overlapping misses, not a chain of dependent ones.
- *    Removal swaps the last entry into the hole (O(1)); the array halves
- *    when a quarter full and is freed with the last child.  Every
- *    allocation is made with no lock held.
+ *    Removal swaps the last entry into the hole (O(1)); an array of up to
+ *    KIDS_SHRINK_MAX entries halves when a quarter full, and every array
+ *    is freed with the last child.  Every allocation is made with no lock
+ *    held.
  *  - Destruction is a loop too: the last unref of a child drops its
  *    parents' references, which may free them, and so on up the chain,
  *    through the same work_next field (a dying token is on no trigger work
