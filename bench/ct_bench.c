@@ -11,6 +11,7 @@
 
 #include <poll.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 
 /* Fail loudly on an unexpected library error: a benchmark over a broken
  * call would report nonsense. */
@@ -408,6 +409,7 @@ static void bench_memory(const bu_config *c) {
 typedef struct wake_ctx {
   ct_token *t;
   int ep;
+  int efd; /* the raw eventfd baseline */
   /* raw baseline */
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -474,6 +476,38 @@ static void e_free(void *p, size_t i) {
   w->t = NULL;
 }
 
+/* The floor for the epoll case: epoll on a plain eventfd that the firing
+ * thread writes with write(2) and nothing else -- what any token's
+ * descriptor wake-up costs at least.  Same process, same rounds, so the
+ * ratio epoll / epoll_raw is free of the machine's drift. */
+static void r_new(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  struct epoll_event ev;
+  (void)i;
+  w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (w->efd < 0)
+    bu_die("eventfd");
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.fd = w->efd;
+  if (epoll_ctl(w->ep, EPOLL_CTL_ADD, w->efd, &ev) != 0)
+    bu_die("epoll_ctl ADD");
+}
+static void r_fire(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  uint64_t one = 1;
+  (void)i;
+  if (write(w->efd, &one, sizeof one) != (ssize_t)sizeof one)
+    bu_die("write eventfd");
+}
+static void r_free(void *p, size_t i) {
+  wake_ctx *w = (wake_ctx *)p;
+  (void)i;
+  epoll_ctl(w->ep, EPOLL_CTL_DEL, w->efd, NULL);
+  close(w->efd);
+  w->efd = -1;
+}
+
 /* The raw baseline: pthread mutex + condition variable + flag. */
 static void c_new(void *p, size_t i) {
   wake_ctx *w = (wake_ctx *)p;
@@ -515,14 +549,15 @@ static void c_free(void *p, size_t i) {
  * same_cpu 0, trigger and waiter on two CPUs (keys wake.*), or 1, both on
  * one CPU (keys wake_1cpu.*). */
 static void bench_wake(const bu_config *c, int same_cpu) {
-  enum { NV = 4 };
+  enum { NV = 5 };
   static const char *const names[NV] = {"wait", "epoll", "condvar",
-                                        "condvar_unl"};
+                                        "condvar_unl", "epoll_raw"};
   static const char *const notes[NV] = {
       "ct_token_wait <- ct_token_trigger",
       "epoll_wait on ct_token_fd <- ct_token_trigger",
       "baseline: pthread mutex+cond+flag; signal under the mutex",
-      "baseline: pthread mutex+cond+flag; signal after unlock"};
+      "baseline: pthread mutex+cond+flag; signal after unlock",
+      "baseline: epoll_wait on a plain eventfd <- write(2)"};
   wake_ctx w;
   bu_wake_ops ops[NV];
   double *pct[NV][BU_NPCT], *lat[NV];
@@ -547,6 +582,7 @@ static void bench_wake(const bu_config *c, int same_cpu) {
   ops[1] = (bu_wake_ops){&w, e_new, e_wait, w_fire, e_free};
   ops[2] = (bu_wake_ops){&w, c_new, c_wait, c_fire, c_free};
   ops[3] = (bu_wake_ops){&w, c_new, c_wait, c_fire_unlocked, c_free};
+  ops[4] = (bu_wake_ops){&w, r_new, e_wait, r_fire, r_free};
   for (k = 0; k < NV; k++) {
     for (j = 0; j < BU_NPCT; j++)
       pct[k][j] = (double *)bu_xmalloc(c->reps * sizeof(double));
@@ -580,10 +616,11 @@ static void bench_wake(const bu_config *c, int same_cpu) {
 /* ct_poll and poll(2) on the read end of a pipe that always holds one
  * unread byte, so every call returns at once with POLLIN.  The token is
  * never triggered.  One untimed call first lets the library create whatever
- * it creates lazily (the token's descriptor).  Two baselines: poll(2) on
- * the pipe alone, and poll(2) on {pipe, the token's descriptor} -- what
- * ct_poll asks of the kernel, and what C++ and GLib code do by hand -- so
- * that ct_poll's own overhead is measured in one process. */
+ * it creates lazily.  Two baselines: poll(2) on the pipe alone -- what
+ * ct_poll asks of the kernel when a descriptor is ready, since it polls the
+ * caller's set first -- and poll(2) on {pipe, the token's descriptor},
+ * what C++ and GLib code do by hand, so that ct_poll's own overhead is
+ * measured in one process. */
 static void bench_poll(const bu_config *c) {
   size_t n = c->poll_n, r, i;
   double *vc = (double *)bu_xmalloc(c->reps * sizeof *vc);
