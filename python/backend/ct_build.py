@@ -177,8 +177,11 @@ def _compile(version, out_dir):
             includes.append("-I" + str(root / "src" / "remote"))
         defines.append("-DCT_PY_ZK")
         libs.insert(0, "-lzookeeper_mt")
-    flags = ["-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden",
-             "-Wall"] + defines + includes
+    # A function missing from the limited API of the interpreter's headers
+    # must stop the build, not be declared implicitly.
+    flags = ["-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall",
+             "-Werror=implicit-function-declaration",
+             "-Werror=int-conversion"] + defines + includes
     objs_dir = Path(tempfile.mkdtemp(prefix="ct-build-"))
 
     def one(i_src):
