@@ -477,8 +477,8 @@ CT_EXTERN int ct_token_fd(ct_token *t);
  * errno of poll(2).  Cancellation is t's own state, not the readiness of
  * its descriptor: should another process that shares the descriptor
  * (through fork() and a write behind the library's back) make it readable
- * while t is not triggered, this process's copy is replaced by a fresh
- * descriptor at the same number and the poll goes on.  The caller's set
+ * while t is not triggered, that stray write is consumed and the poll
+ * goes on.  The caller's set
  * is polled first without blocking; only a call that has to block polls
  * the token's descriptor too (and creates it, hence -EMFILE/-ENFILE only
  * there), so a call that finds a descriptor ready, or has deadline 0,

@@ -19,7 +19,7 @@
  *    generation" it was made in (ext->fd_gen), and every forked child bumps
  *    the generation (atfork handler, registered before the first
  *    descriptor exists).  A process that finds a descriptor of an older
- *    generation -- inherited -- adopts it before using it (ct__fd_adopt):
+ *    generation -- inherited -- adopts it before using it (fd_adopt()):
  *    it puts a fresh eventfd at the same number with dup3(2), so the
  *    number the application holds stays valid and now names a descriptor
  *    of this process only.  The trigger (ct__fd_signal_locked, from
@@ -27,8 +27,10 @@
  *  - Readiness is never taken as cancellation on its own: ct_poll() checks
  *    the state word.  Readable while not triggered can only mean that
  *    somebody outside this process's library wrote the shared descriptor
- *    (a process cloned without the atfork handlers, a raw write); the
- *    descriptor is then adopted anew and the poll goes on.
+ *    (a process cloned without the atfork handlers, a raw write); that
+ *    write is consumed (fd_consume_stray) and the poll goes on.  Only
+ *    inherited descriptors are ever replaced, and only before this
+ *    process's library has polled them.
  */
 #include "internal.h"
 
@@ -131,19 +133,13 @@ void ct__fd_signal_locked(struct ct_ext *e) {
   ct__eventfd_signal(fd);
 }
 
-/* Adopt t's descriptor fd (inherited, or made readable from outside
- * while t is not triggered: force) and make it readable if t is
- * triggered.  Returns fd or a negative errno. */
-static int fd_adopt(ct_token *t, struct ct_ext *e, int fd, bool force) {
+/* Adopt t's descriptor fd if it was inherited, and make it readable if t
+ * is triggered.  Returns fd or a negative errno. */
+static int fd_adopt(ct_token *t, struct ct_ext *e, int fd) {
   ct__lock(&t->lock);
   int r = fd;
-  /* A forced adoption happens only while the descriptor is still readable
-   * and t untriggered: a second thread woken by the same outside write
-   * must not replace the fresh descriptor a third may already sleep on. */
-  struct pollfd pf = {fd, POLLIN, 0};
   /* relaxed: fd_gen is stored under this lock, which we hold. */
-  if ((force && !ct_token_triggered(t) && poll(&pf, 1, 0) == 1) ||
-      atomic_load_explicit(&e->fd_gen, memory_order_relaxed) != gen_now()) {
+  if (atomic_load_explicit(&e->fd_gen, memory_order_relaxed) != gen_now()) {
     r = adopt_locked(e, fd);
     /* A trigger that ran before we took the lock wrote the old
      * descriptor, or did not write at all (inherited): write ours.  One
@@ -156,6 +152,25 @@ static int fd_adopt(ct_token *t, struct ct_ext *e, int fd, bool force) {
   }
   ct__unlock(&t->lock);
   return r;
+}
+
+/* t's descriptor fd (of this process) was found readable while t is not
+ * triggered: somebody outside this process's library wrote it.  Consume
+ * that write, under t's lock and only while t is still not triggered: a
+ * trigger sets TRIGGERED before it takes the lock to write, so its write
+ * always comes after ours and is never consumed.  The number keeps naming
+ * the same descriptor: a thread already asleep in poll(2) on it (which
+ * the kernel keeps registered on that very descriptor) is woken by the
+ * stray write, finds nothing, sleeps again, and is woken by the real
+ * trigger.  (Replacing the descriptor instead would strand it.) */
+static void fd_consume_stray(ct_token *t, int fd) {
+  ct__lock(&t->lock);
+  if (!ct_token_triggered(t)) {
+    uint64_t v;
+    ssize_t rd = read(fd, &v, sizeof v); /* non-blocking: EAGAIN if empty */
+    (void)rd;
+  }
+  ct__unlock(&t->lock);
 }
 
 int ct_token_fd(ct_token *t) {
@@ -172,14 +187,14 @@ int ct_token_fd(ct_token *t) {
     if (CT_LIKELY(atomic_load_explicit(&e->fd_gen, memory_order_acquire) ==
                   gen_now()))
       return fd;
-    return fd_adopt(t, e, fd, false);
+    return fd_adopt(t, e, fd);
   }
   pthread_once(&atfork_once, atfork_register);
   ct__lock(&t->lock);
   fd = atomic_load_explicit(&e->fd, memory_order_relaxed);
   if (fd >= 0) {
     ct__unlock(&t->lock);
-    return fd_adopt(t, e, fd, false);
+    return fd_adopt(t, e, fd);
   }
   fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) {
@@ -294,14 +309,10 @@ again:
   if (p[n].revents) {
     /* The token's descriptor is readable and t is not triggered: it was
      * made readable from outside (see the design notes).  That is not
-     * cancellation: replace this process's copy, then report the other
+     * cancellation: consume the stray write, then report the other
      * descriptors or wait on.  (The trigger writes the descriptor only
      * after setting TRIGGERED, so a real trigger never lands here.) */
-    int a = fd_adopt(t, ct__ext(t), tfd, true);
-    if (a < 0) {
-      r = a;
-      goto out;
-    }
+    fd_consume_stray(t, tfd);
     p[n].revents = 0;
     r--; /* poll counted the token's descriptor */
     if (r == 0 && deadline != 0 &&

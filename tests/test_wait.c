@@ -379,7 +379,9 @@ static void *poll_forever(void *arg) {
  * without the atfork handlers) makes it readable while the token is not
  * triggered.  ct_poll() must not return -ECANCELED: a poll with only the
  * token times out, one with a ready descriptor reports just that one, a
- * blocked poller goes on waiting, and a real trigger still ends it. */
+ * blocked poller goes on waiting -- on the same descriptor, which a real
+ * trigger then wakes (a version that replaced the descriptor left it
+ * asleep on the old one for ever) -- and the trigger ends it. */
 static void test_readable_without_trigger_is_not_cancellation(void **state) {
   (void)state;
   ct_token *t;
@@ -412,7 +414,7 @@ static void test_readable_without_trigger_is_not_cancellation(void **state) {
        * (ct_poll checks the state word): the wait that follows sees it. */
       ASSERT_ERR(ct_poll(t, NULL, 0, ct_deadline_after(20 * MS)), -ETIMEDOUT);
     }
-    assert_false(fd_readable(fd)); /* this process's copy was replaced */
+    assert_false(fd_readable(fd)); /* the stray write was consumed */
     assert_int_equal(ct_token_fd(t), fd);
   }
   assert_int_equal(atomic_load(&w.result), 99); /* still waiting */
