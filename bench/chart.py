@@ -144,7 +144,8 @@ def draw(json_path, svg_path):
                 # colour: the program (grey for the raw baselines that
                 # ct_bench measures); line: solid for a blocking wait,
                 # dashed for epoll on a descriptor.
-                base = prog == "ct" and "condvar" in label
+                base = prog == "ct" and ("condvar" in label or
+                                         "epoll_raw" in label)
                 col = ("#7f7f7f" if base else "#d62728" if prog == "ct"
                        else COLOURS.get(PROG_NAME.get(prog, ""), "#000000"))
                 dash = "dt 2" if "epoll" in label or "_unl" in label \

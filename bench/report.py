@@ -255,6 +255,8 @@ SUMMARY = [
      "per child"),
     ("fanout.trigger_recycled", "same, children scattered in memory "
      "(recycled heap)"),
+    ("fanout.trigger_scattered", "same, each child made in just-freed "
+     "memory"),
     ("fanout.destroy", "fan-out: destroy a triggered child (creation order)"),
     ("chain.trigger", "chain of depth 100,000: trigger, per link"),
     ("chain.destroy", "chain of depth 100,000: destroy, per link"),

@@ -102,6 +102,11 @@ for _fig, _label in FANOUT:
         cmp("node", "fanout_listener." + _fig,
             "child = AbortController + 'abort' listener on root",
             "listener", main=False)])))
+WORKLOADS.append(("fanout", "fan-out: trigger root, children in just-freed "
+                  "memory (scattered)", "fanout.trigger_scattered", True, [
+                      cmp("cpp", "fanout.trigger_scattered",
+                          "each child made while the previous generation is "
+                          "destroyed in a random order")]))
 for _fig, _label in FANOUT:
     WORKLOADS.append(("fanout", "fan-out chain_n(1): " + _label,
                       "fanout_chain1." + _fig, True, [
@@ -210,6 +215,9 @@ for _pfx, _regime in (("wake", "2 CPUs"), ("wake_1cpu", "1 CPU")):
             na("go", "a context has no descriptor"),
             na("rust", "a CancellationToken has no descriptor"),
             na("node", NODE_WAKE),
+            cmp("base", "%s.epoll_raw.%s" % (_pfx, _pct),
+                "epoll_wait on a plain eventfd written with write(2), same "
+                "process: the floor", "raw eventfd"),
         ]))
 WORKLOADS.append(("poll", "ct_poll on a ready pipe", "poll.ct", True, [
     cmp("cpp", "poll.cpp", "stop_requested() + poll({pipe, stop eventfd})"),
