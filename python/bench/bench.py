@@ -2,7 +2,8 @@
 """Benchmark: cancel_token (C core) against a pure-Python token that follows
 the reference library's algorithm, in the same run and the same process.
 
-    PYTHONPATH=<build>/python /usr/bin/python3 python/bench/bench.py [--quick] [--json FILE]
+    PYTHONPATH=<build>/python /usr/bin/python3 python/bench/bench.py [--quick]
+        [--rounds N] [--only WORD] [--json FILE]
 
 The pure-Python peer (RefToken below, written for this benchmark) does what
 the reference ``asyncio-cancel-token`` does: ``triggered`` and
@@ -34,9 +35,12 @@ Workloads:
         1000 tasks awaiting a depth-10 chain; time from the root's trigger
         until all have resumed.
 
-Each figure is the median of several repetitions (min and max shown), and
-ratios are reference / ours, so > 1 means we are faster.  Timings move with
-machine load; run on a quiet machine.
+The two run interleaved: each round runs ours once, then the reference
+once (--rounds N, default 7, 3 with --quick; --only WORD picks cases).
+Each figure is the median over the rounds (min and max shown), and each
+ratio the median of the per-round ratios reference / ours, with their
+min..max, so > 1 means we are faster and a range crossing 1 is no
+verdict.  Timings move with machine load; run on a quiet machine.
 """
 
 import argparse
