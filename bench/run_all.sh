@@ -15,6 +15,8 @@
 #                 committed results
 #   --no-install  do not install missing peers (they are then reported
 #                 unavailable)
+#   --no-python   leave out the Python package's benchmarks (bench.py and
+#                 cross_process.py)
 #   --build-dir   default build-bench-all
 #   --out-dir     default: the build's bench/ directory
 # The peers' Debian packages are installed first when missing (with
@@ -26,6 +28,7 @@ cd "$(dirname "$0")/.."
 quick=()
 publish=0
 install=1
+python=1
 build=build-bench-all
 out=
 while [ $# -gt 0 ]; do
@@ -33,10 +36,11 @@ while [ $# -gt 0 ]; do
     --quick) quick=(--quick) ;;
     --publish) publish=1 ;;
     --no-install) install=0 ;;
+    --no-python) python=0 ;;
     --build-dir) build=$2; shift ;;
     --out-dir) out=$2; shift ;;
     --) shift; break ;;
-    *) echo "usage: $0 [--quick] [--publish] [--no-install] [--build-dir DIR] [--out-dir DIR] [-- run.py args]" >&2
+    *) echo "usage: $0 [--quick] [--publish] [--no-install] [--no-python] [--build-dir DIR] [--out-dir DIR] [-- run.py args]" >&2
        exit 2 ;;
   esac
   shift
@@ -115,7 +119,7 @@ if [ -x "$build/bench/net_bench" ]; then
     extra+=(--extra-cmd "net=$build/bench/net_bench --samples 200 --clients 100 --procs 2 --rounds 2")
   fi
 fi
-if [ -f python/bench/bench.py ] && ls "$build"/python/cancel_token/_core*.so >/dev/null 2>&1; then
+if [ "$python" -eq 1 ] && [ -f python/bench/bench.py ] && ls "$build"/python/cancel_token/_core*.so >/dev/null 2>&1; then
   extra+=(--extra-cmd "python=env PYTHONPATH=$build/python /usr/bin/python3 python/bench/bench.py --json {out} ${quick[*]}")
   extra+=(--extra-cmd "xproc=env PYTHONPATH=$build/python /usr/bin/python3 python/bench/cross_process.py --json {out} ${quick[*]}")
 fi
