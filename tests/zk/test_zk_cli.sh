@@ -115,5 +115,38 @@ has "says bad address" "bad address" "$tmp/b2.out"
 check "unreachable ensemble" 3 $?
 has "says unreachable" "before the deadline" "$tmp/b3.out"
 
+# --- two of three members killed: wait reports "unreachable" (exit 4),
+# not owner lost; the ensemble is restored afterwards.
+ENS=$(dirname "$0")/../../scripts/zk-ensemble.sh
+"$CT" serve "$A" cut >"$tmp/cserve.out" 2>&1 &
+cs=$!
+pids+=("$cs")
+wait_line "$tmp/cserve.out" "listening on"
+CT_ZK_UNREACHABLE_MS=1000 "$CT" wait "$A" cut >"$tmp/cut.out" 2>&1 &
+cw=$!
+pids+=("$cw")
+# until wait has a session (its TCP connection to a member), plus a moment
+# for its get: the command prints nothing before the outcome.  If it were
+# not attached yet, it would exit 3 (no quorum at connect), and the check
+# below would say so.
+for _ in $(seq 600); do
+  ss -Htnp state established 2>/dev/null | grep -q "pid=$cw," && break
+  sleep 0.1
+done
+sleep 1
+leader=$(bash "$ENS" leader "$dir")
+bash "$ENS" kill "$dir" "$leader"
+bash "$ENS" kill "$dir" $((leader % 3 + 1))
+wait "$cw"
+check "wait: unreachable exit" 4 $?
+has "wait says unreachable" "unreachable" "$tmp/cut.out"
+for m in 1 2 3; do bash "$ENS" start "$dir" "$m"; done
+bash "$ENS" wait-all "$dir" 90
+check "ensemble restored" 0 $?
+"$CT" status "$A" cut >"$tmp/cut.status" 2>&1
+has "the true state afterwards: not triggered" "cut	not-triggered" "$tmp/cut.status"
+kill -TERM "$cs"
+wait "$cs"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
