@@ -376,7 +376,12 @@ static int loop_new_locked(struct loop **out) {
   } else {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
+    /* No stack size: this thread runs application callbacks (a proxy's, or
+     * a served token's that a client triggers), which are entitled to the
+     * C library's default stack like any thread of the application; it
+     * used to be 256 KiB, on which a callback with 1 MiB of locals crashed
+     * (tests/test_net.c, test_library_threads_give_callbacks_an_ordinary_
+     * stack).  Untouched pages cost only address space. */
     if (pthread_create(&l->thread, &attr, loop_thread, l) != 0)
       r = -EAGAIN;
     pthread_attr_destroy(&attr);
