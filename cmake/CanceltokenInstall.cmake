@@ -83,10 +83,10 @@ function(ct_install_library component)
     set(export_base ${component})
   endif()
 
-  # Names: the files keep their names (libcanceltoken_uv.so.0 ...); the
+  # Names: the files keep their names (libcanceltoken_uv.so.0.2 ...); the
   # imported targets are canceltoken::<component>[_static].
   set_target_properties(${A_SHARED} PROPERTIES EXPORT_NAME ${export_base}
-    VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}
+    VERSION ${PROJECT_VERSION} SOVERSION ${CT_SOVERSION}
     # Libraries next to each other find each other from any prefix.
     INSTALL_RPATH "$ORIGIN")
   set_target_properties(${A_STATIC} PROPERTIES EXPORT_NAME ${export_base}_static)

@@ -58,8 +58,8 @@ libdir=$prefix/$(cd "$prefix" && ls -d lib lib64 lib/*-linux-gnu 2>/dev/null | w
 # --- the installed files
 for lib in canceltoken canceltoken_uv canceltoken_net; do
   check "lib$lib.a installed" test -f "$libdir/lib$lib.a"
-  check "lib$lib.so SONAME lib$lib.so.0" \
-    sh -c "readelf -d '$libdir/lib$lib.so' | grep -q 'SONAME.*\\[lib$lib.so.0\\]'"
+  check "lib$lib.so SONAME lib$lib.so.0.2" \
+    sh -c "readelf -d '$libdir/lib$lib.so' | grep -q 'SONAME.*\\[lib$lib.so.0.2\\]'"
 done
 for pc in canceltoken canceltoken-uv canceltoken-net; do
   check "$pc.pc installed" test -f "$libdir/pkgconfig/$pc.pc"
@@ -67,8 +67,8 @@ done
 # The ZooKeeper backend, when this machine could build it (CT_WITH_ZK=AUTO).
 if [ -e "$build/src/zk/Makefile" ] || [ -e "$libdir/libcanceltoken_zk.so" ]; then
   check "libcanceltoken_zk.a installed" test -f "$libdir/libcanceltoken_zk.a"
-  check "libcanceltoken_zk.so SONAME libcanceltoken_zk.so.0" \
-    sh -c "readelf -d '$libdir/libcanceltoken_zk.so' | grep -q 'SONAME.*\\[libcanceltoken_zk.so.0\\]'"
+  check "libcanceltoken_zk.so SONAME libcanceltoken_zk.so.0.2" \
+    sh -c "readelf -d '$libdir/libcanceltoken_zk.so' | grep -q 'SONAME.*\\[libcanceltoken_zk.so.0.2\\]'"
   check "canceltoken-zk.pc installed" test -f "$libdir/pkgconfig/canceltoken-zk.pc"
   check "CMake component zk installed" test -f "$libdir/cmake/canceltoken/canceltoken-zk-targets.cmake"
   check "include/canceltoken_zk.h installed" test -f "$prefix/include/canceltoken_zk.h"
