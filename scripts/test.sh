@@ -70,7 +70,9 @@ CC=clang run_ctest tsan Debug -DCT_SANITIZE=thread
 # The optimised build: the warnings only -O2 finds (maybe-uninitialized,
 # format-truncation) and code the optimiser reorders.  The suite is the
 # same as above (its stress runs the short CI setting).
-run_ctest release Release
+# The ZooKeeper tests start an ensemble: they run in the plain build and in
+# scripts/test-zk.sh, not a third time here.
+run_ctest release Release -DCT_ZK_TESTS=OFF
 
 section "clang-release: build only (Release, -Werror)"
 if CC=clang cmake -S . -B build-test-clang-release -DCMAKE_BUILD_TYPE=Release \
