@@ -37,6 +37,8 @@
 
 #include "canceltoken.h"
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -64,9 +66,18 @@ typedef void (*ct_zk_log_fn)(void *arg, const char *msg);
 
 typedef struct ct_zk_client ct_zk_client;
 
-/* Options of ct_zk_connect(); zero (or NULL) means the defaults.  Fields
- * may be added at the end in later versions. */
+/* Options of ct_zk_connect(); zero (or NULL) means the defaults.
+ *
+ * Staying ABI-safe as fields are added (at the end), as
+ * ct_net_client_options does: `size` is the size of the struct the caller
+ * was compiled with.  Write
+ *     ct_zk_options o = CT_ZK_OPTIONS_INIT;
+ * or call ct_zk_options_init(&o).  A struct zero-initialised without a size
+ * (size 0) is read as CT_ZK_OPTIONS_SIZE_1, the fields of this version;
+ * any other size this library does not know is -EINVAL, and nothing else
+ * in the struct is read. */
 typedef struct ct_zk_options {
+  size_t size; /* see above: CT_ZK_OPTIONS_INIT */
   /* Session timeout to ask for (default 10 s).  Clamped on the client
    * side to [200 ms, 600 s] (a request for a few ms leaves the ZooKeeper
    * library unable to connect); the ensemble then clamps it to its own
@@ -106,6 +117,17 @@ typedef struct ct_zk_options {
    * environment. */
   const char *auth;
 } ct_zk_options;
+
+/* The size of the first layout (0.2.0): every field above. */
+#define CT_ZK_OPTIONS_SIZE_1 \
+  (offsetof(ct_zk_options, auth) + sizeof(const char *))
+/* An initialiser: the size set, every other field zero (the defaults). */
+#define CT_ZK_OPTIONS_INIT {.size = sizeof(ct_zk_options)}
+
+/* Zero *o and set o->size, as CT_ZK_OPTIONS_INIT.  NULL does nothing.
+ * Ownership: o is the caller's.  Any thread; never blocks; may be called
+ * from a callback. */
+CT_ZK_EXTERN void ct_zk_options_init(ct_zk_options *o);
 
 /* Parse `address` (zk://...), open a session and wait until it is
  * established, then start the client's thread.  The chroot need not exist

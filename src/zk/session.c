@@ -410,6 +410,22 @@ int ct_zk_connect(ct_zk_client **out, const char *address,
     free(c);
     return rc;
   }
+  /* Copy what the caller's layout has (see CT_ZK_OPTIONS_SIZE_1); the
+   * rest stays zero, the defaults. */
+  ct_zk_options given;
+  memset(&given, 0, sizeof given);
+  if (opts) {
+    size_t n = opts->size ? opts->size : CT_ZK_OPTIONS_SIZE_1;
+    if (n != CT_ZK_OPTIONS_SIZE_1 && n != sizeof given) {
+      free(c);
+      return fail(errbuf, errlen, -EINVAL,
+                  "options of an unknown size %zu (this library's is %zu)",
+                  opts->size, sizeof given);
+    }
+    memcpy(&given, opts, n);
+    given.size = sizeof given;
+    opts = &given;
+  }
   if (opts)
     c->opts = *opts;
   c->opts.auth_file = NULL; /* read below; not kept */
@@ -550,4 +566,11 @@ void ct_zk_client_free(ct_zk_client *c) {
   zk_lose_all(c, CT_REASON_SHUTDOWN);
   zk_rec_free_all(c);
   client_destroy(c);
+}
+
+void ct_zk_options_init(ct_zk_options *o) {
+  if (!o)
+    return;
+  memset(o, 0, sizeof *o);
+  o->size = sizeof *o;
 }

@@ -8,6 +8,8 @@
  */
 #include "zk_test_util.h"
 
+#include <stdlib.h>
+
 #include <sys/stat.h>
 
 #define LINE_MS 60000 /* guard against a hung peer; never a timing claim */
@@ -28,6 +30,38 @@ static void test_bad_input(void **state) {
   }
   ASSERT_ERR(ct_zk_connect(NULL, zt_addr, NULL, NULL, 0, 0), -EINVAL);
   ASSERT_ERR(ct_zk_connect(&c, NULL, NULL, NULL, 0, 0), -EINVAL);
+
+  /* ABI-safe options: a size this library does not know is refused
+   * before anything else of the struct is read or any connection made. */
+  ct_zk_options wrong = CT_ZK_OPTIONS_INIT;
+  wrong.size = sizeof wrong + 8;
+  err[0] = '\0';
+  ASSERT_ERR(ct_zk_connect(&c, zt_addr, &wrong, err, sizeof err, 0), -EINVAL);
+  assert_null(c);
+  assert_non_null(strstr(err, "unknown size"));
+  wrong.size = 3;
+  ASSERT_ERR(ct_zk_connect(&c, zt_addr, &wrong, NULL, 0, 0), -EINVAL);
+  /* The first layout in a heap block of exactly its size (ASan sees any
+   * read past it), and ct_zk_options_init(): both connect. */
+  ct_zk_options *old = malloc(CT_ZK_OPTIONS_SIZE_1);
+  assert_non_null(old);
+  memset(old, 0, CT_ZK_OPTIONS_SIZE_1);
+  old->size = CT_ZK_OPTIONS_SIZE_1;
+  old->log = zt_quiet;
+  ASSERT_OK(ct_zk_connect(&c, zt_addr, old, err, sizeof err,
+                          ct_deadline_after(30000000000LL)));
+  ct_zk_client_free(c);
+  c = NULL;
+  free(old);
+  ct_zk_options fresh;
+  ct_zk_options_init(&fresh);
+  assert_int_equal(fresh.size, sizeof fresh);
+  fresh.log = zt_quiet;
+  ASSERT_OK(ct_zk_connect(&c, zt_addr, &fresh, err, sizeof err,
+                          ct_deadline_after(30000000000LL)));
+  ct_zk_client_free(c);
+  c = NULL;
+  ct_zk_options_init(NULL); /* does nothing */
 
   /* Unreachable at connect: a port nobody listens on.  It must return
    * with -ETIMEDOUT at the deadline instead of hanging (the ctest TIMEOUT
