@@ -30,6 +30,7 @@
  *  - Names are in name.c.
  */
 #include "internal.h"
+#include "token_cache.h"
 
 #include <sched.h>
 #include <stdio.h>
@@ -96,7 +97,8 @@ struct ct_ext *ct__ext(ct_token *t) {
 static ct_token *token_alloc(uint32_t nlinks, const char *name,
                              size_t namelen) {
   bool named = name != NULL;
-  ct_token *t = ct__alloc(token_size(nlinks, namelen, named));
+  /* From this thread's cache of token blocks when it can (token_cache.c). */
+  ct_token *t = ct__token_block_alloc(token_size(nlinks, namelen, named));
   if (!t)
     return NULL;
   atomic_init(&t->state, named ? CT_ST_NAMED : 0);
@@ -616,34 +618,43 @@ ct_token *ct_token_ref(ct_token *t) {
   return t;
 }
 
-static void destroy_one(ct_token *t, ct_token **dying) {
-  assert(t->kids == 0 && "a live child holds a reference on us");
-  for (uint32_t i = 0; i < t->nlinks; i++) {
-    struct ct_link *l = &t->links[i];
-    ct_token *p = l->parent;
-    if (!p)
-      continue;
-    /* Under p's lock: p's trigger reads its children under it, and a
-     * removal may move a sibling's entry. */
-    uint32_t cap = 0, n = 0;
+/* Remove t's link l from its parent p and drop t's reference on p (which
+ * may put p on *dying).  With locked, the caller already holds p's lock
+ * (and it is dropped here); otherwise it is taken. */
+static void unlink_parent(ct_token *p, struct ct_link *l, bool locked,
+                          ct_token **dying) {
+  /* Under p's lock: p's trigger reads its children under it, and a
+   * removal may move a sibling's entry. */
+  uint32_t cap = 0, n = 0;
+  if (!locked)
     ct__lock(&p->lock);
-    struct ct_kids *gone = kids_remove(p, l);
-    if (p->kids & 1) {
-      struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
-      cap = a->cap;
-      n = a->n;
-    }
-    ct__unlock(&p->lock);
-    if (gone)
-      ct__free(gone, kids_size(gone->cap));
-    else if (cap >= 64 && cap <= KIDS_SHRINK_MAX && n <= cap / 4)
-      kids_maybe_shrink(p, cap); /* we still hold our reference on p */
-    /* acq_rel: release our uses of p to its destroyer; acquire if we are
-     * the destroyer. */
-    if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
-      p->work_next = *dying;
-      *dying = p;
-    }
+  struct ct_kids *gone = kids_remove(p, l);
+  if (p->kids & 1) {
+    struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
+    cap = a->cap;
+    n = a->n;
+  }
+  ct__unlock(&p->lock);
+  if (gone)
+    ct__free(gone, kids_size(gone->cap));
+  else if (cap >= 64 && cap <= KIDS_SHRINK_MAX && n <= cap / 4)
+    kids_maybe_shrink(p, cap); /* we still hold our reference on p */
+  /* acq_rel: release our uses of p to its destroyer; acquire if we are
+   * the destroyer. */
+  if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+    p->work_next = *dying;
+    *dying = p;
+  }
+}
+
+/* Free t, whose count is zero, unlinking it from its parents first
+ * (links[first..]: the caller has done the ones before). */
+static void destroy_one(ct_token *t, ct_token **dying, uint32_t first) {
+  assert(t->kids == 0 && "a live child holds a reference on us");
+  for (uint32_t i = first; i < t->nlinks; i++) {
+    struct ct_link *l = &t->links[i];
+    if (l->parent)
+      unlink_parent(l->parent, l, false, dying);
   }
   /* The last reference is gone: the acq_rel decrement that got us here
    * ordered every other thread's writes before these loads, so the orders
@@ -671,11 +682,62 @@ static void destroy_one(ct_token *t, ct_token **dying) {
   }
   uint32_t s = atomic_load_explicit(&t->state, memory_order_relaxed);
   size_t len = (s & CT_ST_NAMED) ? strlen(stored_name(t)) : 0;
-  ct__free(t, token_size(t->nlinks, len, (s & CT_ST_NAMED) != 0));
+  ct__token_block_free(t, token_size(t->nlinks, len, (s & CT_ST_NAMED) != 0));
+}
+
+/* Free every token on the list (destroying one may add its parents). */
+static void destroy_list(ct_token *dying) {
+  while (dying) {
+    ct_token *x = dying;
+    dying = x->work_next;
+    destroy_one(x, &dying, 0);
+  }
+}
+
+/* The last reference of a child with one parent and no ext, dropped
+ * without an RMW on its count (the churn path: create a child, destroy
+ * it).  Holding the only reference, we know that nobody else can take one
+ * except a trigger of the parent walking its children, which does so
+ * (ct__ref_unless_zero) under the parent's lock only: with no ext there is
+ * no deadline-heap entry, the other place that finds tokens without a
+ * reference.  So, under the parent's lock, a count still at 1 is ours
+ * alone and may go to 0 with a plain store; the unlink is made in the same
+ * critical section.  Returns false, changing nothing, if the count was not
+ * 1 by then (a walker took a reference): the caller decrements as usual. */
+static bool unref_sole_child(ct_token *t) {
+  struct ct_link *l = &t->links[0];
+  ct_token *p = l->parent;
+  ct__lock(&p->lock);
+  /* acquire: a walker that took a reference and has dropped it since did
+   * so with an acq_rel decrement outside the lock; reading its 1 orders
+   * its uses of t before our free. */
+  if (atomic_load_explicit(&t->refs, memory_order_acquire) != 1) {
+    ct__unlock(&p->lock);
+    return false;
+  }
+  /* relaxed: every reader that could still find t reads the count under
+   * this lock (ct__ref_unless_zero in process()), after our unlock's
+   * release; t is off p's children before the lock is dropped. */
+  atomic_store_explicit(&t->refs, 0, memory_order_relaxed);
+  ct_token *dying = NULL;
+  unlink_parent(p, l, true, &dying); /* drops p's lock */
+  destroy_one(t, &dying, 1);
+  destroy_list(dying);
+  return true;
 }
 
 void ct_token_unref(ct_token *t) {
   if (!t)
+    return;
+  /* acquire: if it reads 1 (ours), the decrements of every earlier holder
+   * (acq_rel) are ordered before what unref_sole_child() does.  A plain
+   * load first costs nothing next to the RMW it can save. */
+  if (atomic_load_explicit(&t->refs, memory_order_acquire) == 1 &&
+      t->nlinks == 1 && t->links[0].parent &&
+      /* acquire: pairs with the release CAS that published ext (only a
+       * holder of a reference creates it, and we hold the only one). */
+      !atomic_load_explicit(&t->ext, memory_order_acquire) &&
+      unref_sole_child(t))
     return;
   /* acq_rel: the release half orders our last uses before the free; the
    * acquire half, in the thread that frees, sees everyone else's. */
@@ -683,13 +745,8 @@ void ct_token_unref(ct_token *t) {
   assert(old > 0 && "ct_token_unref on a token after its last unref");
   if (old != 1)
     return;
-  ct_token *dying = t;
   t->work_next = NULL;
-  while (dying) {
-    ct_token *x = dying;
-    dying = x->work_next;
-    destroy_one(x, &dying);
-  }
+  destroy_list(t);
 }
 
 /* ---- queries ---- */

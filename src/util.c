@@ -123,6 +123,12 @@ void ct__free(void *p, size_t n) {
     alloc_fn(alloc_ud, p, n, 0);
 }
 
+/* For the token cache (token_cache.c), which caches blocks only while
+ * malloc/free is the allocator, so that an installed hook sees every
+ * allocation and free.  A plain read, as every use of alloc_fn. */
+CT_HIDDEN bool ct__alloc_is_default(void);
+bool ct__alloc_is_default(void) { return alloc_fn == default_alloc; }
+
 /* ---- UTF-8: strict (no overlongs, no surrogates, nothing past U+10FFFF) */
 
 bool ct__utf8_valid(const char *str, size_t n) {
