@@ -173,7 +173,7 @@ def _compile(version, out_dir):
         sources += [HERE / "src" / "zk.c"] + zk_sources
         if not use_net:  # what src/zk shares with src/remote
             sources += [root / "src" / "remote" / n
-                        for n in ("proxy.c", "address.c", "alloc.c")]
+                        for n in ("proxy.c", "address.c", "alloc.c", "text.c")]
             includes.append("-I" + str(root / "src" / "remote"))
         defines.append("-DCT_PY_ZK")
         libs.insert(0, "-lzookeeper_mt")

@@ -4,23 +4,10 @@
  * rules).  Pure functions over strings: no resolution, no allocation.
  */
 #include "address.h"
+#include "text.h"
 
 #include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) {
-  if (err && errlen > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return rc;
-}
 
 /* Port in s[0..n): decimal digits only, at most 65535. */
 static int parse_port(const char *s, size_t n, uint16_t *port) {
@@ -87,11 +74,11 @@ static int parse_chroot(struct ct_addr *a, const char *s, const char *all,
                         char *err, size_t errlen) {
   size_t n = strlen(s);
   if (n > CT_ADDR_CHROOT_MAX)
-    return fail(err, errlen, -ENAMETOOLONG,
+    return ct_text_fail(err, errlen, -ENAMETOOLONG,
                 "bad address '%s': chroot longer than %d bytes", all,
                 CT_ADDR_CHROOT_MAX);
   if (n == 1)
-    return fail(err, errlen, -EINVAL,
+    return ct_text_fail(err, errlen, -EINVAL,
                 "bad address '%s': chroot '/' (leave it out instead)", all);
   /* s[0] == '/'; each component non-empty, not "." or "..". */
   const char *p = s + 1;
@@ -100,18 +87,18 @@ static int parse_chroot(struct ct_addr *a, const char *s, const char *all,
     size_t cn = e ? (size_t)(e - p) : strlen(p);
     if (cn == 0 || (cn == 1 && p[0] == '.') ||
         (cn == 2 && p[0] == '.' && p[1] == '.'))
-      return fail(err, errlen, -EINVAL,
+      return ct_text_fail(err, errlen, -EINVAL,
                   "bad address '%s': chroot has an empty, '.' or '..' part",
                   all);
     for (size_t i = 0; i < cn; i++)
       if ((unsigned char)p[i] < ' ' || p[i] == 0x7f)
-        return fail(err, errlen, -EINVAL,
+        return ct_text_fail(err, errlen, -EINVAL,
                     "bad address '%s': control character in the chroot", all);
     p += cn;
     if (*p == '/')
       p++;
     if (e && !*p)
-      return fail(err, errlen, -EINVAL,
+      return ct_text_fail(err, errlen, -EINVAL,
                   "bad address '%s': chroot ends with '/'", all);
   }
   memcpy(a->zk_chroot, s, n + 1);
@@ -124,11 +111,11 @@ static int parse_zk(struct ct_addr *a, const char *all, char *err,
   const char *slash = strchr(s, '/');
   size_t hn = slash ? (size_t)(slash - s) : strlen(s);
   if (hn == 0)
-    return fail(err, errlen, -EINVAL,
+    return ct_text_fail(err, errlen, -EINVAL,
                 "bad address '%s': expected zk://HOST:PORT[,HOST:PORT...][/CHROOT]",
                 all);
   if (hn > CT_ADDR_ZK_HOSTS_MAX)
-    return fail(err, errlen, -ENAMETOOLONG,
+    return ct_text_fail(err, errlen, -ENAMETOOLONG,
                 "bad address '%s': member list longer than %d bytes", all,
                 CT_ADDR_ZK_HOSTS_MAX);
   a->kind = CT_ADDR_ZK;
@@ -141,10 +128,10 @@ static int parse_zk(struct ct_addr *a, const char *all, char *err,
     bool v6;
     int rc = parse_hostport(p, n, host, &port, &v6);
     if (rc == -ENAMETOOLONG)
-      return fail(err, errlen, rc, "bad address '%s': host name too long",
+      return ct_text_fail(err, errlen, rc, "bad address '%s': host name too long",
                   all);
     if (rc < 0 || host[0] == '\0' || port == 0)
-      return fail(err, errlen, -EINVAL,
+      return ct_text_fail(err, errlen, -EINVAL,
                   "bad address '%s': member %u is not HOST:PORT with a port 1..65535",
                   all, a->zk_count + 1);
     a->zk_count++;
@@ -152,7 +139,7 @@ static int parse_zk(struct ct_addr *a, const char *all, char *err,
     if (comma) {
       p++;
       if (p == s + hn)
-        return fail(err, errlen, -EINVAL,
+        return ct_text_fail(err, errlen, -EINVAL,
                     "bad address '%s': empty member after ','", all);
     }
   }
@@ -169,19 +156,19 @@ int ct_addr_parse(struct ct_addr *a, const char *s, char *err, size_t errlen) {
   if (err && errlen > 0)
     err[0] = '\0';
   if (!a)
-    return fail(err, errlen, -EINVAL, "no address structure");
+    return ct_text_fail(err, errlen, -EINVAL, "no address structure");
   memset(a, 0, sizeof *a);
   if (!s || !*s)
-    return fail(err, errlen, -EINVAL, "empty address");
+    return ct_text_fail(err, errlen, -EINVAL, "empty address");
   if (ct_addr_is_zk(s))
     return parse_zk(a, s, err, errlen);
   if (strstr(s, "://"))
-    return fail(err, errlen, -EINVAL,
+    return ct_text_fail(err, errlen, -EINVAL,
                 "bad address '%s': unknown scheme (only zk:// is known)", s);
   size_t n = strlen(s);
   if (strchr(s, '/') || !strchr(s, ':')) {
     if (n > CT_ADDR_PATH_MAX)
-      return fail(err, errlen, -ENAMETOOLONG,
+      return ct_text_fail(err, errlen, -ENAMETOOLONG,
                   "socket path too long (%zu bytes, max %d)", n,
                   CT_ADDR_PATH_MAX);
     a->kind = CT_ADDR_UNIX;
@@ -190,9 +177,9 @@ int ct_addr_parse(struct ct_addr *a, const char *s, char *err, size_t errlen) {
   }
   int rc = parse_hostport(s, n, a->host, &a->port, &a->v6);
   if (rc == -ENAMETOOLONG)
-    return fail(err, errlen, rc, "host name too long in '%s'", s);
+    return ct_text_fail(err, errlen, rc, "host name too long in '%s'", s);
   if (rc < 0)
-    return fail(err, errlen, -EINVAL,
+    return ct_text_fail(err, errlen, -EINVAL,
                 "bad address '%s': expected a socket path, HOST:PORT, "
                 "[IPV6]:PORT or zk://HOST:PORT[,...][/CHROOT]",
                 s);

@@ -26,6 +26,7 @@
 #ifndef CT_REMOTE_CODEC_H
 #define CT_REMOTE_CODEC_H
 
+#include "text.h"
 #include "canceltoken_net.h"
 
 #include <stdbool.h>
@@ -237,7 +238,9 @@ NET_HIDDEN int net_enc_list_reply(struct net_buf *o,
 NET_HIDDEN int net_enc_req(struct net_buf *o, uint8_t type, uint32_t req);
 
 /* ---- text ---- */
-NET_HIDDEN bool net_utf8_valid(const uint8_t *s, size_t n);
+static inline bool net_utf8_valid(const uint8_t *s, size_t n) {
+  return ct_text_utf8_valid(s, n); /* text.c, shared with src/zk */
+}
 /* A served name: 1..CT_NET_NAME_MAX bytes of UTF-8.  Stores its length;
  * returns 0, -EINVAL (empty, not UTF-8) or -ENAMETOOLONG. */
 NET_HIDDEN int net_check_name(const char *name, size_t *len);

@@ -17,6 +17,7 @@
  *  happens to exist in the ensemble is never taken for one.
  */
 #include "zk_internal.h"
+#include "../remote/text.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,43 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static bool utf8_ok(const unsigned char *s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned char b = s[i];
-    size_t k;
-    uint32_t cp;
-    if (b < 0x80) {
-      i++;
-      continue;
-    } else if ((b & 0xe0) == 0xc0) {
-      k = 1;
-      cp = b & 0x1f;
-    } else if ((b & 0xf0) == 0xe0) {
-      k = 2;
-      cp = b & 0x0f;
-    } else if ((b & 0xf8) == 0xf0) {
-      k = 3;
-      cp = b & 0x07;
-    } else {
-      return false;
-    }
-    if (i + k >= n)
-      return false; /* truncated sequence */
-    for (size_t j = 1; j <= k; j++) {
-      if ((s[i + j] & 0xc0) != 0x80)
-        return false;
-      cp = (cp << 6) | (s[i + j] & 0x3f);
-    }
-    if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) ||
-        (k == 3 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-      return false;
-    i += k + 1;
-  }
-  return true;
-}
-
 int zk_name_check(const char *name, const char **norm) {
   if (!name)
     return -EINVAL;
@@ -75,7 +39,7 @@ int zk_name_check(const char *name, const char **norm) {
     return -EINVAL;
   if (n > CT_ZK_NAME_MAX)
     return -ENAMETOOLONG;
-  if (!utf8_ok((const unsigned char *)name, n))
+  if (!ct_text_utf8_valid((const uint8_t *)name, n))
     return -EINVAL;
   const char *p = name;
   while (*p) {

@@ -34,6 +34,7 @@
  *  lines) receives them; by default they are dropped.
  */
 #include "zk_internal.h"
+#include "../remote/text.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -360,18 +361,6 @@ static void *client_thread(void *arg) {
 
 /* --- public --- */
 
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) {
-  if (err && errlen > 0) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-  }
-  return rc;
-}
-
 static pthread_once_t level_once = PTHREAD_ONCE_INIT;
 static void set_level(void) { zoo_set_debug_level(ZOO_LOG_LEVEL_WARN); }
 
@@ -394,16 +383,16 @@ int ct_zk_connect(ct_zk_client **out, const char *address,
   if (errbuf && errlen > 0)
     errbuf[0] = '\0';
   if (!out || !address)
-    return fail(errbuf, errlen, -EINVAL, "no address");
+    return ct_text_fail(errbuf, errlen, -EINVAL, "no address");
   *out = NULL;
   if (deadline < -1)
-    return fail(errbuf, errlen, -EINVAL, "bad deadline");
+    return ct_text_fail(errbuf, errlen, -EINVAL, "bad deadline");
   struct ct_zk_client *c = calloc(1, sizeof *c);
   if (!c)
     return -ENOMEM;
   int rc = ct_addr_parse(&c->addr, address, errbuf, errlen);
   if (rc == 0 && c->addr.kind != CT_ADDR_ZK)
-    rc = fail(errbuf, errlen, -EINVAL,
+    rc = ct_text_fail(errbuf, errlen, -EINVAL,
               "'%s' is not a ZooKeeper address (zk://HOST:PORT[,...][/CHROOT])",
               address);
   if (rc < 0) {
@@ -418,7 +407,7 @@ int ct_zk_connect(ct_zk_client **out, const char *address,
     size_t n = opts->size ? opts->size : CT_ZK_OPTIONS_SIZE_1;
     if (n != CT_ZK_OPTIONS_SIZE_1 && n != sizeof given) {
       free(c);
-      return fail(errbuf, errlen, -EINVAL,
+      return ct_text_fail(errbuf, errlen, -EINVAL,
                   "options of an unknown size %zu (this library's is %zu)",
                   opts->size, sizeof given);
     }
@@ -475,7 +464,7 @@ int ct_zk_connect(ct_zk_client **out, const char *address,
   zhandle_t *zh = open_handle(c);
   if (!zh) {
     int e = errno;
-    rc = fail(errbuf, errlen, e == ENOMEM ? -ENOMEM : -ENOENT,
+    rc = ct_text_fail(errbuf, errlen, e == ENOMEM ? -ENOMEM : -ENOENT,
               "cannot use the members of '%s' (a host name did not resolve?)",
               address);
     goto out_free;
@@ -497,7 +486,7 @@ int ct_zk_connect(ct_zk_client **out, const char *address,
   bool up = c->connected;
   pthread_mutex_unlock(&c->mu);
   if (!up) {
-    rc = fail(errbuf, errlen, -ETIMEDOUT,
+    rc = ct_text_fail(errbuf, errlen, -ETIMEDOUT,
               "no quorum of the ZooKeeper ensemble at '%s' answered before "
               "the deadline (unreachable, or no quorum)",
               address);
@@ -505,7 +494,7 @@ int ct_zk_connect(ct_zk_client **out, const char *address,
   }
   note_session(c);
   if (pthread_create(&c->thread, NULL, client_thread, c) != 0) {
-    rc = fail(errbuf, errlen, -EAGAIN, "cannot start the client's thread");
+    rc = ct_text_fail(errbuf, errlen, -EAGAIN, "cannot start the client's thread");
     goto out_close;
   }
   c->have_thread = true;
