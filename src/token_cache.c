@@ -55,74 +55,24 @@
 
 #include <stdlib.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CT_CACHE_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CT_CACHE_ASAN 1
-#endif
-#endif
-#ifdef CT_CACHE_ASAN
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
-
-enum {
-  CACHE_MIN_CHUNK = 64,  /* smallest chunk cached (requests of 41..56) */
-  CACHE_CLASSES = 5,     /* chunks of 64, 80, 96, 112, 128 bytes */
-  CACHE_PER_CLASS = 32,
-  CACHE_CHUNK_HDR = sizeof(size_t) /* glibc's per-chunk overhead */
-};
-
-enum { TC_FRESH = 0, TC_LIVE = 1, TC_DEAD = 2 };
-
-/* The blocks are kept in arrays here, not linked through themselves: a
- * cached block is wholly poisoned under ASan, and LeakSanitizer (which
- * does not read poisoned memory) still finds every one from this thread's
- * storage. */
-struct tcache {
-  void *block[CACHE_CLASSES][CACHE_PER_CLASS];
-  uint8_t n[CACHE_CLASSES];
-  uint8_t state; /* TC_*: FRESH until the first block is cached (then the
-                    key destructor is registered), DEAD once flushed */
-};
-
-/* Touched only by its own thread (see the design notes): no atomics. */
-static _Thread_local struct tcache tc;
+/* Declared in token_cache.h; touched only by its own thread (see the design
+ * notes): no atomics. */
+_Thread_local struct ct__tcache ct__tc;
+#define tc ct__tc
 
 static pthread_key_t cache_key;
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static bool cache_key_ok; /* written once inside pthread_once, which orders
                              it before every caller's return from it */
-/* Set by the library's destructor (exit or dlclose): no thread caches any
- * more.  relaxed: a flag; a thread that misses it for a moment caches one
- * more block, which its own exit (or the process's end) still accounts. */
-static _Atomic bool cache_closed;
+/* See token_cache.h. */
+_Atomic bool ct__cache_closed;
+#define cache_closed ct__cache_closed
 
-/* The class of an n-byte request, or -1 if it is not cached. */
-static inline int class_of(size_t n) {
-  size_t chunk = (n + CACHE_CHUNK_HDR + 15) & ~(size_t)15;
-  if (chunk < CACHE_MIN_CHUNK)
-    return -1;
-  size_t c = (chunk - CACHE_MIN_CHUNK) / 16;
-  return c < CACHE_CLASSES ? (int)c : -1;
-}
-
-/* The bytes a block of class c is allocated with: the chunk's usable size,
- * which every request of the class fits in. */
-static inline size_t class_bytes(int c) {
-  return CACHE_MIN_CHUNK + (size_t)c * 16 - CACHE_CHUNK_HDR;
-}
-
-static void flush(struct tcache *t) {
-  for (int c = 0; c < CACHE_CLASSES; c++) {
+static void flush(struct ct__tcache *t) {
+  for (int c = 0; c < CT_CACHE_CLASSES; c++) {
     while (t->n[c] > 0) {
       void *b = t->block[c][--t->n[c]];
-      UNPOISON(b, class_bytes(c));
+      CT_CACHE_UNPOISON(b, ct__class_bytes(c));
       free(b);
     }
   }
@@ -149,57 +99,37 @@ __attribute__((destructor)) static void cache_fini(void) {
     pthread_key_delete(cache_key);
 }
 
-static inline bool caching(void) {
-  return ct__alloc_is_default() &&
-         !atomic_load_explicit(&cache_closed, memory_order_relaxed);
-}
-
-void *ct__token_block_alloc(size_t n) {
-  int c = class_of(n);
+void *ct__token_block_alloc_slow(size_t n, int c) {
   if (c < 0 || !ct__alloc_is_default())
     return ct__alloc(n);
-  if (CT_LIKELY(tc.n[c] > 0 &&
-                !atomic_load_explicit(&cache_closed, memory_order_relaxed))) {
-    void *b = tc.block[c][--tc.n[c]];
-    UNPOISON(b, class_bytes(c));
-    return b;
-  }
   /* The default allocator is malloc: the same call, at the class's size. */
-  return malloc(class_bytes(c));
+  return malloc(ct__class_bytes(c));
 }
 
-void ct__token_block_free(void *p, size_t n) {
-  if (!p)
-    return;
-  int c = class_of(n);
-  if (c < 0 || !caching()) {
+void ct__token_block_free_slow(void *p, size_t n, int c) {
+  if (c < 0 || !ct__alloc_is_default() ||
+      atomic_load_explicit(&cache_closed, memory_order_relaxed)) {
     ct__free(p, n);
     return;
   }
-  if (CT_UNLIKELY(tc.state != TC_LIVE)) {
-    if (tc.state == TC_DEAD) {
-      free(p);
-      return;
-    }
-    /* First block this thread caches: arrange for its exit to free them. */
-    pthread_once(&cache_once, key_create);
-    if (!cache_key_ok || pthread_setspecific(cache_key, &tc) != 0) {
-      free(p); /* no destructor: do not cache in this thread (for now) */
-      return;
-    }
-    tc.state = TC_LIVE;
-  }
-  if (tc.n[c] >= CACHE_PER_CLASS) {
+  if (tc.state == TC_DEAD || tc.n[c] >= CT_CACHE_PER_CLASS) {
     free(p);
     return;
   }
+  /* First block this thread caches: arrange for its exit to free them. */
+  pthread_once(&cache_once, key_create);
+  if (!cache_key_ok || pthread_setspecific(cache_key, &tc) != 0) {
+    free(p); /* no destructor: do not cache in this thread (for now) */
+    return;
+  }
+  tc.state = TC_LIVE;
   tc.block[c][tc.n[c]++] = p;
-  POISON(p, class_bytes(c));
+  CT_CACHE_POISON(p, ct__class_bytes(c));
 }
 
 size_t ct__token_cache_count(void) {
   size_t k = 0;
-  for (int c = 0; c < CACHE_CLASSES; c++)
+  for (int c = 0; c < CT_CACHE_CLASSES; c++)
     k += tc.n[c];
   return k;
 }
