@@ -721,8 +721,19 @@ static bool unref_sole_child(ct_token *t) {
   atomic_store_explicit(&t->refs, 0, memory_order_relaxed);
   ct_token *dying = NULL;
   unlink_parent(p, l, true, &dying); /* drops p's lock */
-  destroy_one(t, &dying, 1);
-  destroy_list(dying);
+  /* relaxed: our acquire load of the count ordered every earlier write. */
+  uint32_t s = atomic_load_explicit(&t->state, memory_order_relaxed);
+  if (CT_UNLIKELY(s & CT_ST_OWNS_CAUSE)) {
+    destroy_one(t, &dying, 1);
+  } else {
+    /* No ext (checked by the caller), no other link, no cause to drop:
+     * only the block is left. */
+    assert(t->kids == 0 && "a live child holds a reference on us");
+    size_t len = (s & CT_ST_NAMED) ? strlen(stored_name(t)) : 0;
+    ct__token_block_free(t, token_size(1, len, (s & CT_ST_NAMED) != 0));
+  }
+  if (dying)
+    destroy_list(dying);
   return true;
 }
 
