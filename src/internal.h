@@ -49,10 +49,18 @@
  *  references: a child whose count reaches zero removes itself under the
  *  parent's lock before it is freed, so anyone reading the children under
  *  that lock may touch every child there.
- *  Such a walker takes a reference with ref_get_unless_zero() if it must use
+ *  Such a walker takes a reference with ct__ref_unless_zero() if it must use
  *  the child after dropping the lock; a child at zero is dying, and since
  *  its children, callbacks and waiters would all hold references, it has
  *  nothing left to process.
+ *  The last unref of a sole child with no ext (token.c) drops the count to
+ *  zero without an RMW: it reads the count (acquire), re-checks it under
+ *  the parent's lock and stores 0 in the same locked section as the
+ *  unlink.  That is sound only because a token with no ext can gain a
+ *  reference only under its parent's lock (the walkers above).  INVARIANT
+ *  for future code: whoever takes a reference with ct__ref_unless_zero()
+ *  without holding the parent's lock must first give the token an ext, as
+ *  the deadline heap does.
  *
  *  Locks.  Each token has a 4-byte futex lock guarding its children (and
  *  every child link's `slot`), its callbacks list and the creation of its
