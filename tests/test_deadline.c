@@ -158,43 +158,19 @@ static void test_deadline_after_fork(void **state) {
 
 /* Issue 13, item 4: library threads run callbacks on an ordinary thread
  * stack.  This callback puts 1 MiB of locals on it and touches every page
- * (on the old 64 KiB stack about 60 KiB was enough to crash). */
-struct deep {
-  _Atomic unsigned sum;
-  ct_token *done;
-};
-
-static __attribute__((noinline)) unsigned use_stack(void) {
-  volatile unsigned char buf[1 << 20];
-  for (size_t i = 0; i < sizeof buf; i += 1024)
-    buf[i] = (unsigned char)(i >> 10);
-  unsigned sum = 0;
-  for (size_t i = 0; i < sizeof buf; i += 1024)
-    sum += buf[i];
-  return sum;
-}
-
-static void deep_stack_cb(ct_token *t, void *arg) {
-  (void)t;
-  struct deep *d = arg;
-  atomic_store(&d->sum, use_stack());
-  ct_token_trigger(d->done);
-}
-
-/* 0 + 1 + ... + 255, four times over: what use_stack() returns. */
-#define DEEP_SUM (4u * 255u * 256u / 2u)
-
+ * (on the old 64 KiB stack about 60 KiB was enough to crash): the callback
+ * is t_deep_stack_cb() in test_util.h. */
 static void test_callback_on_deadline_thread_gets_ordinary_stack(void **state) {
   (void)state;
   ct_token *t;
   ct_callback cb = {0};
-  struct deep d = {0};
+  struct t_deep_stack d = {0};
   ASSERT_OK(ct_token_new(&d.done, "done"));
   ASSERT_OK(ct_token_new(&t, "t"));
-  ASSERT_OK(ct_callback_register(&cb, t, deep_stack_cb, &d));
+  ASSERT_OK(ct_callback_register(&cb, t, t_deep_stack_cb, &d));
   ASSERT_OK(ct_token_set_deadline(t, ct_deadline_after(1 * MS)));
   ASSERT_OK(ct_token_wait(d.done, CT_FOREVER));
-  assert_int_equal(atomic_load(&d.sum), DEEP_SUM);
+  assert_int_equal(atomic_load(&d.sum), T_DEEP_STACK_SUM);
   ASSERT_ERR(ct_callback_unregister(&cb), 1);
   ct_token_unref(t);
   ct_token_unref(d.done);

@@ -712,32 +712,8 @@ static void test_fork_child_gets_its_own_loop(void **state) {
  * thread runs a proxy's, the server's thread those of a served token that
  * a client triggers.  They get the C library's default stack, as the core's
  * deadline and async threads do (they used to get 256 KiB; a callback with
- * 1 MiB of locals crashed).  The callback below puts 1 MiB on the stack and
- * touches every page. */
-struct deep_stack {
-  _Atomic unsigned sum;
-  ct_token *done;
-};
-
-static __attribute__((noinline)) unsigned use_big_stack(void) {
-  volatile unsigned char buf[1 << 20];
-  for (size_t i = 0; i < sizeof buf; i += 1024)
-    buf[i] = (unsigned char)(i >> 10);
-  unsigned sum = 0;
-  for (size_t i = 0; i < sizeof buf; i += 1024)
-    sum += buf[i];
-  return sum;
-}
-
-static void deep_stack_cb(ct_token *t, void *arg) {
-  (void)t;
-  struct deep_stack *d = arg;
-  atomic_store(&d->sum, use_big_stack());
-  ct_token_trigger(d->done);
-}
-
-#define DEEP_STACK_SUM (4u * 255u * 256u / 2u)
-
+ * 1 MiB of locals crashed): t_deep_stack_cb() in test_util.h puts 1 MiB on
+ * the stack and touches every page. */
 static void test_library_threads_give_callbacks_an_ordinary_stack(void **state) {
   (void)state;
   struct fixture f;
@@ -746,23 +722,23 @@ static void test_library_threads_give_callbacks_an_ordinary_stack(void **state) 
   ASSERT_OK(ct_net_client_get(f.c, &p, "main", LONG_DEADLINE()));
   ASSERT_OK(ct_net_client_get(f.c, &q, "job", LONG_DEADLINE()));
   /* 1: a proxy's callback, on the clients' I/O thread */
-  struct deep_stack d1 = {0};
+  struct t_deep_stack d1 = {0};
   ASSERT_OK(ct_token_new(&d1.done, "done1"));
   ct_callback cb1 = {0};
-  ASSERT_OK(ct_callback_register(&cb1, p, deep_stack_cb, &d1));
+  ASSERT_OK(ct_callback_register(&cb1, p, t_deep_stack_cb, &d1));
   ct_token_trigger(f.tok[0]);
   ASSERT_OK(ct_token_wait(d1.done, LONG_DEADLINE()));
-  assert_int_equal(atomic_load(&d1.sum), DEEP_STACK_SUM);
+  assert_int_equal(atomic_load(&d1.sum), T_DEEP_STACK_SUM);
   /* 2: a served token's callback, on the server's thread, when a client
    * triggers it */
-  struct deep_stack d2 = {0};
+  struct t_deep_stack d2 = {0};
   ASSERT_OK(ct_token_new(&d2.done, "done2"));
   ct_callback cb2 = {0};
-  ASSERT_OK(ct_callback_register(&cb2, f.tok[1], deep_stack_cb, &d2));
+  ASSERT_OK(ct_callback_register(&cb2, f.tok[1], t_deep_stack_cb, &d2));
   ASSERT_ERR(ct_net_client_trigger(f.c, q, CT_REASON_TRIGGER, 0,
                                    LONG_DEADLINE()), 1);
   ASSERT_OK(ct_token_wait(d2.done, LONG_DEADLINE()));
-  assert_int_equal(atomic_load(&d2.sum), DEEP_STACK_SUM);
+  assert_int_equal(atomic_load(&d2.sum), T_DEEP_STACK_SUM);
   ct_callback_unregister(&cb1);
   ct_callback_unregister(&cb2);
   ct_token_unref(d1.done);

@@ -67,6 +67,35 @@ static inline void t_run_threads(int n, void *(*fn)(void *), void *base,
     pthread_join(th[i], NULL);
 }
 
+/* A callback that needs an ordinary thread stack (issue 13, item 4: the
+ * library's own threads run user callbacks).  t_deep_stack_cb puts 1 MiB
+ * of locals on the stack, touches every page, stores what it read back in
+ * `sum` and triggers `done`; on a 64 KiB or 256 KiB stack it crashes. */
+struct t_deep_stack {
+  _Atomic unsigned sum;
+  ct_token *done;
+};
+
+static __attribute__((noinline, unused)) unsigned t_use_big_stack(void) {
+  volatile unsigned char buf[1 << 20];
+  for (size_t i = 0; i < sizeof buf; i += 1024)
+    buf[i] = (unsigned char)(i >> 10);
+  unsigned sum = 0;
+  for (size_t i = 0; i < sizeof buf; i += 1024)
+    sum += buf[i];
+  return sum;
+}
+
+static inline void t_deep_stack_cb(ct_token *t, void *arg) {
+  (void)t;
+  struct t_deep_stack *d = arg;
+  atomic_store(&d->sum, t_use_big_stack());
+  ct_token_trigger(d->done);
+}
+
+/* 0 + 1 + ... + 255, four times over: what t_use_big_stack() returns. */
+#define T_DEEP_STACK_SUM (4u * 255u * 256u / 2u)
+
 #define MS (INT64_C(1000000))
 
 #endif
