@@ -250,4 +250,53 @@ static inline void t_raw_handshake(int fd) {
   assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x04);
 }
 
+/* A server for the bad-peer tests: tokens "t0".."t7" served at a fresh
+ * socket path, started, and one well-behaved client connected.  o: the
+ * server's options (the caller's defaults).  t_srv_still_served() checks
+ * that the well-behaved client is still served (a proxy of t<i>, a
+ * confirmed trigger) after whatever a bad peer did; each token serves one
+ * such check. */
+#define T_SRV_TOKENS 8
+struct t_srv {
+  char dir[64], path[96];
+  ct_net_server *s;
+  ct_token *t[T_SRV_TOKENS];
+  ct_net_client *good;
+};
+
+static inline void t_srv_start(struct t_srv *v, const ct_net_server_options *o) {
+  memset(v, 0, sizeof *v);
+  t_sock_path(v->dir, v->path);
+  ASSERT_OK(ct_net_server_new(&v->s, v->path, o));
+  for (int i = 0; i < T_SRV_TOKENS; i++) {
+    char name[8];
+    snprintf(name, sizeof name, "t%d", i);
+    ASSERT_OK(ct_token_new(&v->t[i], name));
+    ASSERT_OK(ct_net_server_add(v->s, name, v->t[i]));
+  }
+  ASSERT_OK(ct_net_server_start(v->s));
+  ASSERT_OK(ct_net_client_connect(&v->good, v->path, NULL, NULL, 0,
+                                  LONG_DEADLINE()));
+}
+
+static inline void t_srv_still_served(struct t_srv *v, int i) {
+  assert_true(i >= 0 && i < T_SRV_TOKENS);
+  char name[8];
+  snprintf(name, sizeof name, "t%d", i);
+  ct_token *p;
+  ASSERT_OK(ct_net_client_get(v->good, &p, name, LONG_DEADLINE()));
+  ASSERT_ERR(ct_net_client_trigger(v->good, p, CT_REASON_TRIGGER, 0,
+                                   LONG_DEADLINE()), 1);
+  assert_true(ct_token_triggered(v->t[i]));
+  ct_token_unref(p);
+}
+
+static inline void t_srv_stop(struct t_srv *v) {
+  ct_net_client_free(v->good);
+  ct_net_server_free(v->s);
+  for (int i = 0; i < T_SRV_TOKENS; i++)
+    ct_token_unref(v->t[i]);
+  t_rmdir(v->dir, v->path);
+}
+
 #endif

@@ -21,52 +21,24 @@ static void count_log(void *arg, const char *msg) {
   atomic_fetch_add(&log_lines, 1);
 }
 
-struct srv {
-  char dir[64], path[96];
-  ct_net_server *s;
-  ct_token *t[8];
-  int next;
-  ct_net_client *good;
-};
+/* Which token the next still_served() uses: one per check, from t0 for
+ * each server (tests run one at a time). */
+static int next_token;
 
-static void srv_start(struct srv *v, ct_net_server_options *o) {
-  memset(v, 0, sizeof *v);
-  t_sock_path(v->dir, v->path);
+/* The server of these tests: struct t_srv (net_test_util.h) with short
+ * timeouts and a small output bound, its log lines counted. */
+static void srv_start(struct t_srv *v, ct_net_server_options *o) {
   ct_net_server_options d = {.max_output = 64 * 1024,
                              .handshake_timeout_ns = 2 * SEC_NS,
                              .frame_timeout_ns = 2 * SEC_NS,
                              .log = count_log};
-  ASSERT_OK(ct_net_server_new(&v->s, v->path, o ? o : &d));
-  for (int i = 0; i < 8; i++) {
-    char name[8];
-    snprintf(name, sizeof name, "t%d", i);
-    ASSERT_OK(ct_token_new(&v->t[i], name));
-    ASSERT_OK(ct_net_server_add(v->s, name, v->t[i]));
-  }
-  ASSERT_OK(ct_net_server_start(v->s));
-  ASSERT_OK(ct_net_client_connect(&v->good, v->path, NULL, NULL, 0,
-                                  LONG_DEADLINE()));
+  next_token = 0;
+  t_srv_start(v, o ? o : &d);
 }
 
-/* The well-behaved client is still served: proxy, trigger, confirmation. */
-static void still_served(struct srv *v) {
-  char name[8];
-  snprintf(name, sizeof name, "t%d", v->next);
-  ct_token *p;
-  ASSERT_OK(ct_net_client_get(v->good, &p, name, LONG_DEADLINE()));
-  ASSERT_ERR(ct_net_client_trigger(v->good, p, CT_REASON_TRIGGER, 0,
-                                   LONG_DEADLINE()), 1);
-  assert_true(ct_token_triggered(v->t[v->next]));
-  v->next++;
-  ct_token_unref(p);
-}
-
-static void srv_stop(struct srv *v) {
-  ct_net_client_free(v->good);
-  ct_net_server_free(v->s);
-  for (int i = 0; i < 8; i++)
-    ct_token_unref(v->t[i]);
-  t_rmdir(v->dir, v->path);
+/* The well-behaved client is still served (t_srv_still_served). */
+static void still_served(struct t_srv *v) {
+  t_srv_still_served(v, next_token++);
 }
 
 /* Expect an ERROR frame with `code`, then the end of the connection. */
@@ -82,7 +54,7 @@ static void expect_error_and_eof(int fd, int code) {
 
 static void test_garbage(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   int before = atomic_load(&log_lines);
   int fd = t_raw_connect(v.path);
@@ -91,12 +63,12 @@ static void test_garbage(void **state) {
   expect_error_and_eof(fd, 5); /* "GET " read as a length: too big */
   assert_true(atomic_load(&log_lines) > before); /* a log line */
   still_served(&v);
-  srv_stop(&v);
+  t_srv_stop(&v);
 }
 
 static void test_oversized_and_malformed(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   int fd = t_raw_connect(v.path);
   t_raw_handshake(fd);
@@ -135,12 +107,12 @@ static void test_oversized_and_malformed(void **state) {
   assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x18);
   close(fd);
   still_served(&v);
-  srv_stop(&v);
+  t_srv_stop(&v);
 }
 
 static void test_truncated_frames(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   /* dies mid-frame (in another process, with SIGKILL) */
   pid_t pid = fork();
@@ -167,12 +139,12 @@ static void test_truncated_frames(void **state) {
   send(fd, part, 6, MSG_NOSIGNAL);
   expect_error_and_eof(fd, 11);
   still_served(&v);
-  srv_stop(&v);
+  t_srv_stop(&v);
 }
 
 static void test_byte_at_a_time_peer(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   int fd = t_raw_connect(v.path);
   uint8_t f[45] = {0, 0, 0, 41, 0x01, 'C', 'T', 'N', 'T', 0, 1, 0, 1};
@@ -188,14 +160,14 @@ static void test_byte_at_a_time_peer(void **state) {
   assert_true(t_raw_until_eof(fd));
   close(fd);
   still_served(&v);
-  srv_stop(&v);
+  t_srv_stop(&v);
 }
 
 /* A peer that sends requests but never reads the answers is dropped when
  * they pile up; the others are served all along. */
 static void test_peer_that_never_reads(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int small = 4096;
@@ -229,12 +201,12 @@ static void test_peer_that_never_reads(void **state) {
   ct_net_server_get_stats(v.s, &st);
   assert_true(st.dropped >= 1);
   still_served(&v);
-  srv_stop(&v);
+  t_srv_stop(&v);
 }
 
 static void test_version_mismatch(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   int fd = t_raw_connect(v.path);
   t_raw_hello(fd, 7, 9);
@@ -247,7 +219,7 @@ static void test_version_mismatch(void **state) {
   assert_true(t_raw_until_eof(fd));
   close(fd);
   still_served(&v);
-  srv_stop(&v);
+  t_srv_stop(&v);
 }
 
 /* ---- the client against fake servers ---- */
@@ -307,7 +279,7 @@ static void test_client_refuses_bad_servers(void **state) {
 
 static void test_too_many_clients(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   ct_net_server_options o = {.max_clients = 2, .log = count_log};
   srv_start(&v, &o); /* the good client is one */
   int a = t_raw_connect(v.path);
@@ -317,7 +289,7 @@ static void test_too_many_clients(void **state) {
   expect_error_and_eof(b, 9); /* LIMIT */
   close(a);
   still_served(&v);
-  srv_stop(&v);
+  t_srv_stop(&v);
 }
 
 /* A server process out of descriptors refuses clients (EMFILE on accept)

@@ -19,47 +19,10 @@ static void quiet(void *arg, const char *msg) {
   (void)msg;
 }
 
-struct srv {
-  char dir[64], path[96];
-  ct_net_server *s;
-  ct_token *t[4];
-  ct_net_client *good;
-};
-
-static void srv_start(struct srv *v, ct_net_server_options *o) {
-  memset(v, 0, sizeof *v);
-  t_sock_path(v->dir, v->path);
+/* The server of these tests: struct t_srv (net_test_util.h), quiet. */
+static void srv_start(struct t_srv *v, const ct_net_server_options *o) {
   ct_net_server_options d = {.log = quiet};
-  ASSERT_OK(ct_net_server_new(&v->s, v->path, o ? o : &d));
-  for (int i = 0; i < 4; i++) {
-    char name[8];
-    snprintf(name, sizeof name, "t%d", i);
-    ASSERT_OK(ct_token_new(&v->t[i], name));
-    ASSERT_OK(ct_net_server_add(v->s, name, v->t[i]));
-  }
-  ASSERT_OK(ct_net_server_start(v->s));
-  ASSERT_OK(ct_net_client_connect(&v->good, v->path, NULL, NULL, 0,
-                                  LONG_DEADLINE()));
-}
-
-/* The well-behaved client is still served: a proxy, a confirmed trigger. */
-static void still_served(struct srv *v, int i) {
-  char name[8];
-  snprintf(name, sizeof name, "t%d", i);
-  ct_token *p;
-  ASSERT_OK(ct_net_client_get(v->good, &p, name, LONG_DEADLINE()));
-  ASSERT_ERR(ct_net_client_trigger(v->good, p, CT_REASON_TRIGGER, 0,
-                                   LONG_DEADLINE()), 1);
-  assert_true(ct_token_triggered(v->t[i]));
-  ct_token_unref(p);
-}
-
-static void srv_stop(struct srv *v) {
-  ct_net_client_free(v->good);
-  ct_net_server_free(v->s);
-  for (int i = 0; i < 4; i++)
-    ct_token_unref(v->t[i]);
-  t_rmdir(v->dir, v->path);
+  t_srv_start(v, o ? o : &d);
 }
 
 /* An ERROR frame: its request id and code; message into msg (NUL). */
@@ -265,7 +228,7 @@ static void test_startup_on_a_live_socket_that_does_not_accept(void **state) {
 
 static void test_trigger_of_a_handle_this_connection_never_got(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   int a = t_raw_connect(v.path), b = t_raw_connect(v.path);
   t_raw_handshake(a);
@@ -296,8 +259,8 @@ static void test_trigger_of_a_handle_this_connection_never_got(void **state) {
   assert_int_equal(t_raw_recv(a, buf, sizeof buf, &n), 0x13); /* ACK */
   assert_int_equal(buf[4], 0); /* already triggered */
   close(a);
-  still_served(&v, 0);
-  srv_stop(&v);
+  t_srv_still_served(&v, 0);
+  t_srv_stop(&v);
 }
 
 /* ---- 16: the slow-frame rule counts the read that ends a frame ---- */
@@ -307,7 +270,7 @@ static void test_trigger_of_a_handle_this_connection_never_got(void **state) {
  * pass, being finished on its 9th read. */
 static void test_frame_finished_on_its_ninth_small_read(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   int fd = t_raw_connect(v.path);
   t_raw_handshake(fd);
@@ -331,8 +294,8 @@ static void test_frame_finished_on_its_ninth_small_read(void **state) {
   size_t n;
   assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x18); /* PONG */
   close(fd);
-  still_served(&v, 0);
-  srv_stop(&v);
+  t_srv_still_served(&v, 0);
+  t_srv_stop(&v);
 }
 
 /* ---- 18: an orderly stop says SHUTDOWN ---- */
@@ -370,7 +333,7 @@ static void test_orderly_stop_in_another_process_is_shutdown(void **state) {
 /* The same on the wire: the frame before the end of the connection. */
 static void test_orderly_stop_sends_error_shutdown(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   int fd = t_raw_connect(v.path);
   t_raw_handshake(fd);
@@ -380,14 +343,14 @@ static void test_orderly_stop_sends_error_shutdown(void **state) {
   close(fd);
   ASSERT_OK(ct_token_wait(ct_net_client_lost_token(v.good), LONG_DEADLINE()));
   ASSERT_ERR(ct_net_client_error(v.good), -ESHUTDOWN);
-  srv_stop(&v);
+  t_srv_stop(&v);
 }
 
 /* ---- 19: truncated handshakes, and handshake frames after READY ---- */
 
 static void test_truncated_hello_then_half_close_is_malformed(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   uint8_t hello[45] = {0, 0, 0, 41, 0x01, 'C', 'T', 'N', 'T', 0, 1, 0, 1};
   int fd = t_raw_connect(v.path);
@@ -415,13 +378,13 @@ static void test_truncated_hello_then_half_close_is_malformed(void **state) {
   shutdown(fd, SHUT_WR);
   expect_error(fd, 0, 4, NULL, 0);
   close(fd);
-  still_served(&v, 0);
-  srv_stop(&v);
+  t_srv_still_served(&v, 0);
+  t_srv_stop(&v);
 }
 
 static void test_hello_or_auth_after_ready_is_unexpected(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   char msg[256];
   int fd = t_raw_connect(v.path);
@@ -445,15 +408,15 @@ static void test_hello_or_auth_after_ready_is_unexpected(void **state) {
   expect_error(fd, 0, 6, msg, sizeof msg);
   assert_non_null(strstr(msg, "sent by servers"));
   close(fd);
-  still_served(&v, 0);
-  srv_stop(&v);
+  t_srv_still_served(&v, 0);
+  t_srv_stop(&v);
 }
 
 /* ---- 20: a client may not send a backend-only reason ---- */
 
 static void test_client_may_not_trigger_with_owner_lost(void **state) {
   (void)state;
-  struct srv v;
+  struct t_srv v;
   srv_start(&v, NULL);
   int fd = t_raw_connect(v.path);
   t_raw_handshake(fd);
@@ -493,8 +456,8 @@ static void test_client_may_not_trigger_with_owner_lost(void **state) {
   assert_false(ct_token_triggered(v.t[1]));
   ct_token_unref(p);
   ct_token_unref(q);
-  still_served(&v, 0);
-  srv_stop(&v);
+  t_srv_still_served(&v, 0);
+  t_srv_stop(&v);
 }
 
 int main(void) {
