@@ -101,7 +101,9 @@ typedef enum ct_reason {
   CT_REASON_OWNER_LOST = 4, /* the owner of a proxy token went away */
   CT_REASON_UNREACHABLE = 5, /* a proxy's backend (server, ensemble) could
                                 not be reached for longer than allowed */
-  CT_REASON_SHUTDOWN = 6,   /* a proxy's server stopped in order */
+  CT_REASON_SHUTDOWN = 6,   /* a proxy's backend stopped in order: its
+                               token server stopped, or its ZooKeeper
+                               client was freed */
   CT_REASON_USER = 64       /* first value free for applications */
 } ct_reason;
 
