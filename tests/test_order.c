@@ -173,7 +173,7 @@ static void run_mode(enum mode m) {
         1);
     break;
   case BY_DEADLINE:
-    ASSERT_OK(ct_token_set_deadline(f.root, ct_deadline_after(MS)));
+    ASSERT_ARMED(ct_token_set_deadline(f.root, ct_deadline_after(MS)));
     break;
   case BY_SIGNAL:
     ASSERT_OK(ct_async_init());
