@@ -160,10 +160,10 @@ static int zk_serve_new(void **srv, const char *addr,
 static int zk_serve_add(void *srv, const char *name, ct_token *tok) {
   struct zk_srv *s = srv;
   int r = ct_zk_publish(s->c, name, tok, ct_deadline_after(SERVE_DEADLINE_NS));
-  if (r == -EEXIST) /* the command's own message says "given twice" */
-    fprintf(stderr, "cancel-token: zk: a token named '%s' exists in the "
-                    "ensemble already (tokens are one-shot: use a new name)\n",
-            name);
+  if (r == -EEXIST) /* the command then says "'NAME': exists already" */
+    fprintf(stderr, "cancel-token: zk: tokens in an ensemble are one-shot: "
+                    "a token once published under a name keeps it (publish "
+                    "under a new name)\n");
   return r;
 }
 

@@ -692,13 +692,26 @@ static int cmd_serve(struct opts *o) {
   }
   int n = o->npos - 1, rc = 0;
   ct_token **toks = calloc((size_t)n, sizeof *toks);
+  /* A name given twice on the command line is the user's slip and is said
+   * so; -EEXIST from the backend then means the name is taken elsewhere
+   * (in a ZooKeeper ensemble: by an earlier owner, since names are
+   * one-shot there), which the backend explains. */
+  for (int i = 0; i < n && rc == 0; i++)
+    for (int j = 0; j < i && rc == 0; j++)
+      if (strcmp(o->pos[1 + i], o->pos[1 + j]) == 0) {
+        fprintf(stderr, "%s: token '", prog);
+        put_plain(stderr, o->pos[1 + i]);
+        fprintf(stderr, "': given twice\n");
+        rc = EX_ERROR;
+      }
   for (int i = 0; toks && i < n && rc == 0; i++) {
     const char *name = o->pos[1 + i];
     if ((r = ct_token_new(&toks[i], name)) < 0 ||
         (r = be->serve_add(s, name, toks[i])) < 0) {
       fprintf(stderr, "%s: token '", prog);
       put_plain(stderr, name);
-      fprintf(stderr, "': %s\n", r == -EEXIST ? "given twice" : ct_strerror(r));
+      fprintf(stderr, "': %s\n",
+              r == -EEXIST ? "exists already" : ct_strerror(r));
       rc = EX_ERROR;
     }
   }

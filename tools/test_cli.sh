@@ -107,6 +107,13 @@ PY
 )
 expect_eq "wait --json content" "$got" ok
 
+# A name given twice to serve: a clear error, exit 3, and no server left.
+"$cli" serve "$dir/twice.sock" a b a >"$dir/twice.out" 2>&1
+expect_eq "serve a name twice: exit" "$?" 3
+expect_eq "serve a name twice: says so" \
+  "$(grep -c "token 'a': given twice" "$dir/twice.out")" 1
+expect_eq "serve a name twice: no socket left" "$(test -e "$dir/twice.sock" && echo yes || echo no)" no
+
 # Bash completion (the installed file), without bash-completion loaded.
 # shellcheck source=cancel-token.bash
 source "$(dirname "$0")/cancel-token.bash"

@@ -81,6 +81,17 @@ has "wait says owner lost" "owner lost" "$tmp/lost.out"
 "$CT" status "$A" deploy >"$tmp/lost.status"
 has "status: owner-lost recorded" "deploy	triggered	owner-lost" "$tmp/lost.status"
 
+# --- a name once published stays taken (tokens are one-shot in an
+# ensemble): serving it again is an error that says why; a name given
+# twice on the command line is said to be given twice.
+"$CT" serve "$A" build >"$tmp/again.out" 2>&1
+check "serve a published name again" 3 $?
+has "says it exists" "token 'build': exists already" "$tmp/again.out"
+has "says why" "one-shot" "$tmp/again.out"
+"$CT" serve "$A" fresh1 fresh1 >"$tmp/twice.out" 2>&1
+check "serve a name twice" 3 $?
+has "says given twice" "token 'fresh1': given twice" "$tmp/twice.out"
+
 # --- credentials
 umask 077
 echo "bob:hunter2" >"$tmp/cred"
