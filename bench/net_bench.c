@@ -16,17 +16,30 @@
  *            time (the receiving side's TCP runs inline), which bounds the
  *            TCP figure from below at about 1,000 times that.
  *
+ *   --stats  also prints, for the fan-out rounds only, what one notice
+ *            costs: context switches (voluntary + involuntary) and CPU
+ *            time per notice in the server's process (its loop thread and
+ *            the trigger) and summed over the client processes, from
+ *            getrusage() before and after the rounds.
+ *   --only   latency | fanout | fanout_tcp | fanout_unix: run one part.
+ *   NET_BENCH_PERF_CTL=FIFO  (environment) writes "enable" to FIFO before
+ *            the fan-out rounds and "disable" after, for a profile of the
+ *            rounds alone:  perf record -a -g -D -1 --control fifo:FIFO ...
+ *
  * Output lines follow bench/bench_util.h's format:
  *     key,unit,median,min,max,note
  * Times are CLOCK_MONOTONIC, which is one clock for every process on the
  * machine, so a client process's timestamps compare with the server's.
  *
  * usage: net_bench [--samples N] [--clients C] [--procs P] [--rounds R]
- *        defaults: 2000 samples, 1000 clients in 10 processes, 5 rounds.
+ *                  [--stats 1] [--only PART]
+ *        defaults: 2000 samples, 1000 clients in 10 processes, 5 rounds,
+ *        no stats, every part.
  */
 #include "canceltoken_net.h"
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,8 +131,41 @@ static void latency(const char *label, const char *address, int n) {
 
 /* ---- fan-out: many clients in several processes ---- */
 
+static int g_stats; /* --stats */
+
+/* perf's control FIFO (NET_BENCH_PERF_CTL), if any. */
+static void perf_ctl(const char *cmd) {
+  const char *path = getenv("NET_BENCH_PERF_CTL");
+  if (!path || !*path)
+    return;
+  FILE *f = fopen(path, "w");
+  if (f) {
+    fputs(cmd, f);
+    fclose(f);
+  }
+}
+
+/* What a process spent over an interval (getrusage deltas). */
+struct usage {
+  int64_t csw, icsw, cpu_us;
+};
+
+static void usage_now(struct usage *u) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  u->csw = ru.ru_nvcsw;
+  u->icsw = ru.ru_nivcsw;
+  u->cpu_us = (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 +
+              ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
+
+static void usage_sub(struct usage *a, const struct usage *b) {
+  a->csw -= b->csw, a->icsw -= b->icsw, a->cpu_us -= b->cpu_us;
+}
+
 static void fanout_child(const char *addr, int nclients, int rounds,
-                         int64_t *slots, int ready_fd, int go_fd) {
+                         int64_t *slots, int ready_fd, int go_fd,
+                         struct usage *used) {
   ct_net_client **c = calloc((size_t)nclients, sizeof *c);
   ct_token **px = calloc((size_t)nclients * (size_t)rounds, sizeof *px);
   ct_callback *cb = calloc((size_t)nclients * (size_t)rounds, sizeof *cb);
@@ -137,11 +183,17 @@ static void fanout_child(const char *addr, int nclients, int rounds,
     }
   }
   char b = 1;
+  struct usage u0;
+  usage_now(&u0);
   if (write(ready_fd, &b, 1) != 1)
     exit(2);
-  /* the parent closes go_fd when it is done with us */
+  /* the parent closes go_fd when it is done with us: the rounds are over
+   * (this process does nothing else meanwhile, so what it used since
+   * ready is what the rounds cost it, give or take this read) */
   while (read(go_fd, &b, 1) > 0)
     ;
+  usage_now(used);
+  usage_sub(used, &u0);
   _exit(0); /* no teardown: the proxies would fire OWNER_LOST */
 }
 
@@ -163,11 +215,12 @@ static void fanout(const char *label, const char *address, int clients,
   char addr[300];
   ct_net_server_address(s, addr, sizeof addr);
   size_t nslots = (size_t)clients * (size_t)rounds;
-  int64_t *shared = mmap(NULL, nslots * sizeof(int64_t),
-                         PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                         -1, 0);
+  size_t shbytes = nslots * sizeof(int64_t) + (size_t)procs * sizeof(struct usage);
+  int64_t *shared = mmap(NULL, shbytes, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (shared == MAP_FAILED)
     die("mmap", -errno);
+  struct usage *used = (struct usage *)(shared + nslots);
   int ready[2], go[2];
   if (pipe(ready) < 0 || pipe(go) < 0)
     die("pipe", -errno);
@@ -183,7 +236,7 @@ static void fanout(const char *label, const char *address, int clients,
       /* each child has its own region of `shared`: n * rounds slots,
        * round k of its clients at offset k * n */
       fanout_child(addr, n, rounds, shared + (size_t)base * (size_t)rounds,
-                   ready[1], go[0]);
+                   ready[1], go[0], &used[p]);
     }
     pids[p] = pid;
     base += n;
@@ -202,6 +255,9 @@ static void fanout(const char *label, const char *address, int clients,
   int64_t *last = calloc((size_t)rounds, sizeof *last);
   int64_t *med = calloc((size_t)rounds, sizeof *med);
   int64_t *lat = calloc((size_t)clients, sizeof *lat);
+  struct usage su0, su;
+  perf_ctl("enable\n");
+  usage_now(&su0);
   for (int k = 0; k < rounds; k++) {
     int64_t t0 = ct_now();
     ct_token_trigger(tok[k]);
@@ -232,6 +288,9 @@ static void fanout(const char *label, const char *address, int clients,
     last[k] = lat[clients - 1];
     med[k] = lat[clients / 2];
   }
+  usage_now(&su);
+  perf_ctl("disable\n");
+  usage_sub(&su, &su0);
   qsort(last, (size_t)rounds, sizeof *last, cmp_i64);
   qsort(med, (size_t)rounds, sizeof *med, cmp_i64);
   printf("net_fanout_%s%d_last,ms,%.2f,%.2f,%.2f,trigger to the last of %d "
@@ -245,17 +304,33 @@ static void fanout(const char *label, const char *address, int clients,
          med[rounds - 1] / 1e6);
   fflush(stdout);
   close(go[1]);
-  for (int p = 0; p < procs; p++)
+  struct usage cu = {0};
+  for (int p = 0; p < procs; p++) {
     waitpid(pids[p], NULL, 0);
+    cu.csw += used[p].csw, cu.icsw += used[p].icsw;
+    cu.cpu_us += used[p].cpu_us;
+  }
+  if (g_stats) {
+    /* The server's figures include this thread's collection loop (a
+     * 100 us nanosleep between scans), so a few switches per round. */
+    double nn = (double)clients * rounds;
+    printf("# %s%d per notice: server process %.2f+%.2f switches "
+           "(vol+invol), %.2f us CPU; clients %.2f+%.2f switches, %.2f us "
+           "CPU\n",
+           label, clients, su.csw / nn, su.icsw / nn, su.cpu_us / nn,
+           cu.csw / nn, cu.icsw / nn, cu.cpu_us / nn);
+    fflush(stdout);
+  }
   ct_net_server_free(s);
   for (int k = 0; k < rounds; k++)
     ct_token_unref(tok[k]);
-  munmap(shared, nslots * sizeof(int64_t));
+  munmap(shared, shbytes);
   free(tok), free(pids), free(last), free(med), free(lat);
 }
 
 int main(int argc, char **argv) {
   int samples = 2000, clients = 1000, procs = 10, rounds = 5;
+  const char *only = "";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--samples"))
       samples = atoi(argv[i + 1]);
@@ -265,10 +340,22 @@ int main(int argc, char **argv) {
       procs = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--rounds"))
       rounds = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--stats"))
+      g_stats = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--only"))
+      only = argv[i + 1];
+    else
+      samples = 0; /* unknown option: usage */
   }
-  if (samples < 1 || clients < 1 || procs < 1 || rounds < 1) {
+  bool lat = !*only || !strcmp(only, "latency");
+  bool ftcp = !*only || !strcmp(only, "fanout") || !strcmp(only, "fanout_tcp");
+  bool funix = !*only || !strcmp(only, "fanout") ||
+               !strcmp(only, "fanout_unix");
+  if (samples < 1 || clients < 1 || procs < 1 || rounds < 1 ||
+      (argc % 2) == 0 || !(lat || ftcp || funix)) {
     fprintf(stderr, "usage: net_bench [--samples N] [--clients C] "
-                    "[--procs P] [--rounds R]\n");
+                    "[--procs P] [--rounds R] [--stats 1] [--only latency|"
+                    "fanout|fanout_tcp|fanout_unix]\n");
     return 64;
   }
   signal(SIGPIPE, SIG_IGN);
@@ -280,10 +367,14 @@ int main(int argc, char **argv) {
   printf("# key,unit,median,min,max,note\n");
   char path[64];
   snprintf(path, sizeof path, "/tmp/ct-net-bench-%d.sock", (int)getpid());
-  latency("unix", path, samples);
-  latency("tcp", "127.0.0.1:0", samples);
-  fanout("", "127.0.0.1:0", clients, procs, rounds);
+  if (lat) {
+    latency("unix", path, samples);
+    latency("tcp", "127.0.0.1:0", samples);
+  }
+  if (ftcp)
+    fanout("", "127.0.0.1:0", clients, procs, rounds);
   snprintf(path, sizeof path, "/tmp/ct-net-fanout-%d.sock", (int)getpid());
-  fanout("unix_", path, clients, procs, rounds);
+  if (funix)
+    fanout("unix_", path, clients, procs, rounds);
   return 0;
 }

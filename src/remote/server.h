@@ -61,6 +61,9 @@ struct conn {
   int64_t partial_since; /* an unfinished frame started then (0: none) */
   int64_t out_since;     /* output pending and no progress since (0) */
   int64_t close_deadline;
+  /* Unix sockets: the peer's process (SO_PEERCRED at accept), by which a
+   * notice's sends are grouped (server_proto.c); 0 for TCP. */
+  pid_t peer_pid;
   struct conn *prev, *next; /* s->conns, or s->dead once dead */
   char peer[96];
 };

@@ -113,6 +113,7 @@ static void accept_one(ct_net_server *s, int fd, struct sockaddr_storage *ss,
     socklen_t cl = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
       uid = cred.uid;
+      c->peer_pid = cred.pid;
       uid_ok = proto_uid_allowed(s, uid);
       snprintf(c->peer, sizeof c->peer, "uid %u pid %d", (unsigned)cred.uid,
                (int)cred.pid);
