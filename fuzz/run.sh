@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -eq 0 ] && harnesses=(fuzz_codec fuzz_address fuzz_decoder fuzz_server fuzz_handshake)
+[ ${#harnesses[@]} -eq 0 ] && harnesses=(fuzz_codec fuzz_address fuzz_cli fuzz_decoder fuzz_server fuzz_handshake)
 dir=build-fuzz
 CC=${CT_FUZZ_CC:-clang}
 if ! CC=$CC cmake -S fuzz -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -27,4 +27,16 @@ if(TARGET canceltoken_net_static)
     set_tests_properties(${h}_replay PROPERTIES TIMEOUT 120 ENVIRONMENT
       "TSAN_OPTIONS=halt_on_error=1;ASAN_OPTIONS=detect_leaks=1 abort_on_error=1;UBSAN_OPTIONS=halt_on_error=1 print_stacktrace=1")
   endforeach()
+  # The command line (fuzz/fuzz_cli.c): not in the loop, since it builds
+  # from the tool's own sources (its parser and escaping), not a library.
+  add_executable(fuzz_cli_replay ${CT_FUZZ_DIR}/fuzz_cli.c
+    ${CT_FUZZ_DIR}/replay.c ${PROJECT_SOURCE_DIR}/tools/options.c
+    ${PROJECT_SOURCE_DIR}/tools/escape.c)
+  target_compile_definitions(fuzz_cli_replay PRIVATE _GNU_SOURCE)
+  target_include_directories(fuzz_cli_replay PRIVATE ${PROJECT_SOURCE_DIR}/tools)
+  target_link_libraries(fuzz_cli_replay PRIVATE m)
+  add_test(NAME fuzz_cli_replay COMMAND fuzz_cli_replay
+    ${CT_FUZZ_DIR}/corpus/fuzz_cli ${CT_FUZZ_DIR}/regressions/fuzz_cli)
+  set_tests_properties(fuzz_cli_replay PROPERTIES TIMEOUT 120 ENVIRONMENT
+    "TSAN_OPTIONS=halt_on_error=1;ASAN_OPTIONS=detect_leaks=1 abort_on_error=1;UBSAN_OPTIONS=halt_on_error=1 print_stacktrace=1")
 endif()

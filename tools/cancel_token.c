@@ -39,6 +39,7 @@
 #include "backend.h"
 #include "canceltoken.h"
 #include "escape.h"
+#include "options.h"
 #include "canceltoken_os.h"
 
 #include <errno.h>
@@ -50,25 +51,13 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { EX_TRIGGERED = 0, EX_TIMEOUT = 1, EX_LOST = 2, EX_ERROR = 3,
-       EX_UNREACHABLE = 4, EX_USAGEERR = 64, EX_RUN_ERROR = 125 };
 
 #define SEC (INT64_C(1000000000))
 
-static const char *prog = "cancel-token";
+static const char *prog = CT_TOOL_PROG;
 
 /* ---- the subcommands and their options ---- */
 
-enum {
-  OPT_SECRET = 1 << 0,  /* --secret-file, --connect-timeout */
-  OPT_TIMEOUT = 1 << 1, /* --timeout */
-  OPT_GRACE = 1 << 2,   /* --grace */
-  OPT_UIDS = 1 << 3,    /* --allow-uid, --allow-any-uid */
-  OPT_JSON = 1 << 4,    /* --json */
-  OPT_CMD = 1 << 5,     /* -- CMD ARGS... */
-};
-
-struct opts;
 struct subcmd {
   const char *name;
   const char *synopsis; /* after "cancel-token " */
@@ -191,164 +180,6 @@ static void print_version(void) {
   /* The header this was compiled with and the library actually loaded. */
   printf("cancel-token %d.%d.%d (libcanceltoken %s)\n", CT_VERSION_MAJOR,
          CT_VERSION_MINOR, CT_VERSION_PATCH, ct_version_string());
-}
-
-static int usage(const char *sub, const char *msg) {
-  if (msg)
-    fprintf(stderr, "%s: %s\n", prog, msg);
-  fprintf(stderr, "Try '%s %s%s--help'.\n", prog, sub ? sub : "",
-          sub ? " " : "");
-  return EX_USAGEERR;
-}
-
-/* ---- options ---- */
-
-struct opts {
-  const struct subcmd *sc;
-  const char *secret_file;
-  char secret[4096];
-  size_t secret_len;
-  double timeout, grace, connect_timeout;
-  bool has_timeout, json;
-  uid_t uids[64];
-  size_t nuids;
-  bool any_uid;
-  char **pos; /* positional arguments */
-  int npos;
-  char **cmd; /* after "--" */
-};
-
-static bool parse_seconds(const char *s, double *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || *end || v < 0 || v > 1e9)
-    return false;
-  *out = v;
-  return true;
-}
-
-static int64_t secs_ns(double s) { return (int64_t)(s * 1e9); }
-
-static int load_secret(struct opts *o) {
-  if (o->secret_file) {
-    int fd = open(o->secret_file, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      fprintf(stderr, "%s: %s: %s\n", prog, o->secret_file, strerror(errno));
-      return -1;
-    }
-    ssize_t n = read(fd, o->secret, sizeof o->secret);
-    close(fd);
-    if (n < 0 || (size_t)n == sizeof o->secret) {
-      fprintf(stderr, "%s: %s: unreadable or longer than %zu bytes\n", prog,
-              o->secret_file, sizeof o->secret - 1);
-      return -1;
-    }
-    o->secret_len = (size_t)n;
-  } else {
-    const char *env = getenv("CANCEL_TOKEN_SECRET");
-    if (!env || !*env)
-      return 0;
-    o->secret_len = strlen(env);
-    if (o->secret_len >= sizeof o->secret) {
-      fprintf(stderr, "%s: CANCEL_TOKEN_SECRET is too long\n", prog);
-      return -1;
-    }
-    memcpy(o->secret, env, o->secret_len);
-  }
-  while (o->secret_len &&
-         (o->secret[o->secret_len - 1] == '\n' ||
-          o->secret[o->secret_len - 1] == '\r'))
-    o->secret_len--;
-  if (!o->secret_len) {
-    fprintf(stderr, "%s: the secret is empty\n", prog);
-    return -1;
-  }
-  return 0;
-}
-
-/* Returns 0, -1 after printing --help (exit 0), 1 on a usage error
- * (printed), 2 on an error loading the secret (printed). */
-static int parse(int argc, char **argv, struct opts *o) {
-  const struct subcmd *sc = o->sc;
-  const char *sub = sc->name;
-  o->grace = 5;
-  o->connect_timeout = 10;
-  o->pos = calloc((size_t)argc + 1, sizeof *o->pos);
-  if (!o->pos) {
-    fprintf(stderr, "%s: out of memory\n", prog);
-    return 2;
-  }
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    unsigned need = 0;
-    if (strcmp(a, "--") == 0)
-      need = OPT_CMD;
-    else if (strcmp(a, "--secret-file") == 0 ||
-             strcmp(a, "--connect-timeout") == 0)
-      need = OPT_SECRET;
-    else if (strcmp(a, "--timeout") == 0)
-      need = OPT_TIMEOUT;
-    else if (strcmp(a, "--grace") == 0)
-      need = OPT_GRACE;
-    else if (strcmp(a, "--allow-uid") == 0 || strcmp(a, "--allow-any-uid") == 0)
-      need = OPT_UIDS;
-    else if (strcmp(a, "--json") == 0)
-      need = OPT_JSON;
-    if (need && !(sc->accepts & need)) {
-      fprintf(stderr, "%s: %s does not take %s\n", prog, sub, a);
-      return usage(sub, NULL), 1;
-    }
-    bool has_value = need && need != OPT_CMD && need != OPT_JSON &&
-                     strcmp(a, "--allow-any-uid") != 0;
-    if (has_value && !v) {
-      fprintf(stderr, "%s: %s needs a value\n", prog, a);
-      return usage(sub, NULL), 1;
-    }
-    if (need == OPT_CMD) {
-      o->cmd = argv + i + 1;
-      break;
-    } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      print_subcmd_help(sc);
-      return -1;
-    } else if (strcmp(a, "--secret") == 0 || strncmp(a, "--secret=", 9) == 0) {
-      usage(sub, "--secret is not accepted: the command line is public; use "
-                 "--secret-file FILE or CANCEL_TOKEN_SECRET");
-      return 1;
-    } else if (strcmp(a, "--secret-file") == 0) {
-      o->secret_file = v, i++;
-    } else if (strcmp(a, "--timeout") == 0) {
-      if (!parse_seconds(v, &o->timeout))
-        return usage(sub, "bad --timeout"), 1;
-      o->has_timeout = true, i++;
-    } else if (strcmp(a, "--grace") == 0) {
-      if (!parse_seconds(v, &o->grace))
-        return usage(sub, "bad --grace"), 1;
-      i++;
-    } else if (strcmp(a, "--connect-timeout") == 0) {
-      if (!parse_seconds(v, &o->connect_timeout))
-        return usage(sub, "bad --connect-timeout"), 1;
-      i++;
-    } else if (strcmp(a, "--allow-uid") == 0) {
-      char *end;
-      errno = 0;
-      long u = strtol(v, &end, 10);
-      if (errno || end == v || *end || u < 0 || o->nuids == 64)
-        return usage(sub, "bad --allow-uid"), 1;
-      o->uids[o->nuids++] = (uid_t)u, i++;
-    } else if (strcmp(a, "--allow-any-uid") == 0) {
-      o->any_uid = true;
-    } else if (strcmp(a, "--json") == 0) {
-      o->json = true;
-    } else if (a[0] == '-' && a[1] == '-') {
-      fprintf(stderr, "%s: unknown option: %s\n", prog, a);
-      return usage(sub, NULL), 1;
-    } else {
-      o->pos[o->npos++] = argv[i];
-    }
-  }
-  return load_secret(o) < 0 ? 2 : 0;
 }
 
 /* ---- the remote: the one place an address is looked at ---- */
@@ -769,19 +600,21 @@ int main(int argc, char **argv) {
   struct opts o;
   memset(&o, 0, sizeof o);
   o.sc = sc;
-  int pr = parse(argc - 2, argv + 2, &o);
+  int pr = opts_parse(&o, sc->name, sc->accepts, argc - 2, argv + 2);
+  if (pr == 0 && opts_load_secret(&o) < 0)
+    pr = 2;
   int rc;
-  if (pr < 0)
-    rc = 0; /* --help was printed */
-  else if (pr == 1)
+  if (pr < 0) {
+    print_subcmd_help(sc);
+    rc = 0;
+  } else if (pr == 1) {
     rc = EX_USAGEERR;
-  else if (pr == 2)
+  } else if (pr == 2) {
     rc = sc->run == cmd_run ? EX_RUN_ERROR : EX_ERROR;
-  else
+  } else {
     rc = sc->run(&o);
-  /* do not leave the secret in memory longer than needed */
-  memset(o.secret, 0, sizeof o.secret);
-  free(o.pos);
+  }
+  opts_free(&o);
   fflush(stdout);
   return rc;
 }

@@ -107,6 +107,14 @@ PY
 )
 expect_eq "wait --json content" "$got" ok
 
+# Seconds that are not a number (NaN passed the range check once).
+for opt in "wait /nowhere t --timeout nan" "wait /nowhere t --timeout -1" \
+           "run /nowhere t --grace nan -- true" "trigger /nowhere t --connect-timeout 1e10"; do
+  # shellcheck disable=SC2086
+  "$cli" $opt >/dev/null 2>&1
+  expect_eq "refused: $opt" "$?" 64
+done
+
 # A name given twice to serve: a clear error, exit 3, and no server left.
 "$cli" serve "$dir/twice.sock" a b a >"$dir/twice.out" 2>&1
 expect_eq "serve a name twice: exit" "$?" 3
