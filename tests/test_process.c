@@ -569,14 +569,18 @@ static int saw_done(int fd) {
   return strstr(buf, "done") != NULL;
 }
 
-/* The command: writes "done" to the inherited pipe after a moment, unless
- * a signal ends it first. */
+/* The command: writes "done" to the inherited pipe once this process
+ * lets it go (a line on another pipe, sent after ct_run() has returned),
+ * unless a signal ends it first.  (It slept 0.2 s instead: a test thread
+ * descheduled that long between the spawn and the kill let it finish,
+ * and the kill case failed.) */
 static int run_denied(int err, bool ignore_chld, int *rc_out) {
-  int p[2];
-  if (pipe2(p, 0) != 0)
+  int p[2], go[2];
+  if (pipe2(p, 0) != 0 || pipe2(go, 0) != 0 ||
+      fcntl(go[1], F_SETFD, FD_CLOEXEC) != 0)
     return 1;
   char script[128];
-  snprintf(script, sizeof script, "sleep 0.2; echo done >&%d", p[1]);
+  snprintf(script, sizeof script, "read x <&%d; echo done >&%d", go[0], p[1]);
   char *argv[] = {"/bin/sh", "-c", script, NULL};
   if (ignore_chld) {
     struct sigaction ign = {0};
@@ -592,8 +596,14 @@ static int run_denied(int err, bool ignore_chld, int *rc_out) {
   *rc_out = ct_run(t, argv, 0, &r, CT_FOREVER);
   if (r.outcome != sentinel.outcome)
     return 3; /* *res must stay untouched on these errors */
+  /* Let it go (if it was killed, nobody reads this: it stays in the pipe,
+   * whose read end this process holds too). */
+  if (write(go[1], "go\n", 3) != 3)
+    return 8;
+  close(go[1]);
   close(p[1]);
   int done = saw_done(p[0]); /* EOF once the command has ended */
+  close(go[0]);
   ct_token_unref(t);
   return done ? 0 : 4; /* 4: it was killed */
 }
