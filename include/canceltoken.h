@@ -464,7 +464,13 @@ CT_EXTERN int ct_sleep(ct_token *t, int64_t deadline);
  * same number, now naming a fresh descriptor of the child's (readable if
  * the child's copy of t is triggered); a descriptor the child polls
  * without having called this again since the fork may miss the child's
- * triggers.  Returns the descriptor, or -EINVAL, -EMFILE, -ENFILE,
+ * triggers.  The "do not close it" rule holds in a forked child too: the
+ * child's library puts its own descriptor at the inherited number (with
+ * dup3(2)), so a child that closes descriptors it inherited (a daemon's
+ * close-everything loop, closefrom()) and then opens a file that gets
+ * that number must not use t again, or that file would be replaced; such
+ * a child should make its own tokens.  Returns the descriptor, or
+ * -EINVAL, -EMFILE, -ENFILE,
  * -ENOMEM (also when a child cannot get its own descriptor).  Ownership: t borrowed; the descriptor stays t's.  Any
  * thread; callbacks: yes; never blocks (the first call takes t's lock). */
 CT_EXTERN int ct_token_fd(ct_token *t);
