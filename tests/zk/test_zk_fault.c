@@ -23,6 +23,21 @@ static void expect(struct zt_peer *p, const char *want) {
   assert_string_equal(line, want);
 }
 
+/* Wait until the owner of `name` has no live session (st->owned false),
+ * polling; the 60 s are failure-only. */
+static void wait_owner_gone(ct_zk_client *c, const char *name,
+                            ct_zk_status *st) {
+  int64_t dl = ct_deadline_after(INT64_C(60) * 1000000000);
+  for (;;) {
+    ASSERT_OK(ct_zk_status_get(c, name, st, ct_deadline_after(INT64_C(30) * 1000000000)));
+    if (!st->owned)
+      return;
+    if (ct_now() > dl)
+      fail_msg("the owner of %s still has a session after 60 s", name);
+    usleep(50000);
+  }
+}
+
 static void restore_all(void) {
   for (int m = 1; m <= 3; m++) {
     char n[4];
@@ -209,15 +224,19 @@ static void test_owner_frozen_alone(void **state) {
   unsetenv("ZK_PEER_SESSION_MS");
   unsetenv("ZK_PEER_UNREACH_MS");
   ready(&owner);
+  ct_zk_client *c = zt_connect(4000);
+  ct_zk_status st;
   zt_peer_kill(&owner, SIGSTOP);
-  usleep(3000000); /* well past its session timeout */
+  /* Until the ensemble has expired its session (its @owner node is gone:
+   * a read, which records nothing).  A fixed 3 s sleep assumed the
+   * expiry came by then; on a loaded machine it may not have, and the
+   * resumed owner then kept its session and never fired. */
+  wait_owner_gone(c, "alone", &st);
   zt_peer_kill(&owner, SIGCONT);
   zt_peer_send(&owner, "wait\n");
   char want[64];
   snprintf(want, sizeof want, "fired %d alone", CT_REASON_OWNER_LOST);
   expect(&owner, want);
-  ct_zk_client *c = zt_connect(4000);
-  ct_zk_status st;
   ASSERT_OK(ct_zk_status_get(c, "alone", &st, ct_deadline_after(10000000000)));
   assert_true(st.triggered);
   assert_false(st.owned);
