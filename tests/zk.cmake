@@ -71,7 +71,7 @@ endif()
 if(TARGET cancel-token AND EXISTS ${PROJECT_SOURCE_DIR}/tools/backend_zk.c)
   add_test(NAME test_zk_cli COMMAND bash
     ${CMAKE_CURRENT_SOURCE_DIR}/zk/test_zk_cli.sh $<TARGET_FILE:cancel-token>)
-  set_tests_properties(test_zk_cli PROPERTIES TIMEOUT 120
+  set_tests_properties(test_zk_cli PROPERTIES TIMEOUT 300
     FIXTURES_REQUIRED zk_ensemble RESOURCE_LOCK zk_ensemble LABELS zk
     ENVIRONMENT "CT_ZK_ENSEMBLE_DEFAULT=${CT_ZK_ENSEMBLE_DIR}")
 endif()
