@@ -78,7 +78,7 @@ static void test_bad_input(void **state) {
   const char *names[] = {"", "/", "a//b", "a/", "@x", "a/@owner", "a/./b",
                          "..", "a\nb"};
   for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-    ASSERT_ERR(ct_zk_get(c, &p, names[i], ct_deadline_after(5000000000)),
+    ASSERT_ERR(ct_zk_get(c, &p, names[i], ZT_OP_DEADLINE()),
                -EINVAL);
   char longname[CT_ZK_NAME_MAX + 8];
   memset(longname, 'a', sizeof longname - 1);
@@ -87,17 +87,17 @@ static void test_bad_input(void **state) {
   ASSERT_ERR(ct_zk_get(c, &p, NULL, CT_FOREVER), -EINVAL);
   ASSERT_ERR(ct_zk_get(c, &p, "x", -5), -EINVAL);
   /* No such token (the chroot itself does not exist yet either). */
-  ASSERT_ERR(ct_zk_get(c, &p, "nothing/here", ct_deadline_after(5000000000)),
+  ASSERT_ERR(ct_zk_get(c, &p, "nothing/here", ZT_OP_DEADLINE()),
              -ENOENT);
   /* A path that exists but is not a token: the parent made by publish. */
   ASSERT_OK(ct_token_new(&t, "leaf"));
-  ASSERT_OK(ct_zk_publish(c, "dir/leaf", t, ct_deadline_after(10000000000)));
-  ASSERT_ERR(ct_zk_get(c, &p, "dir", ct_deadline_after(5000000000)), -EPROTO);
+  ASSERT_OK(ct_zk_publish(c, "dir/leaf", t, ZT_OP_DEADLINE()));
+  ASSERT_ERR(ct_zk_get(c, &p, "dir", ZT_OP_DEADLINE()), -EPROTO);
   assert_null(p);
   /* One-shot names: publishing again is refused. */
   ct_token *t2;
   ASSERT_OK(ct_token_new(&t2, "leaf"));
-  ASSERT_ERR(ct_zk_publish(c, "dir/leaf", t2, ct_deadline_after(5000000000)),
+  ASSERT_ERR(ct_zk_publish(c, "dir/leaf", t2, ZT_OP_DEADLINE()),
              -EEXIST);
   /* Trigger of a token that is not this client's. */
   ASSERT_ERR(ct_zk_trigger(c, t2, CT_REASON_TRIGGER, 0, CT_FOREVER), -EINVAL);
@@ -108,11 +108,11 @@ static void test_bad_input(void **state) {
              -EINVAL);
   ASSERT_ERR(ct_zk_trigger(c, t, CT_REASON_TRIGGER, 256, CT_FOREVER), -EINVAL);
   ct_zk_status st;
-  ASSERT_OK(ct_zk_status_get(c, "dir/leaf", &st, ct_deadline_after(5000000000)));
+  ASSERT_OK(ct_zk_status_get(c, "dir/leaf", &st, ZT_OP_DEADLINE()));
   assert_true(st.owned);
   assert_false(st.triggered);
   assert_int_equal(st.owner_pid, getpid());
-  ASSERT_ERR(ct_zk_status_get(c, "dir", &st, ct_deadline_after(5000000000)),
+  ASSERT_ERR(ct_zk_status_get(c, "dir", &st, ZT_OP_DEADLINE()),
              -EPROTO);
   assert_true(ct_zk_session_timeout(c) > 0);
   ct_zk_client_free(c);
@@ -136,7 +136,7 @@ static void test_list(void **state) {
   (void)state;
   ct_zk_client *c = zt_connect(4000);
   struct seen s = {0};
-  int n = ct_zk_list(c, on_token, &s, ct_deadline_after(10000000000));
+  int n = ct_zk_list(c, on_token, &s, ZT_OP_DEADLINE());
   assert_true(n >= 2);
   assert_int_equal(n, s.n);
   /* (dir/leaf is listed too; its owner's client is gone, so its state
@@ -151,7 +151,7 @@ static void test_attached_after_trigger(void **state) {
   ct_zk_client *c = zt_connect(4000);
   ct_token *t;
   ASSERT_OK(ct_token_new(&t, "late"));
-  ASSERT_OK(ct_zk_publish(c, "late", t, ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_publish(c, "late", t, ZT_OP_DEADLINE()));
   ASSERT_ERR(ct_zk_trigger(c, t, CT_REASON_USER + 3, 7, CT_FOREVER), 1);
   assert_true(ct_token_triggered(t));
   int d = -1;
@@ -164,7 +164,7 @@ static void test_attached_after_trigger(void **state) {
    * ct_zk_get() returns. */
   ct_zk_client *c2 = zt_connect(4000);
   ct_token *p;
-  ASSERT_OK(ct_zk_get(c2, &p, "late", ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_get(c2, &p, "late", ZT_OP_DEADLINE()));
   assert_true(ct_token_is_proxy(p));
   assert_true(ct_token_triggered(p));
   assert_int_equal(ct_token_reason(p, &d), CT_REASON_USER + 3);
@@ -242,7 +242,7 @@ static void test_ten_racers_one_winner(void **state) {
   ct_zk_client *c = zt_connect(4000);
   ct_token *t;
   ASSERT_OK(ct_token_new(&t, "race"));
-  ASSERT_OK(ct_zk_publish(c, "race", t, ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_publish(c, "race", t, ZT_OP_DEADLINE()));
   struct zt_peer r[RACERS];
   char line[512];
   for (int i = 0; i < RACERS; i++)
@@ -277,7 +277,7 @@ static void test_ten_racers_one_winner(void **state) {
   assert_int_equal(ct_token_wait(t, ct_deadline_after(30000000000)), 0);
   assert_int_equal(ct_token_reason(t, NULL), winner_reason);
   ct_zk_status st;
-  ASSERT_OK(ct_zk_status_get(c, "race", &st, ct_deadline_after(5000000000)));
+  ASSERT_OK(ct_zk_status_get(c, "race", &st, ZT_OP_DEADLINE()));
   assert_true(st.triggered);
   assert_int_equal(st.reason, winner_reason);
   assert_int_equal(st.pid, r[winner].pid); /* origin: the winner */
@@ -317,12 +317,12 @@ static void test_owner_killed_is_owner_lost(void **state) {
   /* Recorded, so that everybody, later ones too, agrees. */
   ct_zk_client *c = zt_connect(4000);
   ct_zk_status st;
-  ASSERT_OK(ct_zk_status_get(c, "doomed", &st, ct_deadline_after(5000000000)));
+  ASSERT_OK(ct_zk_status_get(c, "doomed", &st, ZT_OP_DEADLINE()));
   assert_false(st.owned);
   assert_true(st.triggered);
   assert_int_equal(st.reason, CT_REASON_OWNER_LOST);
   ct_token *p;
-  ASSERT_OK(ct_zk_get(c, &p, "doomed", ct_deadline_after(5000000000)));
+  ASSERT_OK(ct_zk_get(c, &p, "doomed", ZT_OP_DEADLINE()));
   assert_int_equal(ct_token_reason(p, NULL), CT_REASON_OWNER_LOST);
   ct_token_unref(p);
   ct_zk_client_free(c);
@@ -371,32 +371,32 @@ static void test_credentials_and_acl(void **state) {
   ASSERT_OK(rc);
   ct_token *t;
   ASSERT_OK(ct_token_new(&t, "guarded"));
-  ASSERT_OK(ct_zk_publish(a, "acl/guarded", t, ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_publish(a, "acl/guarded", t, ZT_OP_DEADLINE()));
 
   /* Without credentials: may watch (world-readable), may not trigger. */
   ct_zk_client *anon = zt_connect(4000);
   ct_token *pa;
-  ASSERT_OK(ct_zk_get(anon, &pa, "acl/guarded", ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_get(anon, &pa, "acl/guarded", ZT_OP_DEADLINE()));
   ASSERT_ERR(ct_zk_trigger(anon, pa, CT_REASON_TRIGGER, 0,
-                           ct_deadline_after(10000000000)),
+                           ZT_OP_DEADLINE()),
              -EACCES);
   /* nor publish under the guarded parent */
   ct_token *t3;
   ASSERT_OK(ct_token_new(&t3, "intruder"));
   ASSERT_ERR(ct_zk_publish(anon, "acl/intruder", t3,
-                           ct_deadline_after(10000000000)),
+                           ZT_OP_DEADLINE()),
              -EACCES);
   /* Wrong password: the same. */
   ct_zk_client *w = connect_cred(wrong, &rc);
   ASSERT_OK(rc);
   ct_token *pw;
-  ASSERT_OK(ct_zk_get(w, &pw, "acl/guarded", ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_get(w, &pw, "acl/guarded", ZT_OP_DEADLINE()));
   ASSERT_ERR(ct_zk_trigger(w, pw, CT_REASON_TRIGGER, 0,
-                           ct_deadline_after(10000000000)),
+                           ZT_OP_DEADLINE()),
              -EACCES);
   ct_zk_status st;
   ASSERT_OK(ct_zk_status_get(a, "acl/guarded", &st,
-                             ct_deadline_after(5000000000)));
+                             ZT_OP_DEADLINE()));
   assert_false(st.triggered);
   assert_false(ct_token_triggered(t));
 
@@ -410,9 +410,9 @@ static void test_credentials_and_acl(void **state) {
   ASSERT_OK(ct_zk_connect(&a2, zt_addr, &ao, NULL, 0,
                           ct_deadline_after(30000000000LL)));
   ct_token *p2;
-  ASSERT_OK(ct_zk_get(a2, &p2, "acl/guarded", ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_get(a2, &p2, "acl/guarded", ZT_OP_DEADLINE()));
   ASSERT_ERR(ct_zk_trigger(a2, p2, CT_REASON_USER, 0,
-                           ct_deadline_after(10000000000)),
+                           ZT_OP_DEADLINE()),
              1);
   assert_int_equal(ct_token_wait(t, ct_deadline_after(30000000000)), 0);
   assert_int_equal(ct_token_wait(pa, ct_deadline_after(30000000000)), 0);
@@ -457,11 +457,11 @@ static void test_local_trigger_forwarded(void **state) {
   ct_zk_client *c = zt_connect(4000);
   ct_token *t;
   ASSERT_OK(ct_token_new(&t, "fwd"));
-  ASSERT_OK(ct_zk_publish(c, "fwd", t, ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_publish(c, "fwd", t, ZT_OP_DEADLINE()));
   ct_zk_client *c2 = zt_connect(4000);
   ct_token *p, *p2;
-  ASSERT_OK(ct_zk_get(c2, &p, "fwd", ct_deadline_after(10000000000)));
-  ASSERT_OK(ct_zk_get(c2, &p2, "fwd", ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_get(c2, &p, "fwd", ZT_OP_DEADLINE()));
+  ASSERT_OK(ct_zk_get(c2, &p2, "fwd", ZT_OP_DEADLINE()));
   assert_ptr_not_equal(p, p2);
   struct reenter re = {c2, 1};
   ct_callback cb = {0};
@@ -481,7 +481,7 @@ static void test_local_trigger_forwarded(void **state) {
   ct_callback_unregister(&cb);
   assert_int_equal(atomic_load(&re.rc), -EDEADLK);
   ct_zk_status st;
-  ASSERT_OK(ct_zk_status_get(c, "fwd", &st, ct_deadline_after(5000000000)));
+  ASSERT_OK(ct_zk_status_get(c, "fwd", &st, ZT_OP_DEADLINE()));
   assert_int_equal(st.reason, CT_REASON_USER + 9);
   assert_int_equal(st.pid, getpid());
   assert_string_equal(st.cause, "fwd");

@@ -29,7 +29,7 @@ static void wait_owner_gone(ct_zk_client *c, const char *name,
                             ct_zk_status *st) {
   int64_t dl = ct_deadline_after(INT64_C(60) * 1000000000);
   for (;;) {
-    ASSERT_OK(ct_zk_status_get(c, name, st, ct_deadline_after(INT64_C(30) * 1000000000)));
+    ASSERT_OK(ct_zk_status_get(c, name, st, ZT_OP_DEADLINE()));
     if (!st->owned)
       return;
     if (ct_now() > dl)
@@ -118,7 +118,7 @@ static void test_trigger_in_flight_leader_dies(void **state) {
   restore_all();
   ct_zk_client *c = zt_connect(4000);
   ct_zk_status st;
-  ASSERT_OK(ct_zk_status_get(c, "flight", &st, ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_status_get(c, "flight", &st, ZT_OP_DEADLINE()));
   assert_true(st.triggered);
   assert_int_equal(st.reason, 67);
   assert_int_equal(st.pid, owner.pid);
@@ -237,7 +237,7 @@ static void test_owner_frozen_alone(void **state) {
   char want[64];
   snprintf(want, sizeof want, "fired %d alone", CT_REASON_OWNER_LOST);
   expect(&owner, want);
-  ASSERT_OK(ct_zk_status_get(c, "alone", &st, ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_status_get(c, "alone", &st, ZT_OP_DEADLINE()));
   assert_true(st.triggered);
   assert_false(st.owned);
   assert_int_equal(st.reason, CT_REASON_OWNER_LOST);
@@ -297,7 +297,7 @@ static void test_quorum_lost(void **state) {
   }
   ct_zk_client *c = zt_connect(4000);
   ct_zk_status st;
-  ASSERT_OK(ct_zk_status_get(c, "outage", &st, ct_deadline_after(10000000000)));
+  ASSERT_OK(ct_zk_status_get(c, "outage", &st, ZT_OP_DEADLINE()));
   assert_true(st.triggered);
   assert_int_equal(st.reason, CT_REASON_TRIGGER);
   assert_int_equal(st.pid, owner.pid);

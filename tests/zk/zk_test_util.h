@@ -24,6 +24,11 @@
 
 extern char **environ;
 
+/* The deadline of one request that must succeed (or fail for a reason
+ * other than time): failure-only, never a timing claim.  Generous, since
+ * a loaded machine runs three JVMs beside the test (it was 5 or 10 s).  30 s fit in the ctest limits. */
+#define ZT_OP_DEADLINE() ct_deadline_after(INT64_C(30) * 1000000000)
+
 static char zt_dir[512];      /* the ensemble's directory */
 static char zt_addr[2048];    /* zk://members/ct-test-PID */
 static char zt_hosts[1024];   /* members only */
