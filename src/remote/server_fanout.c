@@ -13,8 +13,8 @@
  *  the subscriber array) under `mu`, wakes the helpers, takes its own
  *  share, and WAITS until every helper is done before it touches any
  *  connection again.  A helper only calls send() on the descriptors of its
- *  share (every nhelpers+1-th subscriber) and writes how many bytes went
- *  out into its slots of `sent`; it reads c->fd, c->dead and the length of
+ *  share (the k-th of nhelpers+1 contiguous runs of subscribers) and
+ *  writes how many bytes went out into its slots of `sent`; it reads c->fd, c->dead and the length of
  *  c->out, which the loop thread wrote before publishing the job and does
  *  not write while it waits.  The mutex hand-off orders both ways (job
  *  published before a helper reads it; results written before the loop
@@ -59,9 +59,13 @@ struct fanout {
   ssize_t *sent;       /* per subscriber: bytes sent, -1 not sent */
 };
 
-/* Send the frame to subscribers k, k + stride, ... */
-static void share(struct fanout *f, size_t k, size_t stride) {
-  for (size_t i = k; i < f->n; i += stride) {
+/* Send the frame to share k of `parts`: a contiguous run of subscribers,
+ * so that the connections of one peer process, which server_proto.c puts
+ * next to one another, are sent to by one thread and not by all of them
+ * at once (they would contend for that process's epoll instance). */
+static void share(struct fanout *f, size_t k, size_t parts) {
+  size_t from = f->n * k / parts, to = f->n * (k + 1) / parts;
+  for (size_t i = from; i < to; i++) {
     struct conn *c = f->subs[i]->c;
     f->sent[i] = -1;
     if (c->dead || net_buf_pending(&c->out))
@@ -92,9 +96,9 @@ static void *helper_main(void *arg) {
     if (f->stop)
       break;
     seen = f->gen;
-    size_t stride = (size_t)f->nhelpers + 1;
+    size_t parts = (size_t)f->nhelpers + 1;
     pthread_mutex_unlock(&f->mu);
-    share(f, k, stride);
+    share(f, k, parts);
     pthread_mutex_lock(&f->mu);
     if (--f->busy == 0)
       pthread_cond_signal(&f->done);

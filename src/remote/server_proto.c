@@ -70,25 +70,46 @@ static size_t cause_name(struct entry *e, char *buf) {
   return token_name(e, ct_token_triggered_token(e->tok), buf);
 }
 
-/* Order by peer process, then by the order of subscription (eidx, before
- * the sort: the sort is stable, so each process's connections keep their
- * order). */
+/* Order by peer process, then by the order of subscription (the index in
+ * the low half: the order is total, so each process's connections keep
+ * theirs). */
 static int by_peer(const void *a, const void *b) {
-  const struct sub *x = *(struct sub *const *)a, *y = *(struct sub *const *)b;
-  if (x->c->peer_pid != y->c->peer_pid)
-    return x->c->peer_pid < y->c->peer_pid ? -1 : 1;
-  return (x->eidx > y->eidx) - (x->eidx < y->eidx);
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
 }
 
 /* Group e's subscribers by peer process (see the design notes).  The
  * entry has fired: its array is walked once more, for this notice, and
- * then only to unsubscribe, which finds each sub by its eidx. */
+ * then only to unsubscribe, which finds each sub by its eidx.  The sort
+ * is of (pid, index) keys in an array of their own: sorting the pointers
+ * by what they point to cost a cache miss per comparison (about 10 ms
+ * for 10,000 subscribers).  Without memory for the keys, or if the array
+ * is grouped already, the order stays as it is. */
 static void group_by_peer(ct_net_server *s, struct entry *e) {
-  if (e->nsubs < 2 || s->addr.family != AF_UNIX) /* TCP: no pid */
+  size_t n = e->nsubs;
+  if (n < 2 || s->addr.family != AF_UNIX) /* TCP: no pid */
     return;
-  qsort(e->subs, e->nsubs, sizeof *e->subs, by_peer);
-  for (size_t i = 0; i < e->nsubs; i++)
-    e->subs[i]->eidx = i;
+  bool sorted = true;
+  for (size_t i = 1; i < n && sorted; i++)
+    sorted = e->subs[i - 1]->c->peer_pid <= e->subs[i]->c->peer_pid;
+  if (sorted)
+    return;
+  uint64_t *key = net_malloc(n * sizeof *key);
+  struct sub **out = key ? net_malloc(n * sizeof *out) : NULL;
+  if (!out) {
+    net_free(key);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) /* pids are positive (a 32-bit pid_t) */
+    key[i] = (uint64_t)(uint32_t)e->subs[i]->c->peer_pid << 32 | i;
+  qsort(key, n, sizeof *key, by_peer);
+  for (size_t i = 0; i < n; i++) {
+    out[i] = e->subs[key[i] & 0xffffffffu];
+    out[i]->eidx = i;
+  }
+  memcpy(e->subs, out, n * sizeof *out);
+  net_free(out);
+  net_free(key);
 }
 
 static void notify_entry(ct_net_server *s, struct entry *e) {
