@@ -8,8 +8,13 @@ ours / peer taken pairwise within each repetition), `ratio_min`,
 `ratio_max`, `pairs` (how many repetitions both sides ran) and `verdict`:
 "faster" (every pairwise ratio below 1: ours faster or smaller), "slower"
 (every one above 1) or "no verdict" (the range contains 1).  Rows from
-other producers (--extra) are single runs: their ratio is of medians and
-their verdict is "one run"."""
+other producers (--extra) whose document gives per-round pairwise ratios
+(python/bench/bench.py and cross_process.py: ours and the peer interleaved
+within the one run) get the same fields from those; a row with a target
+also carries `target` (the largest ours / peer it allows) and
+`target_verdict` ("met", "missed" or "no verdict", the same rule against
+the target instead of 1).  Other extra rows are single figures: their
+ratio is of medians and their verdict is "one run"."""
 
 import csv
 import json
@@ -59,6 +64,12 @@ def ratio_text(r, md=False):
                          fmt_ratio(r["ratio_max"]))
     if r.get("verdict") == NO_VERDICT:
         s += " no verdict" if not md else " *no verdict*"
+    if r.get("target_verdict"):
+        # Also as "peer / ours" (how many times faster), the target's terms.
+        tv = r["target_verdict"]
+        s += "; peer/ours %.3gx [%.3g..%.3g], target >= %.3gx: %s" % (
+            1 / r["ratio"], 1 / r["ratio_max"], 1 / r["ratio_min"],
+            1 / r["target"], "*%s*" % tv if md else tv)
     return s
 
 
@@ -119,7 +130,10 @@ def print_table(rows, meta, busy_before):
           "(ours: of all our runs)" % meta["reps"])
     print("  ours/peer: the median [min..max] of the pairwise ratios, one per "
           "pair of adjacent runs (< 1: ours faster or smaller); 'no verdict' "
-          "when that range contains 1")
+          "when that range contains 1; for the Python and cross-process "
+          "rows, one per interleaved round inside their one run; "
+          "'target >= Nx: met / missed / no verdict' compares that range "
+          "(as peer/ours) with a target; '(one run)': a ratio of medians")
     print()
     for i, t in enumerate(table):
         print("  ".join(t[j].ljust(widths[j]) if j < len(widths) else t[j]
@@ -143,7 +157,8 @@ def print_table(rows, meta, busy_before):
 CSV_HEAD = ["section", "workload", "unit", "ours_key", "ours_median",
             "ours_min", "ours_max", "peer", "peer_key", "peer_median",
             "peer_min", "peer_max", "ratio", "note", "variant", "status",
-            "main", "source", "ratio_min", "ratio_max", "pairs", "verdict"]
+            "main", "source", "ratio_min", "ratio_max", "pairs", "verdict",
+            "target", "target_verdict"]
 
 
 def _f4(x):
@@ -166,7 +181,8 @@ def write_files(rows, figs, meta, csv_path, json_path, md_path):
                         r["note"], r["variant"], r["status"],
                         "1" if r["main"] else "0", r["source"],
                         _f4(r.get("ratio_min")), _f4(r.get("ratio_max")),
-                        r.get("pairs") or "", r.get("verdict") or ""])
+                        r.get("pairs") or "", r.get("verdict") or "",
+                        _f4(r.get("target")), r.get("target_verdict") or ""])
     raw = {p: v for p, v in figs.items() if p != "base"}
     with open(json_path, "w") as f:
         json.dump({"format": 3, "meta": meta, "rows": rows, "raw": raw}, f,
@@ -230,7 +246,7 @@ def markdown(rows, meta):
                 num(r["ours"]["median"]) if r["ours"] else "",
                 r["peer"], num(r["peer_result"]["median"])
                 if r["peer_result"] else "",
-                fmt_ratio(r["ratio"]) if r["ratio"] is not None else ""))
+                ratio_text(r, md=True) if r["ratio"] is not None else ""))
     out.append("")
     out.append("Medians over %d repetitions (%s mode, %s); in each, every "
                "peer ran once next to a run of ours.  Each peer cell is "
@@ -239,7 +255,11 @@ def markdown(rows, meta):
                "adjacent runs (below 1: ours faster or smaller).  Bold: every pairwise "
                "ratio is above 1 (we lose).  *no verdict*: the range "
                "contains 1.  The second table's figures come from one run "
-               "of each producer (ratio of medians).  Alternative forms of "
+               "of each producer; where that run interleaves ours and the "
+               "peer (the Python rows), the ratio is the median [min..max] "
+               "of its per-round pairwise ratios, with the target's verdict "
+               "where there is one; \"(one run)\": a ratio of medians.  "
+               "Alternative forms of "
                "a peer and the figures' own minima and maxima are in "
                "results.csv."
                % (meta["reps"], meta["mode"], meta["started"][:10]))

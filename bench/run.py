@@ -21,8 +21,11 @@ cpp must run; a peer that is not built or fails is reported as
 unavailable and the run goes on.
 
 Figures produced elsewhere join the table through --extra files (the
-token server's net_bench, the Python package's benchmark): see
-bench/README.md for their format.
+token server's net_bench, the Python package's benchmarks): see
+bench/README.md for their format.  The Python benchmarks interleave ours
+and their peer round by round inside their one run and give the per-round
+ratios, so their rows get a pairwise median [min..max] and a verdict too
+(and, for a row with a target, whether every round met it).
 
 This script pairs each of our figures with its counterpart in every peer,
 prints one table (ours, peer, ours / peer [min..max] pairwise),
@@ -46,7 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from workloads import PEERS, PEER_NAME, REQUIRED, WORKLOADS, is_dist_key  # noqa: E402
-from report import print_table, write_files  # noqa: E402
+from report import NO_VERDICT, print_table, write_files  # noqa: E402
 
 # ---------------------------------------------------------------------------
 
@@ -178,6 +181,15 @@ def parse_extra(label, text):
                                  r["peer"], "", r["peer_key"], res("peer"),
                                  ratio, r.get("note", ""),
                                  r.get("status") or "ok", True, label))
+            if r.get("ratio_min") and r.get("ratio_max"):  # pairwise
+                rows[-1].update(
+                    ratio_min=float(r["ratio_min"]),
+                    ratio_max=float(r["ratio_max"]),
+                    pairs=int(r["pairs"]) if r.get("pairs") else None,
+                    verdict=r.get("verdict") or None)
+                if r.get("target_verdict"):
+                    rows[-1].update(target=float(r["target"]),
+                                    target_verdict=r["target_verdict"])
         return label, rows, [], "ok"
     res, comments = parse(text)
     rows, used = [], set()
@@ -207,13 +219,40 @@ def parse_extra(label, text):
         "ok"
 
 
+# Keys of a JSON result that are not a peer's figures.
+JSON_NOT_PEER = ("case", "key", "unit", "ours", "ratio", "note", "rounds",
+                 "pairwise", "target")
+
+
+def ratio_stats(rs, target=None):
+    """A row's ratio fields from pairwise ratios ours / peer (one per
+    interleaved round): median, min, max, pairs and verdict, as pairwise()
+    gives for the suite's own rows; with `target` (the largest ours / peer
+    the target allows), also target_verdict: "met" (every ratio at or
+    below it), "missed" (every one above) or "no verdict"."""
+    lo, hi = min(rs), max(rs)
+    out = {"ratio": median(rs), "ratio_min": lo, "ratio_max": hi,
+           "pairs": len(rs), "ratios": rs,
+           "verdict": ("faster" if hi < 1 else "slower" if lo > 1 else
+                       NO_VERDICT)}
+    if target is not None:
+        out["target"] = target
+        out["target_verdict"] = ("met" if hi <= target else
+                                 "missed" if lo > target else NO_VERDICT)
+    return out
+
+
 def extra_json(label, text):
     """A JSON document {"results": [{"case": NAME, "unit": U, "ours":
     {median, min, max}, "<peer>": {median, min, max}}, ...]}, as the Python
-    package's bench.py writes with --json.  The peer is the one entry
-    besides "ours" that holds figures ("reference" in bench.py), and
-    its display name is the document's "peer" if it has one.  The ratio is
-    recomputed as ours / peer, this table's convention."""
+    package's bench.py and cross_process.py write with --json.  The peer is
+    the one entry besides "ours" that holds figures ("reference" in
+    bench.py), and its display name is the document's "peer" if it has
+    one.  A result with "pairwise" (ours / peer for each interleaved round,
+    this table's convention) gets the median [min..max] of those and a
+    verdict, as the suite's own pairs; with "target": {"max_ratio": X,
+    "text": ...} also whether every round met the target.  Without
+    "pairwise" the ratio is ours / peer of the medians (one run)."""
     try:
         doc = json.loads(text)
         results = doc["results"]
@@ -231,8 +270,7 @@ def extra_json(label, text):
         name = r.get("case") or r.get("key") or "?"
         unit = r.get("unit", "")
         ours = fig(r.get("ours"), unit)
-        pkeys = [k for k in r if k not in ("case", "key", "unit", "ours",
-                                            "ratio", "note")]
+        pkeys = [k for k in r if k not in JSON_NOT_PEER]
         pk = pkeys[0] if pkeys else ""
         peer = fig(r.get(pk), unit) if pk else None
         pname = doc.get("peer") or {
@@ -240,9 +278,22 @@ def extra_json(label, text):
         ratio = (ours["median"] / peer["median"]
                  if ours and peer and peer["median"] > 0 else None)
         status = "ok" if peer else ("peer fails" if pk else "ours only")
+        note = r.get("note", "")
+        target = r.get("target") if isinstance(r.get("target"), dict) \
+            else None
+        if target and target.get("text"):
+            note = (note + "; " if note else "") + "target: " + \
+                target["text"]
         rows.append(make_row(label, name, unit, name, ours, pname, "",
-                             pk and name, peer, ratio, r.get("note", ""),
+                             pk and name, peer, ratio, note,
                              status, True, label))
+        pw = [float(x) for x in (r.get("pairwise") or [])
+              if isinstance(x, (int, float)) and x > 0]
+        if peer and pw:
+            rows[-1].update(ratio_stats(
+                pw, float(target["max_ratio"])
+                if target and target.get("max_ratio") else None))
+            rows[-1]["ratio_of_medians"] = ratio
     com = ["%s: %s" % (k, v) for k, v in doc.items() if k != "results"]
     return label, rows, com, "ok"
 

@@ -35,12 +35,19 @@ Workloads:
         1000 tasks awaiting a depth-10 chain; time from the root's trigger
         until all have resumed.
 
-The two run interleaved: each round runs ours once, then the reference
-once (--rounds N, default 7, 3 with --quick; --only WORD picks cases).
-Each figure is the median over the rounds (min and max shown), and each
-ratio the median of the per-round ratios reference / ours, with their
-min..max, so > 1 means we are faster and a range crossing 1 is no
-verdict.  Timings move with machine load; run on a quiet machine.
+The two run interleaved: each round runs ours once and the reference
+once, ours first in even rounds and the reference first in odd ones
+(A B B A ...), so that a drift of the machine hits both alike (--rounds
+N, default 7, 3 with --quick; --only WORD picks cases).  Each figure is
+the median over the rounds (min and max shown), and each ratio the median
+of the per-round ratios reference / ours, with their min..max, so > 1
+means we are faster and a range crossing 1 is no verdict.  A case with a
+target (TARGETS below: issue 15's "at least 20x faster") also says
+whether every round met it ("met"), none did ("missed"), or the range
+crosses it ("no verdict").  --json writes every round's figures and the
+per-round ratios ours / reference ("pairwise", the convention of
+bench/run.py, which reports them as it reports its own pairs).  Timings
+move with machine load; run on a quiet machine.
 """
 
 import argparse
@@ -110,6 +117,19 @@ class RefToken:
 
 
 IMPLS = {'ours': CancelToken, 'reference': RefToken}
+
+# Targets: case -> the smallest reference / ours every round must reach.
+TARGETS = {'fanout/trigger+observe 100k': 20.0}
+
+
+def target_verdict(ratio, target):
+    """'met' if every per-round reference / ours is >= target, 'missed' if
+    every one is below it, else 'no verdict'.  ratio: (median, min, max)."""
+    if ratio[1] >= target:
+        return 'met'
+    if ratio[2] < target:
+        return 'missed'
+    return 'no verdict'
 
 
 # ---------------------------------------------------------------------------
@@ -286,8 +306,9 @@ def main(argv=None):
     print(f'# python {platform.python_version()} ({sys.executable}), '
           f'load average {os.getloadavg()[0]:.2f}, '
           f'{"quick" if args.quick else "full"} mode')
-    print(f'# {reps} rounds, each running ours then the reference once '
-          '(interleaved, so drift of the machine hits both); figures are '
+    print(f'# {reps} rounds, each running ours and the reference once '
+          '(ours first in even rounds, the reference first in odd ones, so '
+          'drift of the machine hits both); figures are '
           'median [min .. max] over the rounds; ratio = reference / ours '
           'per round (> 1: ours is faster), median [min .. max]')
     results = []
@@ -295,31 +316,48 @@ def main(argv=None):
         if args.only and args.only not in name:
             continue
         per = {impl: [] for impl in IMPLS}
-        ratios = []
-        for _ in range(reps):
-            got = {impl: fn(cls) for impl, cls in IMPLS.items()}
+        ratios, pairwise = [], []
+        for rnd in range(reps):
+            order = list(IMPLS) if rnd % 2 == 0 else list(IMPLS)[::-1]
+            got = {impl: fn(IMPLS[impl]) for impl in order}
             for impl in IMPLS:
                 per[impl].append(got[impl] and got[impl][0])
             if got['ours'] and got['reference']:
                 ratios.append(got['reference'][0] / got['ours'][0])
+                pairwise.append(got['ours'][0] / got['reference'][0])
         ours = median_of(per['ours'])
         ref = median_of(per['reference']) if None not in per['reference'] \
             else None
         ratio = median_of(ratios) if ratios else None
         print(f'{name:34s} ours      {fmt(ours, unit)}')
         print(f'{"":34s} reference {fmt(ref, unit)}')
+        target = TARGETS.get(name)
         if ratio:
             verdict = ' (range crosses 1: no verdict)' \
                 if ratio[1] <= 1 <= ratio[2] else ''
+            if target:
+                verdict += (f'; target >= {target:g}x: '
+                            f'{target_verdict(ratio, target)}')
             print(f'{"":34s} ratio     {ratio[0]:12.3g}x  '
                   f'[{ratio[1]:.3g} .. {ratio[2]:.3g}]{verdict}')
         else:
             print(f'{"":34s} ratio     n/a (reference fails)')
-        results.append({
+        entry = {
             'case': name, 'unit': unit,
             'ours': dict(zip(('median', 'min', 'max'), ours)),
             'reference': ref and dict(zip(('median', 'min', 'max'), ref)),
-            'ratio': ratio and dict(zip(('median', 'min', 'max'), ratio))})
+            'ratio': ratio and dict(zip(('median', 'min', 'max'), ratio)),
+            # Every round's figures (None: the reference failed), and the
+            # per-round ratios in bench/run.py's convention, ours / peer.
+            'rounds': {impl: per[impl] for impl in IMPLS},
+            'pairwise': pairwise}
+        if target:
+            # run.py's convention: ours / peer must stay at or below this.
+            entry['target'] = {
+                'max_ratio': 1.0 / target,
+                'text': f'reference / ours >= {target:g} in every round',
+                'verdict': target_verdict(ratio, target) if ratio else None}
+        results.append(entry)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'python': platform.python_version(),

@@ -34,6 +34,12 @@ Workloads:
         thread: our server thread; multiprocessing's 100 handler threads)
         from just before the call until every waiter has been told.
 
+Every workload is interleaved, so each result also carries its pairwise
+ratios ours / multiprocessing ("pairwise" in the --json document, which
+bench/run.py reports as it reports its own pairs): one per repetition
+(check), per block of samples (latency percentiles) or per round (owner
+rows).
+
 Figures move with machine load; run on a quiet machine.  The whole run
 takes under a minute (about ten seconds with --quick).
 """
@@ -78,6 +84,12 @@ def _percentile(values, q):
 def _stat(samples):
     return {'median': statistics.median(samples), 'min': min(samples),
             'max': max(samples)}
+
+
+def _pairwise(ours, peer):
+    """ours / peer for each pair of interleaved figures (one per
+    repetition, block or round)."""
+    return [o / p for o, p in zip(ours, peer) if p > 0]
 
 
 # ---------------------------------------------------------------------------
@@ -296,6 +308,7 @@ def run(cfg):
         results.append({
             'case': 'check: proxy.triggered vs Event.is_set()', 'unit': 'ns',
             'ours': _stat(ours_c), PEER_KEY: _stat(mp_c),
+            'pairwise': _pairwise(ours_c, mp_c),
             'note': 'untriggered proxy, in the client; median of %d reps'
                     % cfg['reps']})
 
@@ -318,14 +331,16 @@ def run(cfg):
                'mp': [(a - b) / 1000.0 for a, b in zip(mp_t, trig['mp'])]}
         blocks = cfg['reps']
         for q in (50, 99):
-            fig = {}
+            fig, per = {}, {}
             for kind, xs in lat.items():
-                per = [_percentile(xs[b::blocks], q) for b in range(blocks)]
-                fig[kind] = {'median': _percentile(xs, q), 'min': min(per),
-                             'max': max(per)}
+                per[kind] = [_percentile(xs[b::blocks], q)
+                             for b in range(blocks)]
+                fig[kind] = {'median': _percentile(xs, q),
+                             'min': min(per[kind]), 'max': max(per[kind])}
             results.append({
                 'case': 'notice latency p%d' % q, 'unit': 'us',
                 'ours': fig['ours'], PEER_KEY: fig['mp'],
+                'pairwise': _pairwise(per['ours'], per['mp']),
                 'note': '%d samples; range: p%d of each of %d blocks; ours: '
                         'await proxy.wait(); peer: proxy event.wait()'
                         % (n, q, blocks)})
@@ -384,10 +399,12 @@ def run(cfg):
         results.append({
             'case': 'owner trigger() call, 100 proxies', 'unit': 'us',
             'ours': _stat(call['ours']), PEER_KEY: _stat(call['mp']),
+            'pairwise': _pairwise(call['ours'], call['mp']),
             'note': note + '; wall time of trigger() / Event.set()'})
         results.append({
             'case': 'owner CPU per trigger, 100 proxies', 'unit': 'us',
             'ours': _stat(cpu['ours']), PEER_KEY: _stat(cpu['mp']),
+            'pairwise': _pairwise(cpu['ours'], cpu['mp']),
             'note': note + '; owner process CPU time, every thread'})
     finally:
         _stop(procs)
@@ -422,16 +439,23 @@ def main(argv=None):
     print('# python %s (%s), load average %.2f, %s mode, %.1f s'
           % (platform.python_version(), sys.executable, os.getloadavg()[0],
              'quick' if args.quick else 'full', elapsed))
-    print('# median [min .. max]; ratio = ours / %s (< 1: ours is faster)'
-          % PEER)
+    print('# median [min .. max]; ratio = ours / %s (< 1: ours is '
+          'faster): median [min .. max] of the pairwise ratios' % PEER)
     for r in results:
         o, m = r['ours'], r[PEER_KEY]
-        r['ratio'] = o['median'] / m['median'] if m['median'] > 0 else None
+        pw = r['pairwise']
+        r['ratio'] = statistics.median(pw) if pw else None
         print('%-44s ours            %12.3f %s  [%.3f .. %.3f]'
               % (r['case'], o['median'], r['unit'], o['min'], o['max']))
         print('%-44s multiprocessing %12.3f %s  [%.3f .. %.3f]'
               % ('', m['median'], r['unit'], m['min'], m['max']))
-        print('%-44s ratio           %12.3g' % ('', r['ratio'] or 0))
+        if pw:
+            print('%-44s ratio           %12.3g  [%.3g .. %.3g] pairwise%s'
+                  % ('', r['ratio'], min(pw), max(pw),
+                     ' (range crosses 1: no verdict)'
+                     if min(pw) <= 1 <= max(pw) else ''))
+        else:
+            print('%-44s ratio           n/a' % '')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'peer': PEER, 'python': platform.python_version(),
