@@ -45,13 +45,19 @@ struct ct_net_client {
   int fd;
   struct loop *loop; /* set once registered, before the loop can see us */
   uint64_t key;      /* epoll key: slot | generation << 32 (see loop) */
-  /* mu guards out, want_out, reqs, proxies/nproxies/capproxies, next_id,
+  /* mu guards out, want_out, reqs, proxies/handles/nproxies/capproxies,
+   * next_id,
    * dead. */
   pthread_mutex_t mu;
   struct net_buf out;
   bool want_out; /* EPOLLOUT armed */
   struct req *reqs;
   struct cproxy **proxies;
+  /* handles[i] is proxies[i]->handle, in an array of its own so that a
+   * notice finds its proxy in a scan of contiguous memory, not by loading
+   * every record (profiled: the scan was 16% of the I/O thread's time
+   * with 30 proxies a client); capacity capproxies. */
+  uint32_t *handles;
   size_t nproxies, capproxies;
   uint32_t next_id;
   bool dead;

@@ -51,7 +51,7 @@ static struct cproxy *find_by_token_locked(ct_net_client *c, const ct_token *t) 
 
 static struct cproxy *find_by_handle_locked(ct_net_client *c, uint32_t h) {
   for (size_t i = 0; i < c->nproxies; i++)
-    if (c->proxies[i]->handle == h)
+    if (c->handles[i] == h)
       return c->proxies[i];
   return NULL;
 }
@@ -129,9 +129,22 @@ static void forward(struct ct_proxy *base, ct_reason r, int detail) {
 /* New proxy record for handle h, named name (I/O thread, under mu). */
 static struct cproxy *new_proxy_locked(ct_net_client *c, uint32_t h,
                                        const char *name) {
-  if (net_grow(&c->proxies, &c->capproxies, c->nproxies, sizeof *c->proxies,
-               8) < 0)
-    return NULL;
+  if (c->nproxies == c->capproxies) {
+    /* Both arrays grow to the same capacity; a failure leaves the old
+     * ones in place (the larger of the two is harmless). */
+    size_t cap = c->capproxies ? c->capproxies * 2 : 8;
+    if (cap < c->capproxies)
+      return NULL;
+    uint32_t *h2 = net_realloc(c->handles, cap * sizeof *h2);
+    if (!h2)
+      return NULL;
+    c->handles = h2;
+    struct cproxy **p2 = net_realloc(c->proxies, cap * sizeof *p2);
+    if (!p2)
+      return NULL;
+    c->proxies = p2;
+    c->capproxies = cap;
+  }
   struct cproxy *p = net_calloc(1, sizeof *p);
   if (!p)
     return NULL;
@@ -142,6 +155,7 @@ static struct cproxy *new_proxy_locked(ct_net_client *c, uint32_t h,
   }
   p->c = c;
   p->handle = h;
+  c->handles[c->nproxies] = h;
   c->proxies[c->nproxies++] = p;
   return p;
 }
@@ -152,7 +166,9 @@ void client_free_proxies(ct_net_client *c) {
     net_free(c->proxies[i]);
   }
   net_free(c->proxies);
+  net_free(c->handles);
   c->proxies = NULL;
+  c->handles = NULL;
   c->nproxies = c->capproxies = 0;
 }
 
