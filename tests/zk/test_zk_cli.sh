@@ -30,7 +30,7 @@ has() { # has NAME NEEDLE FILE
     fail=$((fail + 1)); echo "FAIL $1: no [$2] in $3:"; cat "$3"; fi
 }
 wait_line() { # wait_line FILE NEEDLE: until the file has it (guard 60 s)
-  for _ in $(seq 600); do grep -qF -- "$2" "$1" && return 0; sleep 0.1; done
+  for _ in $(seq 600); do grep -qF -- "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   return 1
 }
 
