@@ -431,8 +431,11 @@ static int fd_child(const char *path) {
   pa[n - 1] = NULL;
   ct_net_client *again = NULL;
   int r = -1;
-  /* the server closes its end of the freed connection asynchronously */
-  for (int tries = 0; tries < 100 && r < 0; tries++) {
+  /* The server closes its end of the freed connection asynchronously, on
+   * its own thread: retry until then (30 s, failure-only; it was 100
+   * tries 20 ms apart, a bound on that thread's progress). */
+  int64_t again_dl = ct_deadline_after(30 * SEC_NS);
+  while (r < 0 && ct_now() < again_dl) {
     r = ct_net_client_connect(&again, path, NULL, msg, sizeof msg,
                               ct_deadline_after(30 * SEC_NS));
     if (r < 0)
