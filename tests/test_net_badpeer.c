@@ -25,15 +25,29 @@ static void count_log(void *arg, const char *msg) {
  * each server (tests run one at a time). */
 static int next_token;
 
-/* The server of these tests: struct t_srv (net_test_util.h) with short
- * timeouts and a small output bound, its log lines counted. */
-static void srv_start(struct t_srv *v, ct_net_server_options *o) {
+/* The server of these tests: struct t_srv (net_test_util.h) with a small
+ * output bound, its log lines counted, and the given handshake and frame
+ * timeouts (0: the defaults, 10 s).  Short timeouts only where a case
+ * waits for one to pass: elsewhere a peer descheduled for 2 s between
+ * connecting and its next frame (a loaded machine) would be told TIMEOUT
+ * instead of the error the case is about. */
+static void srv_start_timeouts(struct t_srv *v, int64_t handshake,
+                               int64_t frame) {
   ct_net_server_options d = {.max_output = 64 * 1024,
-                             .handshake_timeout_ns = 2 * SEC_NS,
-                             .frame_timeout_ns = 2 * SEC_NS,
+                             .handshake_timeout_ns = handshake,
+                             .frame_timeout_ns = frame,
                              .log = count_log};
   next_token = 0;
-  t_srv_start(v, o ? o : &d);
+  t_srv_start(v, &d);
+}
+
+static void srv_start(struct t_srv *v, ct_net_server_options *o) {
+  if (o) {
+    next_token = 0;
+    t_srv_start(v, o);
+  } else {
+    srv_start_timeouts(v, 0, 0);
+  }
 }
 
 /* The well-behaved client is still served (t_srv_still_served). */
@@ -113,7 +127,7 @@ static void test_oversized_and_malformed(void **state) {
 static void test_truncated_frames(void **state) {
   (void)state;
   struct t_srv v;
-  srv_start(&v, NULL);
+  srv_start_timeouts(&v, 0, 2 * SEC_NS); /* frames: 2 s */
   /* dies mid-frame (in another process, with SIGKILL) */
   pid_t pid = fork();
   assert_true(pid >= 0);
@@ -134,7 +148,10 @@ static void test_truncated_frames(void **state) {
   uint8_t part[9] = {0, 0, 0, 100, 0x10, 0, 0, 0, 1};
   send(fd, part, sizeof part, MSG_NOSIGNAL);
   expect_error_and_eof(fd, 11); /* TIMEOUT */
+  still_served(&v);
+  t_srv_stop(&v);
   /* half a HELLO, then nothing: the handshake times out */
+  srv_start_timeouts(&v, 2 * SEC_NS, 0); /* handshakes: 2 s */
   fd = t_raw_connect(v.path);
   send(fd, part, 6, MSG_NOSIGNAL);
   expect_error_and_eof(fd, 11);
@@ -145,7 +162,8 @@ static void test_truncated_frames(void **state) {
 static void test_byte_at_a_time_peer(void **state) {
   (void)state;
   struct t_srv v;
-  srv_start(&v, NULL);
+  /* short timeouts: one of them may be what drops it */
+  srv_start_timeouts(&v, 2 * SEC_NS, 2 * SEC_NS);
   int fd = t_raw_connect(v.path);
   uint8_t f[45] = {0, 0, 0, 41, 0x01, 'C', 'T', 'N', 'T', 0, 1, 0, 1};
   bool dropped = false;
