@@ -39,10 +39,10 @@ SUMMARY=()
 # Add the counts of one run (its output in $1) to the totals.
 count() {
   local line p f s st
-  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
+  line=$(grep -a -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
   if [ -z "$line" ]; then
     echo "-- $2: the run did not finish; the end of its output:"
-    grep -v '^SKIPPED' "$1" | tail -40
+    grep -a -v '^SKIPPED' "$1" | tail -40
     TOTAL_FAILED=$((TOTAL_FAILED + 1))
     SUMMARY+=("$2: did not finish (its output is above)")
     return
@@ -113,8 +113,8 @@ for py in "${INTERPRETERS[@]}"; do
      CT_ZK_TRIGGER="$ZK_TRIGGER" CT_ZK_ENSEMBLE="$ROOT/scripts/zk-ensemble.sh" \
      timeout 900 "$py" -X faulthandler "$ROOT/python/tests/run.py") >"$b/test.log" 2>&1
   echo "exit status $?" >>"$b/test.log"
-  grep -E '^(FAILED|ERROR)|^runner:|passed, ' "$b/test.log"
-  grep -q '^FAILED\|^ERROR' "$b/test.log" && grep -v '^SKIPPED' "$b/test.log" | tail -60
+  grep -a -E '^(FAILED|ERROR)|^runner:|passed, ' "$b/test.log"
+  grep -a -q '^FAILED\|^ERROR' "$b/test.log" && grep -a -v '^SKIPPED' "$b/test.log" | tail -60
   count "$b/test.log" "CPython $ver ($py), CMake build"
 done
 
@@ -145,8 +145,8 @@ else
        CT_ZK_ENSEMBLE="$ROOT/scripts/zk-ensemble.sh" timeout 900 \
        "$v/bin/python" -X faulthandler tests/run.py) >"$v.test.log" 2>&1
     echo "exit status $?" >>"$v.test.log"
-    grep -E '^(FAILED|ERROR)|^runner:|passed, ' "$v.test.log"
-    grep -q '^FAILED\|^ERROR' "$v.test.log" && grep -v '^SKIPPED' "$v.test.log" | tail -60
+    grep -a -E '^(FAILED|ERROR)|^runner:|passed, ' "$v.test.log"
+    grep -a -q '^FAILED\|^ERROR' "$v.test.log" && grep -a -v '^SKIPPED' "$v.test.log" | tail -60
     count "$v.test.log" "sdist, venv of CPython $ver ($py)"
   done
 fi
