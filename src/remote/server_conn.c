@@ -38,6 +38,7 @@
  */
 #include "server.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <sys/epoll.h>
@@ -79,6 +80,9 @@ void conn_free(ct_net_server *s, struct conn *c) {
   for (size_t i = 0; i < c->nsubs; i++) {
     struct sub *u = c->subs[i];
     struct entry *e = u->e;
+    /* eidx is where u sits in e->subs; server_proto.c keeps it so when
+     * it reorders the array for a notice. */
+    assert(u->eidx < e->nsubs && e->subs[u->eidx] == u); fprintf(stderr, "FREE %zu/%zu\n", u->eidx, e->nsubs);
     struct sub *last = e->subs[--e->nsubs]; /* swap-remove */
     e->subs[u->eidx] = last;
     last->eidx = u->eidx;
