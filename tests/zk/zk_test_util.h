@@ -26,7 +26,8 @@ extern char **environ;
 
 /* The deadline of one request that must succeed (or fail for a reason
  * other than time): failure-only, never a timing claim.  Generous, since
- * a loaded machine runs three JVMs beside the test (it was 5 or 10 s).  30 s fit in the ctest limits. */
+ * a loaded machine runs three JVMs beside the test (it was 5 or 10 s);
+ * 30 s fits in the ctest time limits. */
 #define ZT_OP_DEADLINE() ct_deadline_after(INT64_C(30) * 1000000000)
 
 static char zt_dir[512];      /* the ensemble's directory */
