@@ -215,7 +215,8 @@ static void fanout(const char *label, const char *address, int clients,
   char addr[300];
   ct_net_server_address(s, addr, sizeof addr);
   size_t nslots = (size_t)clients * (size_t)rounds;
-  size_t shbytes = nslots * sizeof(int64_t) + (size_t)procs * sizeof(struct usage);
+  size_t shbytes =
+      nslots * sizeof(int64_t) + (size_t)procs * sizeof(struct usage);
   int64_t *shared = mmap(NULL, shbytes, PROT_READ | PROT_WRITE,
                          MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (shared == MAP_FAILED)

@@ -14,11 +14,12 @@
  *  share, and WAITS until every helper is done before it touches any
  *  connection again.  A helper only calls send() on the descriptors of its
  *  share (the k-th of nhelpers+1 contiguous runs of subscribers) and
- *  writes how many bytes went out into its slots of `sent`; it reads c->fd, c->dead and the length of
- *  c->out, which the loop thread wrote before publishing the job and does
- *  not write while it waits.  The mutex hand-off orders both ways (job
- *  published before a helper reads it; results written before the loop
- *  thread reads them), which is what makes this safe without atomics.
+ *  writes how many bytes went out into its slots of `sent`; it reads
+ *  c->fd, c->dead and the length of c->out, which the loop thread wrote
+ *  before publishing the job and does not write while it waits.  The
+ *  mutex hand-off orders both ways (job published before a helper reads
+ *  it; results written before the loop thread reads them), which is what
+ *  makes this safe without atomics.
  *
  *  Order on a connection.  A helper sends only to a connection with
  *  nothing queued (else the notice would overtake what is); the others,
