@@ -6,12 +6,15 @@ each side of the cross-process part:
 
     python doc_examples.py server|client PATH-TO-python.rst PORT
 
+    python doc_examples.py server PATH-TO-python.rst 0
+
 The document marks its cross-process parts with ".. doctest-process: NAME"
 comment lines (server, client, end); the text before the first marker is
-the in-process part.  The server side says READY on stdout just before it
-runs ``server.serve_forever()`` (its socket is listening by then), and ends
-when that call returns (on SIGINT).  Exit status: 0 if every example
-passed.
+the in-process part.  The server side says "READY PORT" on stdout just
+before it runs ``server.serve_forever()`` (its socket is listening by
+then; PORT is the one it got, which is the one asked for unless that was
+0), and ends when that call returns (on SIGINT).  Exit status: 0 if every
+example passed.
 """
 
 import doctest
@@ -51,7 +54,8 @@ def run(text, name, filename, globs, runner=None, out=None):
 class _ServerRunner(doctest.DocTestRunner):
     def report_start(self, out, test, example):
         if example.source.startswith("server.serve_forever()"):
-            os.write(1, b"READY\n")
+            port = test.globs["server"].address[1]
+            os.write(1, f"READY {port}\n".encode())
         super().report_start(out, test, example)
 
 
