@@ -82,7 +82,7 @@ void conn_free(ct_net_server *s, struct conn *c) {
     struct entry *e = u->e;
     /* eidx is where u sits in e->subs; server_proto.c keeps it so when
      * it reorders the array for a notice. */
-    assert(u->eidx < e->nsubs && e->subs[u->eidx] == u); fprintf(stderr, "FREE %zu/%zu\n", u->eidx, e->nsubs);
+    assert(u->eidx < e->nsubs && e->subs[u->eidx] == u);
     struct sub *last = e->subs[--e->nsubs]; /* swap-remove */
     e->subs[u->eidx] = last;
     last->eidx = u->eidx;
