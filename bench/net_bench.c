@@ -10,11 +10,16 @@
  *            proxy of one token: time from the trigger until the last
  *            proxy is triggered (and the median one), repeated; over TCP
  *            (net_fanout_C_*) and over a Unix socket (net_fanout_unix_C_*).
- *            The clients of one process share one I/O thread, so a notice
- *            wakes one thread per process.  On loopback TCP the server's
- *            send() of each notice costs several microseconds of kernel
- *            time (the receiving side's TCP runs inline), which bounds the
- *            TCP figure from below at about 1,000 times that.
+ *            Each client is its own connection; the clients of one
+ *            process share one I/O thread.  Over the Unix socket the
+ *            server sends a notice to one process's connections one after
+ *            the other (it knows the peers' pids), so that thread wakes
+ *            about once per burst; over TCP it cannot tell the processes
+ *            apart and the thread wakes for nearly every connection.  On
+ *            loopback TCP the server's send() of each notice costs several
+ *            microseconds of kernel time (the receiving side's TCP runs
+ *            inline), which bounds the TCP figure from below at about
+ *            1,000 times that divided by the sending threads.
  *
  *   --stats  also prints, for the fan-out rounds only, what one notice
  *            costs: context switches (voluntary + involuntary) and CPU
