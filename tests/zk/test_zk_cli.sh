@@ -129,12 +129,6 @@ has "says unreachable" "before the deadline" "$tmp/b3.out"
 # --- two of three members killed: wait reports "unreachable" (exit 4),
 # not owner lost; the ensemble is restored afterwards.
 ENS=$(dirname "$0")/../../scripts/zk-ensemble.sh
-# wait must hold its proxy when the quorum goes.  The command prints
-# nothing before the outcome, so this waits for its session (its TCP
-# connection to a member) and then pauses for its get.  A pause too short
-# for a loaded machine shows as exit 3 (its get found no quorum): then the
-# case is run again, with a fresh token, once the ensemble is back, with a
-# pause four times longer.  (It was one fixed 1 s pause.)
 # The leader's number; "leader" asks each member with a 2 s limit, which
 # a loaded machine can miss once: ask again (guard 60 s), as zt_leader()
 # does, rather than kill member "" and one other, leaving a quorum.
@@ -147,6 +141,12 @@ find_leader() {
   echo "no leader found in 60 s" >&2
   return 1
 }
+# wait must hold its proxy when the quorum goes.  The command prints
+# nothing before the outcome, so this waits for its session (its TCP
+# connection to a member) and then pauses for its get.  A pause too short
+# for a loaded machine shows as exit 3 (its get found no quorum): then the
+# case is run again, with a fresh token, once the ensemble is back, with a
+# pause four times longer.  (It was one fixed 1 s pause.)
 pause=1
 for attempt in 1 2 3; do
   "$CT" serve "$A" "cut$attempt" >"$tmp/cserve.out" 2>&1 &
@@ -161,9 +161,12 @@ for attempt in 1 2 3; do
     sleep 0.1
   done
   sleep "$pause"
-  leader=$(find_leader) || kill -KILL "$cw" # a failure below, not a hang
-  bash "$ENS" kill "$dir" "$leader"
-  bash "$ENS" kill "$dir" $((leader % 3 + 1))
+  if leader=$(find_leader); then
+    bash "$ENS" kill "$dir" "$leader"
+    bash "$ENS" kill "$dir" $((leader % 3 + 1))
+  else
+    kill -KILL "$cw" # a failure below, not a hang
+  fi
   wait "$cw"
   cut_rc=$?
   for m in 1 2 3; do bash "$ENS" start "$dir" "$m"; done
