@@ -223,12 +223,18 @@ CT_EXTERN ct_token *ct_token_ref(ct_token *t);
  * descriptor if it has one. */
 CT_EXTERN void ct_token_unref(ct_token *t);
 
-/* Trigger t with reason CT_REASON_TRIGGER.  First triggers every token
- * chained to t, at every depth, wakes every waiter of t and of those tokens
- * and makes all their descriptors readable; only then runs t's callbacks,
- * then its descendants' callbacks, in this thread, before returning.  (A
- * descendant that another thread's trigger reached first is completed by
- * that thread, which runs no user code before it has done so.)
+/* Trigger t with reason CT_REASON_TRIGGER.  Marks t and every token
+ * chained to t, at every depth, triggered, wakes the waiters of each and
+ * makes their descriptors readable -- all of that before it runs any
+ * callback, and then runs t's callbacks, then its descendants', in this
+ * thread, before returning.  (A descendant that another thread's trigger
+ * reached first is completed by that thread, which runs no user code
+ * before it has done so.)  The marking goes from t down, token by token,
+ * and t's waiters are woken as t is marked: another thread may see t
+ * triggered, or return from ct_token_wait(t), a moment before a
+ * descendant of t is triggered.  A thread that needs a descendant
+ * triggered checks or waits on that descendant itself (it is triggered
+ * before this call returns and before any callback of this trigger runs).
  * Returns 1 if this call triggered t, 0 if it was already triggered (the
  * first trigger wins and is the one reported by ct_token_triggered_token()),
  * -EINVAL for NULL.  Ownership: t borrowed.  Any thread; callbacks: yes (a
