@@ -75,7 +75,16 @@ out:
 
 /* Depth-first walk of the chroot: every node is visited once (a token may
  * have tokens below it, "a" and "a/b"); children named '@...' are a
- * token's own, and /zookeeper is the ensemble's. */
+ * token's own, and /zookeeper is the ensemble's.
+ *
+ * One foreign node must not hide the others.  A node that is not a token
+ * (a plain parent such as "jobs", or somebody else's data) is passed
+ * over silently, its children still visited.  A node no token can be
+ * (a name our checks refuse: no token is below it either) and a node
+ * that cannot be read (-EACCES, another ACL) are skipped with their
+ * subtree and reported in one log line each.  Only what stops the walk
+ * as a whole fails the call: time, the connection, memory, the size
+ * limit, or the chroot itself unreadable. */
 #define LIST_MAX_NODES 100000
 
 int ct_zk_list(ct_zk_client *c, ct_zk_list_fn fn, void *arg,
@@ -104,16 +113,21 @@ int ct_zk_list(ct_zk_client *c, ct_zk_list_fn fn, void *arg,
       rc = -ENOMEM;
       break;
     }
+    bool skip = false;
     if (*name) {
       int s = ct_zk_status_get(c, name, st, deadline);
       if (s == 0) {
         fn(arg, name, st);
         count++;
+      } else if (s == -EACCES) {
+        zk_log(c, "list: skipped '%s' and what is below it: not readable "
+                  "with this client's credentials", name);
+        skip = true;
       } else if (s != -EPROTO && s != -ENOENT) {
         rc = s;
       }
     }
-    if (rc == 0) {
+    if (rc == 0 && !skip) {
       int s = zk_op_children(c, path, r, deadline);
       while (s == -ECONNRESET || (s == 0 && zk_retryable(r->zrc))) {
         free(r->kids);
@@ -136,11 +150,22 @@ int ct_zk_list(ct_zk_client *c, ct_zk_list_fn fn, void *arg,
             break;
           }
           char *child = *name ? zk_cat(name, "/", k) : strdup(k);
-          if (!child)
+          const char *norm;
+          if (!child) {
             rc = -ENOMEM;
-          else
+          } else if (zk_name_check(child, &norm) < 0) {
+            /* Not a name a token can have (too long, a character
+             * ZooKeeper allows and we do not): no token here or below. */
+            zk_log(c, "list: skipped a node under '%s' and what is below "
+                      "it: its name is not a token name", *name ? name : "/");
+            free(child);
+          } else {
             stack[top++] = child;
+          }
         }
+      } else if (r->zrc == ZNOAUTH && *name) {
+        zk_log(c, "list: skipped what is below '%s': not readable with "
+                  "this client's credentials", name);
       } else if (r->zrc != ZNONODE) {
         rc = zk_errno(r->zrc);
       }

@@ -29,6 +29,57 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The characters ZooKeeper refuses in a path.  The server checks each
+ * UTF-16 code unit of the path (its PathUtils.validatePath) and refuses
+ * NUL, U+0001..U+001F, U+007F..U+009F, U+D800..U+F8FF and U+FFF0..U+FFFF;
+ * a character outside the BMP is a pair of surrogates (U+D800..U+DFFF),
+ * so every such character is refused too.  Checked here so that a name
+ * the server would refuse is -EINVAL before anything is sent. */
+static bool zk_cp_ok(uint32_t cp) {
+  return !(cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) ||
+           (cp >= 0xd800 && cp <= 0xf8ff) || cp >= 0xfff0);
+}
+
+int zk_path_check(const char *s, size_t n, bool token) {
+  if (!ct_text_utf8_valid((const uint8_t *)s, n))
+    return -EINVAL;
+  for (size_t i = 0; i < n;) {
+    unsigned char b = (unsigned char)s[i];
+    uint32_t cp;
+    size_t len = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
+    if (len == 1)
+      cp = b;
+    else if (len == 2)
+      cp = (uint32_t)(b & 0x1f) << 6 | ((unsigned char)s[i + 1] & 0x3f);
+    else if (len == 3)
+      cp = (uint32_t)(b & 0x0f) << 12 |
+           (uint32_t)((unsigned char)s[i + 1] & 0x3f) << 6 |
+           ((unsigned char)s[i + 2] & 0x3f);
+    else
+      cp = 0x10000; /* outside the BMP: refused, whatever it is */
+    if (!zk_cp_ok(cp))
+      return -EINVAL;
+    i += len;
+  }
+  const char *p = s, *end = s + n;
+  while (p < end) {
+    const char *e = memchr(p, '/', (size_t)(end - p));
+    size_t cn = e ? (size_t)(e - p) : (size_t)(end - p);
+    if (token && cn > 255)
+      return -ENAMETOOLONG;
+    if (cn == 0 || (cn == 1 && p[0] == '.') ||
+        (cn == 2 && p[0] == '.' && p[1] == '.') || (token && p[0] == '@'))
+      return -EINVAL;
+    p += cn;
+    if (p < end) { /* at a '/' */
+      p++;
+      if (p == end)
+        return -EINVAL; /* trailing '/' */
+    }
+  }
+  return 0;
+}
+
 int zk_name_check(const char *name, const char **norm) {
   if (!name)
     return -EINVAL;
@@ -39,25 +90,9 @@ int zk_name_check(const char *name, const char **norm) {
     return -EINVAL;
   if (n > CT_ZK_NAME_MAX)
     return -ENAMETOOLONG;
-  if (!ct_text_utf8_valid((const uint8_t *)name, n))
-    return -EINVAL;
-  const char *p = name;
-  while (*p) {
-    const char *e = strchr(p, '/');
-    size_t cn = e ? (size_t)(e - p) : strlen(p);
-    if (cn == 0 || cn > 255 || (cn == 1 && p[0] == '.') ||
-        (cn == 2 && p[0] == '.' && p[1] == '.') || p[0] == '@')
-      return cn > 255 ? -ENAMETOOLONG : -EINVAL;
-    for (size_t i = 0; i < cn; i++)
-      if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-        return -EINVAL;
-    p += cn;
-    if (*p == '/') {
-      p++;
-      if (!*p)
-        return -EINVAL; /* trailing '/' */
-    }
-  }
+  int rc = zk_path_check(name, n, true);
+  if (rc < 0)
+    return rc;
   *norm = name;
   return 0;
 }
@@ -248,6 +283,11 @@ int zk_auth_load(const ct_zk_options *o, char **out, char *err,
         int rc = auth_check(v, strlen(v), err, errlen, "$" CT_ZK_AUTH_ENV);
         if (rc < 0)
           return rc;
+        if (strchr(v, '\n')) { /* as from the program or a file */
+          snprintf(err, errlen, "credentials from $" CT_ZK_AUTH_ENV
+                                " hold a newline");
+          return -EPROTO;
+        }
         *out = strdup(v);
         return *out ? 0 : -ENOMEM;
       }

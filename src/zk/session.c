@@ -395,6 +395,23 @@ int ct_zk_connect(ct_zk_client **out, const char *address,
     rc = ct_text_fail(errbuf, errlen, -EINVAL,
               "'%s' is not a ZooKeeper address (zk://HOST:PORT[,...][/CHROOT])",
               address);
+  /* The ZooKeeper C client takes "HOST:PORT" only: it cuts at the last
+   * ':' and resolves the rest, so "[::1]:2181" would fail later as a host
+   * that does not resolve.  Say so now. */
+  if (rc == 0 && strchr(c->addr.zk_hosts, '['))
+    rc = ct_text_fail(errbuf, errlen, -EINVAL,
+              "bad address '%s': the ZooKeeper C client does not take "
+              "bracketed IPv6 literals; use a host name that resolves to "
+              "the address", address);
+  /* The chroot is a path prefix of every request: check it as ZooKeeper
+   * will (UTF-8, the characters it refuses), so that a bad one fails here
+   * and not as unrelated errors of later calls. */
+  if (rc == 0 && c->addr.zk_chroot[0] &&
+      zk_path_check(c->addr.zk_chroot + 1, strlen(c->addr.zk_chroot + 1),
+                    false) < 0)
+    rc = ct_text_fail(errbuf, errlen, -EINVAL,
+              "bad address '%s': the chroot is not valid UTF-8 or holds a "
+              "character ZooKeeper refuses in a path", address);
   if (rc < 0) {
     free(c);
     return rc;

@@ -123,6 +123,7 @@ static struct zk_rec *rec_get(struct ct_zk_client *c, const char *name,
   n->opath = n->path ? zk_cat(n->path, ZK_OWNER_CHILD, "") : NULL;
   n->tpath = n->path ? zk_cat(n->path, ZK_TRIGGER_CHILD, "") : NULL;
   n->tok_name = strdup(tok_name);
+  n->my_nonce = zk_nonce();
   atomic_init(&n->owned_remote, false);
   if (!n->name || !n->path || !n->opath || !n->tpath || !n->tok_name) {
     rec_free(n);
@@ -180,8 +181,24 @@ static void rec_set(struct ct_zk_client *c, struct zk_rec *rec,
   if (!rec->fired) {
     rec->trig = *t;
     rec->fired = true;
+    if (t->nonce == rec->my_nonce) { /* one of this client's attempts */
+      rec->ours = true;
+      atomic_fetch_add_explicit(&c->n_won, 1, memory_order_relaxed);
+    }
   }
   pthread_mutex_unlock(&c->mu);
+}
+
+/* 1 for the first caller to learn that the recorded trigger is this
+ * client's (so that "won" is reported at most once, even when the attempt
+ * that created it returned -ETIMEDOUT), else 0. */
+static int rec_claim(struct ct_zk_client *c, struct zk_rec *rec) {
+  pthread_mutex_lock(&c->mu);
+  int won = rec->fired && rec->ours && !rec->win_told;
+  if (won)
+    rec->win_told = true;
+  pthread_mutex_unlock(&c->mu);
+  return won;
 }
 
 /* Read @trigger and apply it.  1: applied; 0: no record (after all). */
@@ -227,7 +244,7 @@ int zk_rec_write(struct ct_zk_client *c, struct zk_rec *rec, int reason,
                  int detail, const char *cause, int64_t deadline) {
   if (rec_fired(c, rec)) {
     rec_apply(c, rec);
-    return 0;
+    return rec_claim(c, rec);
   }
   struct zk_trig *t = calloc(2, sizeof *t);
   char *buf = malloc(ZK_DATA_MAX);
@@ -238,7 +255,7 @@ int zk_rec_write(struct ct_zk_client *c, struct zk_rec *rec, int reason,
   t->reason = reason;
   t->detail = detail;
   t->pid = c->pid;
-  t->nonce = zk_nonce();
+  t->nonce = rec->my_nonce; /* the same for every attempt: see rec_claim */
   memcpy(t->host, c->host, sizeof t->host);
   memcpy(t->origin, c->origin, sizeof t->origin);
   zk_copy_cut(t->cause, sizeof t->cause, cause ? cause : "");
@@ -250,20 +267,17 @@ int zk_rec_write(struct ct_zk_client *c, struct zk_rec *rec, int reason,
   for (;;) {
     rc = zk_op_create(c, rec->tpath, buf, n, ZOO_PERSISTENT, r, deadline);
     if (rc == 0 && r->zrc == ZOK) {
-      atomic_fetch_add_explicit(&c->n_won, 1, memory_order_relaxed);
-      rec_set(c, rec, t);
+      rec_set(c, rec, t); /* counts it in records_won */
       rec_apply(c, rec);
-      rc = 1;
+      rc = rec_claim(c, rec);
       break;
     }
     if (rc == 0 && r->zrc == ZNODEEXISTS) {
       /* Somebody's record -- perhaps our own earlier attempt. */
       rc = rec_read(c, rec, &t[1], deadline);
-      if (rc == 1) {
-        rc = t[1].nonce == t->nonce ? 1 : 0;
-        if (rc == 1) /* our attempt before the connection dropped */
-          atomic_fetch_add_explicit(&c->n_won, 1, memory_order_relaxed);
-      }
+      if (rc == 1) /* ours (an earlier attempt, before the connection
+                    * dropped or the deadline passed) or another's */
+        rc = rec_claim(c, rec);
       else if (rc == 0)
         rc = -EPROTO; /* it existed and then did not: removed by hand */
       break;
@@ -418,10 +432,16 @@ static void owned_fired(ct_token *t, void *arg) {
   /* acquire: pairs with the release store in rec_apply() */
   if (atomic_load_explicit(&rec->owned_remote, memory_order_acquire))
     return;
+  /* Every local trigger of a published token is recorded as it is, with
+   * a backend-only reason too (owner lost, unreachable, shutdown: t is the
+   * child of a proxy that fired with it, or the application gave it):
+   * the token really fired, and dropping it would leave the fleet waiting
+   * on a token its owner holds triggered.  The cause names the token that
+   * fired (that parent), so proxies report it as triggered_token. */
   int detail = 0;
   ct_reason reason = ct_token_reason(t, &detail);
-  if (!ct_proxy_reason_sendable(reason))
-    return;
+  if (reason == CT_REASON_NONE)
+    reason = CT_REASON_TRIGGER;
   queue_forward(rec, reason, detail,
                 ct_token_name(ct_token_triggered_token(t)));
 }
@@ -478,33 +498,38 @@ int ct_zk_publish(ct_zk_client *c, const char *name, ct_token *t,
     return -ENOMEM;
   if (strlen(tok_name) > CT_ZK_NAME_MAX)
     return -ENAMETOOLONG;
-  struct zk_rec *rec = rec_get(c, norm, tok_name);
-  if (!rec)
-    return -ENOMEM;
+  /* A failed publish must leave no trace in this client: the record of
+   * `name` (which names the proxies that ct_zk_get() makes) is looked up
+   * or made only once the nodes are ours. */
+  bool taken = false;
   pthread_mutex_lock(&c->mu);
-  bool taken = rec->owned != NULL;
+  for (struct zk_rec *x = c->recs; x; x = x->next)
+    if (strcmp(x->name, norm) == 0)
+      taken = x->owned != NULL;
   pthread_mutex_unlock(&c->mu);
   if (taken)
     return -EEXIST;
+  char *path = zk_cat(c->addr.zk_chroot, "/", norm);
+  char *opath = path ? zk_cat(path, ZK_OWNER_CHILD, "") : NULL;
   char *tdata = malloc(ZK_DATA_MAX), *odata = malloc(ZK_DATA_MAX);
   struct zk_result *r = malloc(sizeof *r);
   int tn = -ENOMEM, on = -ENOMEM;
-  if (tdata && odata && r) {
+  if (tdata && odata && r && path && opath) {
     tn = zk_token_encode(tok_name, tdata, ZK_DATA_MAX);
     on = zk_owner_encode(c, odata, ZK_DATA_MAX);
   }
   rc = tn < 0 ? tn : on < 0 ? on : 0;
   if (rc == 0)
-    rc = ensure_parents(c, rec->path, deadline);
+    rc = ensure_parents(c, path, deadline);
   while (rc == 0) {
-    rc = zk_op_create2(c, rec->path, tdata, tn, ZOO_PERSISTENT, rec->opath,
+    rc = zk_op_create2(c, path, tdata, tn, ZOO_PERSISTENT, opath,
                        odata, on, ZOO_EPHEMERAL, r, deadline);
     if (rc == 0 && r->zrc == ZOK)
       break;
     if (rc == 0 && r->zrc == ZNODEEXISTS) {
       /* Ours, if an earlier attempt was applied before the connection
        * dropped: then @owner is an ephemeral of this very session. */
-      rc = exists_retry(c, rec->opath, false, r, deadline);
+      rc = exists_retry(c, opath, false, r, deadline);
       if (rc == 0)
         rc = (r->zrc == ZOK &&
               r->stat.ephemeralOwner ==
@@ -524,8 +549,18 @@ int ct_zk_publish(ct_zk_client *c, const char *name, ct_token *t,
   free(tdata);
   free(odata);
   free(r);
+  free(path);
+  free(opath);
   if (rc < 0)
     return rc;
+  /* The nodes are ours.  A record made by an earlier ct_zk_get() of this
+   * name keeps the token name it read from the node: the node we made
+   * carries ours, and a record is only made from a node that existed. */
+  struct zk_rec *rec = rec_get(c, norm, tok_name);
+  if (!rec) {
+    zk_log(c, "%s: published, but out of memory to follow it", norm);
+    return -ENOMEM;
+  }
   pthread_mutex_lock(&c->mu);
   if (rec->owned) { /* two publishes of one name raced in this process */
     pthread_mutex_unlock(&c->mu);

@@ -104,6 +104,12 @@ struct zk_rec {
   bool fwd_done;        /* a local trigger was taken for writing */
   bool owner_lost_pending; /* our session that owned it expired */
   int fwd_reason, fwd_detail;
+  /* The nonce of every trigger record this client writes for this token
+   * (set once, before the record is published; read-only after): a record
+   * holding it is this client's, whichever of its attempts created it. */
+  uint64_t my_nonce;
+  bool ours;            /* under mu: the recorded trigger holds my_nonce */
+  bool win_told;        /* under mu: a zk_rec_write() returned 1 for it */
   char fwd_cause[CT_ZK_NAME_MAX + 1];
   int64_t not_before;   /* retry pending work no sooner than this */
 };
@@ -185,6 +191,11 @@ ZKH bool zk_backoff(struct ct_zk_client *c, int64_t ns, int64_t deadline);
 
 /* --- record.c --- */
 ZKH int zk_name_check(const char *name, const char **norm);
+/* s[0..n) (a token name, or a chroot without its leading '/') as
+ * ZooKeeper's own path rules and ours allow: 0, -EINVAL, or -ENAMETOOLONG
+ * (a part over 255 bytes, token names only).  token: parts may not start
+ * with '@'. */
+ZKH int zk_path_check(const char *s, size_t n, bool token);
 ZKH int zk_trig_encode(const struct zk_trig *t, char *buf, size_t len);
 ZKH int zk_trig_parse(struct zk_trig *t, const char *buf, int len);
 ZKH int zk_token_encode(const char *tok_name, char *buf, size_t len);
