@@ -29,8 +29,19 @@
  * Address: "zk://HOST:PORT[,HOST:PORT...][/CHROOT]" (the address parser of
  * canceltoken_net and of the command).  Token names are paths under the
  * chroot: "build" or "jobs/1234" (a leading '/' is allowed and ignored);
- * each '/'-separated part is 1..255 bytes of printable UTF-8, not "." or
- * "..", and the whole path at most CT_ZK_NAME_MAX bytes.
+ * each '/'-separated part is 1..255 bytes of UTF-8, not "." or "..", and
+ * does not start with '@' (the token's own nodes are "@owner" and
+ * "@trigger"); the whole path is at most CT_ZK_NAME_MAX bytes.  Characters
+ * are those ZooKeeper takes in a path: not U+0000..U+001F,
+ * U+007F..U+009F, U+D800..U+F8FF (which includes the private-use area),
+ * U+FFF0..U+FFFF, nor any character outside the Basic Multilingual Plane
+ * (ZooKeeper checks UTF-16 units, and refuses the surrogates of such a
+ * character).  A name that breaks these rules is -EINVAL (-ENAMETOOLONG
+ * for the lengths) before anything is sent, whatever the deadline.  The
+ * chroot follows the same character rules (checked by ct_zk_connect()).
+ * Hosts are "NAME:PORT" or "IPv4:PORT": the ZooKeeper C client does not
+ * take bracketed IPv6 literals ("[::1]:2181" is -EINVAL at connect); use
+ * a host name that resolves to the IPv6 address.
  */
 #ifndef CANCELTOKEN_ZK_H
 #define CANCELTOKEN_ZK_H
@@ -60,8 +71,15 @@ extern "C" {
  * expired and was replaced, the negotiated session timeout differs from
  * the one asked for, the ensemble is unreachable, a forwarded trigger
  * could not be written.  One line, without a newline.  The default writes
- * "cancel-token: zk: <msg>" to stderr.  Called on the client's thread or
- * in the call that causes it; must not call back into this client. */
+ * "cancel-token: zk: <msg>" to stderr.  The client's own lines come from
+ * the client's thread or from the call that causes them (on the caller's
+ * thread).  With ct_zk_options.library_log, the ZooKeeper library's lines
+ * come from that library's own threads (the I/O and completion threads of
+ * any client of the process), one at a time among themselves but at the
+ * same time as the client's lines on other threads: a function used with
+ * library_log must be thread-safe.  It must not call back into any
+ * client of this library, and must not block for long (it holds up the
+ * library's thread). */
 typedef void (*ct_zk_log_fn)(void *arg, const char *msg);
 
 typedef struct ct_zk_client ct_zk_client;
@@ -109,7 +127,8 @@ typedef struct ct_zk_options {
    * election) are dropped unless this is set; they then go to `log` with
    * the prefix "zookeeper: " (to stderr if `log` is NULL).  The library
    * has one log sink per process: the last client connected with this set
-   * receives the lines of every client, until it is freed. */
+   * receives the lines of every client, until it is freed.  Those lines
+   * are delivered on the library's threads: see ct_zk_log_fn. */
   bool library_log;
   /* Credentials the program already holds ("user:password", copied; for
    * a program that reads its own secret file, as the cancel-token command
@@ -133,8 +152,11 @@ CT_ZK_EXTERN void ct_zk_options_init(ct_zk_options *o);
  * established, then start the client's thread.  The chroot need not exist
  * (ct_zk_publish() creates it).
  * Errors: -EINVAL (NULL, not a zk:// address, malformed address or
- * options; errbuf says which), -ENAMETOOLONG, -EACCES (credentials file
- * unreadable or open to others), -EPROTO (credentials not "user:password"),
+ * options, a bracketed IPv6 member, a chroot that is not valid UTF-8 or
+ * holds a character ZooKeeper refuses (see the top of this file); errbuf
+ * says which), -ENAMETOOLONG, -EACCES (credentials file unreadable or
+ * open to others), -EPROTO (credentials not "user:password", or holding
+ * a newline -- the same rule for opts.auth, a file and $CT_ZK_AUTH),
  * -ETIMEDOUT (no member of the ensemble answered before the deadline:
  * unreachable, or no quorum), -ENOENT (a host name did not resolve, or
  * the credentials file does not exist),
@@ -162,7 +184,17 @@ CT_ZK_EXTERN int64_t ct_zk_session_timeout(const ct_zk_client *c);
  *    parent) is written to the ensemble as the token's trigger record by
  *    the client's thread, asynchronously, and first-wins: if another
  *    trigger was recorded first, t keeps its own local reason while the
- *    fleet reports the recorded one (ct_zk_trigger() avoids that window);
+ *    fleet reports the recorded one (ct_zk_trigger() avoids that window).
+ *    The record holds t's reason and detail as they are, backend-only
+ *    reasons included: when t fired because its parent is a proxy that
+ *    reported CT_REASON_OWNER_LOST, CT_REASON_UNREACHABLE or
+ *    CT_REASON_SHUTDOWN (or the application passed one of those to
+ *    ct_token_trigger_reason()), the record says that reason, and its
+ *    cause is the name of the token that fired (that parent, or t), so
+ *    proxies report it as triggered_token.  The one trigger of t that is
+ *    not written is one that happens after this client's session is
+ *    closed: ct_zk_client_free() triggering a proxy t is chained to (the
+ *    fleet then records "owner lost");
  *  - a trigger recorded by anybody else triggers t, with the recorded
  *    reason and detail, on the client's thread;
  *  - when this session ends (process killed, frozen past the session
@@ -194,7 +226,11 @@ CT_ZK_EXTERN int ct_zk_publish(ct_zk_client *c, const char *name,
  *    token the trigger-er triggered (the proxy itself when that was the
  *    owner's token or a proxy of it).
  *  - A local trigger of the proxy is written to the ensemble
- *    asynchronously, first-wins, as for an owner's token (above).
+ *    asynchronously, first-wins, as for an owner's token (above), except
+ *    with a backend-only reason (CT_REASON_OWNER_LOST,
+ *    CT_REASON_UNREACHABLE, CT_REASON_SHUTDOWN: what this client's own
+ *    view of the ensemble says, never a fact about the token), which
+ *    stays local to the proxy and its siblings are not told.
  *  - When the owner's session ends and nothing was recorded yet, the
  *    client that sees it records "owner lost" (first-wins) and every proxy
  *    reports CT_REASON_OWNER_LOST.  Without the credentials of an ACL'd
@@ -204,7 +240,9 @@ CT_ZK_EXTERN int ct_zk_publish(ct_zk_client *c, const char *name,
  *    (ct_zk_options.unreachable_ns), the proxy is triggered locally with
  *    CT_REASON_UNREACHABLE.
  *  - Callbacks registered on a proxy run on the client's thread (or in
- *    this call when it is triggered already, or in ct_zk_trigger()); they
+ *    this call when it is triggered already, or in ct_zk_trigger(), or in
+ *    ct_zk_client_free(), which triggers proxies not triggered yet with
+ *    CT_REASON_SHUTDOWN on the caller's thread); they
  *    must not call the blocking functions of this client (those return
  *    -EDEADLK there) and must not free it.
  * Every call gives a new proxy; proxies of one name share one watch.
@@ -224,8 +262,17 @@ CT_ZK_EXTERN int ct_zk_get(ct_zk_client *c, ct_token **out, const char *name,
  * reading the record when it finds one: it may be its own earlier
  * attempt), then triggers tok and its sibling proxies locally with the
  * recorded trigger, so that tok reports exactly what every other proxy
- * reports.  Returns 1 if this call's record won, 0 if another trigger
- * was recorded first.  reason/detail as in ct_token_trigger_reason()
+ * reports.  Returns 1 if the recorded trigger is this client's and no
+ * earlier call of this client has returned 1 for it, else 0: so across
+ * the fleet at most one call returns 1 for a token.  A call that returns
+ * -ETIMEDOUT may still have won (its create may be applied later); the
+ * next ct_zk_trigger() of the same token in this client then returns 1
+ * (and records_won counts it as soon as this client reads the record).
+ * If no later call is made, the record's origin tells who won:
+ * ct_zk_status_get() gives its pid, host and origin name (and the token
+ * reports the recorded reason).  Two concurrent calls of one client on
+ * one token may see either of them return 1.
+ * reason/detail as in ct_token_trigger_reason()
  * (CT_REASON_TRIGGER, 0 for a plain trigger; the backend-only reasons
  * CT_REASON_OWNER_LOST, CT_REASON_UNREACHABLE, CT_REASON_SHUTDOWN are
  * -EINVAL).
@@ -263,8 +310,19 @@ CT_ZK_EXTERN int ct_zk_status_get(ct_zk_client *c, const char *name,
 /* Call fn(arg, name, st) for every token under the chroot (names as
  * given to ct_zk_publish(), without the chroot; nested paths included), in
  * no particular order, on the calling thread.  Reads each token afresh.
+ * What is listed: every node under the chroot whose data is a
+ * cancel-token token, read with this client's credentials.  What is not:
+ * nodes that are not tokens (plain parents such as "jobs" in "jobs/1",
+ * other programs' nodes: their children are still visited), a token's
+ * own '@' nodes, /zookeeper (chroot-less clients), and two kinds of
+ * foreign nodes that are skipped with everything below them, each with
+ * one line to ct_zk_options.log: a node this client may not read
+ * (another ACL), and a node whose name no token can have (see the top of
+ * this file, e.g. a part over 255 bytes).  A token deleted during the
+ * walk is not listed.
  * Returns the number listed, or -EINVAL, -ETIMEDOUT, -ECONNRESET,
- * -ENOMEM, -ENOSPC (more than 100,000 nodes), -EACCES, -EDEADLK.
+ * -ENOMEM, -ENOSPC (more than 100,000 nodes), -EACCES (the chroot itself
+ * cannot be read), -EDEADLK.
  * Ownership: name and st live until fn returns.  Threads: any except the
  * client's; fn must not call this client's blocking functions.  Blocking:
  * a few round trips per node, at most until the deadline. */
@@ -279,7 +337,11 @@ typedef struct ct_zk_stats {
   uint64_t sessions;      /* sessions established (1 + replacements) */
   uint64_t reconnects;    /* connections re-established within a session */
   uint64_t retries;       /* requests retried after a lost connection */
-  uint64_t records_won;   /* trigger records this client created */
+  /* Trigger records this client created, counted when this client learns
+   * it: at once for a create that succeeded, later (when the record is
+   * read, by a watch, a ct_zk_get() or a ct_zk_trigger()) for an attempt
+   * whose reply was lost or came after its deadline. */
+  uint64_t records_won;
   uint64_t unreachable;   /* times the tolerance ran out */
 } ct_zk_stats;
 CT_ZK_EXTERN void ct_zk_get_stats(const ct_zk_client *c, ct_zk_stats *st);
