@@ -77,8 +77,28 @@ static void test_backend_reason_recorded(void **state) {
   assert_int_equal(st.reason, CT_REASON_SHUTDOWN);
   assert_int_equal(st.pid, getpid());
 
-  ct_zk_client_free(c);
+  /* A published token chained to a proxy of its own client fires with
+   * CT_REASON_SHUTDOWN inside ct_zk_client_free(), after the session is
+   * closed: not written (documented); the fleet records "owner lost". */
+  ct_token *q, *Q, *kid, *pk;
+  ASSERT_OK(ct_token_new(&q, "q"));
+  ASSERT_OK(ct_zk_publish(c, "q", q, ZT_OP_DEADLINE()));
+  ASSERT_OK(ct_zk_get(b, &Q, "q", ZT_OP_DEADLINE()));
+  ASSERT_OK(ct_token_new_child(&kid, "kid", Q));
+  ASSERT_OK(ct_zk_publish(b, "kid", kid, ZT_OP_DEADLINE()));
+  ASSERT_OK(ct_zk_get(c, &pk, "kid", ZT_OP_DEADLINE()));
   ct_zk_client_free(b);
+  assert_int_equal(ct_token_reason(Q, NULL), CT_REASON_SHUTDOWN);
+  assert_int_equal(ct_token_reason(kid, NULL), CT_REASON_SHUTDOWN);
+  ASSERT_OK(ct_token_wait(pk, ZT_OP_DEADLINE()));
+  show_reason(pk, CT_REASON_OWNER_LOST, "kid");
+  assert_false(ct_token_triggered(q));
+
+  ct_zk_client_free(c);
+  ct_token_unref(q);
+  ct_token_unref(Q);
+  ct_token_unref(kid);
+  ct_token_unref(pk);
   ct_token_unref(parent);
   ct_token_unref(P);
   ct_token_unref(job);
