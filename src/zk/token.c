@@ -17,11 +17,22 @@
  *  reads it instead.  Everybody then applies what they read, never what
  *  they wrote, except the one writer whose create succeeded.
  *
- *  Retries.  A create that fails with a lost connection may or may not
- *  have been applied.  Each attempt carries a fresh random nonce; a retry
- *  that finds the node reads it, and the nonce tells whether the winner
- *  was this very attempt.  So ct_zk_trigger() reports "won" exactly once
- *  across the fleet and no trigger is reported twice or lost.
+ *  Retries.  A create that fails with a lost connection, or whose
+ *  deadline passed first, may or may not have been applied.  Every record
+ *  this client writes for a token carries the same nonce (rec->my_nonce,
+ *  random, one per client and token), so whoever reads the record later
+ *  (a retry that finds the node, a watch, a later ct_zk_trigger()) knows
+ *  whether it is this client's: rec_set() counts it in records_won, and
+ *  rec_claim() hands "won" (1) to the first zk_rec_write() that asks.  So
+ *  "won" is reported at most once across the fleet, and no trigger is
+ *  reported twice or lost.
+ *
+ *  What is written.  An owner's token is written with whatever reason it
+ *  fired with, backend-only ones included (it fired because its parent, a
+ *  proxy, lost its owner or the ensemble: the fleet must learn that it
+ *  fired).  A proxy's own backend-only triggers stay local (the proxy
+ *  layer does not forward them): they are this client's view, not news
+ *  about the token.
  *
  *  Applying.  rec->trig is set once (under c->mu) from the ensemble; then
  *  every proxy of the record is fired through the shared proxy layer

@@ -63,7 +63,7 @@ struct zk_trig {
   int reason;
   int detail;
   long long pid;
-  uint64_t nonce; /* unique per trigger attempt: recognises our own create */
+  uint64_t nonce; /* one per client and token: recognises our own create */
   char host[256];
   char origin[256];
   char cause[CT_ZK_NAME_MAX + 1];
