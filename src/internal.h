@@ -143,9 +143,16 @@ struct ct_link {          /* one parent edge of a child, inside the child */
  * array of their links (8 bytes a child; a child may appear several times,
  * one link each).  The trigger reads it sequentially and prefetches each
  * child ahead of claiming it, so the cache misses of children scattered in
- * memory overlap instead of forming a chain. */
+ * memory overlap instead of forming a chain.  A removal leaves a hole
+ * (NULL) instead of moving another child's link into it, so that it
+ * touches only the parent and the removed child; readers skip holes, and
+ * the array is compacted when an addition finds it full with at least
+ * half of it holes (token.c). */
 struct ct_kids {
-  uint32_t n, cap;
+  uint32_t n;    /* entries used, holes included: link[0..n-1] */
+  uint32_t cap;  /* entries allocated */
+  uint32_t live; /* entries that are not holes (0 < live <= n) */
+  uint32_t unused_;
   struct ct_link *link[];
 };
 

@@ -19,10 +19,17 @@
  *    while it has only one.  The array is read sequentially and the
  *    children are prefetched ahead of their claims, so children scattered
  *    in memory cost overlapping misses, not a chain of dependent ones.
- *    Removal swaps the last entry into the hole (O(1)); an array of up to
- *    KIDS_SHRINK_MAX entries halves when a quarter full, and every array
- *    is freed with the last child.  Every allocation is made with no lock
- *    held.
+ *    Removal leaves a hole (NULL) and touches only the parent and the
+ *    removed child: swapping the last entry into the hole would also
+ *    write into that entry's child (its slot), one more cache miss per
+ *    removal when children are scattered and destroyed in random order.
+ *    The trigger skips holes; trailing holes are trimmed at once; an
+ *    addition that finds the array full with at least half of it holes
+ *    compacts it in place instead of growing it (touching each live
+ *    child once, paid for by the removals that made the holes).  An array
+ *    of up to KIDS_SHRINK_MAX entries halves (compacted) when a quarter
+ *    full, and every array is freed with the last child.  Every
+ *    allocation is made with no lock held.
  *  - Destruction is a loop too: the last unref of a child drops its
  *    parents' references, which may free them, and so on up the chain,
  *    through the same work_next field (a dying token is on no trigger work
@@ -231,16 +238,20 @@ static bool process(ct_token *t, ct_token **work) {
     uint32_t n = a->n;
     struct ct_link **v = a->link;
     const size_t hdr = offsetof(struct ct_token, links);
+    /* Holes (NULL: removed children, see kids_remove) are skipped. */
     for (uint32_t i = 0; i < n && i < PREFETCH; i++) {
-      __builtin_prefetch(v[i]);
-      __builtin_prefetch((char *)v[i] - hdr, 1);
+      if (v[i]) {
+        __builtin_prefetch(v[i]);
+        __builtin_prefetch((char *)v[i] - hdr, 1);
+      }
     }
     for (uint32_t i = 0; i < n; i++) {
-      if (i + PREFETCH < n) {
+      if (i + PREFETCH < n && v[i + PREFETCH]) {
         __builtin_prefetch(v[i + PREFETCH]);
         __builtin_prefetch((char *)v[i + PREFETCH] - hdr, 1);
       }
-      claim_child(ct__link_child(v[i]), src, bits, work);
+      if (v[i])
+        claim_child(ct__link_child(v[i]), src, bits, work);
     }
   } else if (k) {
     claim_child(ct__link_child((struct ct_link *)k), src, bits, work);
@@ -349,6 +360,8 @@ static struct ct_kids *kids_alloc(uint32_t cap) {
   if (a) {
     a->n = 0;
     a->cap = cap;
+    a->live = 0;
+    a->unused_ = 0;
   }
   return a;
 }
@@ -356,6 +369,25 @@ static struct ct_kids *kids_alloc(uint32_t cap) {
 static inline void kids_put(struct ct_kids *a, uint32_t i, struct ct_link *l) {
   a->link[i] = l;
   l->slot = i;
+}
+
+/* Copy a's live entries, in order and without holes, to the start of b
+ * (which may be a itself: entries only move down), telling each moved link
+ * its new slot.  The caller holds the parent's lock, so none of those
+ * children can be freed meanwhile (each must unlink itself under it). */
+static void kids_compact(struct ct_kids *b, const struct ct_kids *a) {
+  uint32_t j = 0, n = a->n;
+  for (uint32_t i = 0; i < n; i++) {
+    struct ct_link *l = a->link[i];
+    if (l) {
+      if (b != a || i != j)
+        kids_put(b, j, l);
+      j++;
+    }
+  }
+  assert(j == a->live);
+  b->n = j;
+  b->live = j;
 }
 
 /* Add link l to p's children; p's lock is held.  *spare is a block the
@@ -372,8 +404,11 @@ static uint32_t kids_add(ct_token *p, struct ct_link *l,
     return 0;
   }
   struct ct_kids *a = (k & 1) ? (struct ct_kids *)(k - 1) : NULL;
+  if (a && a->n == a->cap && a->live <= a->cap / 2)
+    kids_compact(a, a); /* at least half holes: reuse them, not grow */
   if (a && a->n < a->cap) {
     kids_put(a, a->n++, l);
+    a->live++;
     return 0;
   }
   /* Doubling; past 2^30 entries, a size no allocation can meet. */
@@ -382,13 +417,18 @@ static uint32_t kids_add(ct_token *p, struct ct_link *l,
   if (!b || b->cap < need)
     return need;
   if (a) {
+    /* Fewer than half are holes: copied as they are, so that no child's
+     * slot changes and no child is touched. */
     memcpy(b->link, a->link, a->n * sizeof(struct ct_link *));
     b->n = a->n;
+    b->live = a->live;
   } else {
     kids_put(b, 0, (struct ct_link *)k);
     b->n = 1;
+    b->live = 1;
   }
   kids_put(b, b->n++, l);
+  b->live++;
   p->kids = (uintptr_t)b | 1;
   *spare = a;
   return 0;
@@ -408,16 +448,17 @@ static struct ct_kids *kids_remove(ct_token *p, struct ct_link *l) {
     return NULL;
   }
   struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
-  uint32_t last = --a->n;
-  if (i != last) {
-    /* The moved child's link learns its new place: one store into that
-     * child, which cannot be freed meanwhile (it would need this lock). */
-    kids_put(a, i, a->link[last]);
-  }
-  if (a->n == 0) {
+  assert(i < a->n && a->link[i] == l);
+  /* A hole: no other child is touched (see the design notes). */
+  a->link[i] = NULL;
+  if (--a->live == 0) {
     p->kids = 0;
     return a;
   }
+  /* Trim trailing holes, so that n stays the end of the last live entry
+   * (each hole is trimmed once: amortised O(1)). */
+  while (a->link[a->n - 1] == NULL)
+    a->n--;
   return NULL;
 }
 
@@ -439,9 +480,8 @@ static void kids_maybe_shrink(ct_token *p, uint32_t cap_seen) {
   ct__lock(&p->lock);
   uintptr_t k = p->kids;
   struct ct_kids *a = (k & 1) ? (struct ct_kids *)(k - 1) : NULL;
-  if (a && a->cap == cap_seen && a->n <= cap / 2) {
-    memcpy(b->link, a->link, a->n * sizeof(struct ct_link *));
-    b->n = a->n;
+  if (a && a->cap == cap_seen && a->live <= cap / 2) {
+    kids_compact(b, a); /* the live entries fit: live <= cap / 2 */
     p->kids = (uintptr_t)b | 1;
     b = a; /* free the old one */
   }
@@ -632,7 +672,7 @@ static void unlink_parent(ct_token *p, struct ct_link *l, bool locked,
   if (p->kids & 1) {
     struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
     cap = a->cap;
-    n = a->n;
+    n = a->live;
   }
   ct__unlock(&p->lock);
   if (gone)
