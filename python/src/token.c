@@ -20,23 +20,12 @@
  *  C token -> Python object.  ct_token_set_data(tok, self) stores a
  *  BORROWED pointer to the Python object that wraps `tok`.  Invariant: the
  *  pointer is either NULL or points to a live CoreToken whose `tok` is that
- *  token.  It is set (token_publish) with the GIL held and cleared in
- *  tp_dealloc (before anything else is released), and it is only read with
- *  the GIL held; so it can never dangle.  It is set lazily: a token made by
- *  CancelToken() or chain() is published when it is first chained from,
- *  just before the core links its first child; wrappers of tokens made by
- *  C code (proxies, causes) at once.  Lookups only ever need it for a
- *  cause that is not the token asked (triggered_token answers `self` for
- *  its own token without a lookup), that is for an ancestor, and every
- *  ancestor was chained from, so it is published.  Why lazily: the pointer
- *  lives in a block the core allocates on first use (struct ct_ext, 64
- *  bytes), so the many tokens nothing is chained to -- a request's child
- *  of a server token -- save that allocation.  At most one object wraps
- *  a given C token at a time: a C token reached without a wrapper (one
- *  created by C code, e.g. the net client's stand-in for a remote cause)
- *  gets a fresh wrapper of ct_token_class on demand; a token with an
- *  unpublished object is never reached that way, since it has no
- *  descendants.
+ *  token.  It is set when the object gets its token and cleared in
+ *  tp_dealloc (before anything else is released), both with the GIL held,
+ *  and it is only read with the GIL held; so it can never dangle.  At most
+ *  one object wraps a given C token at a time: a C token reached without a
+ *  wrapper (one created by C code, e.g. the net client's stand-in for a
+ *  remote cause) gets a fresh wrapper of ct_token_class on demand.
  *
  *  Why triggered_token returns the very object that was triggered.  The
  *  cause of a trigger is the token itself or one of its ancestors.  A chain
@@ -85,46 +74,27 @@ static inline PyObject *token_loop(CoreToken *o) {
   return o->loop ? o->loop : Py_None;
 }
 
-/* Register o as the Python object of its C token (see "C token -> Python
- * object" above: done before the token gets its first child).  Returns 0,
- * or -1 with an exception set (the core could not allocate the slot). */
-static int token_publish(CoreToken *o) {
-  if (ct_token_data(o->tok) == o)
-    return 0;
-  int r = ct_token_set_data(o->tok, o);
+/* Give an object without a token its C token t (borrowed). */
+static int token_attach(CoreToken *o, ct_token *t) {
+  int r = ct_token_set_data(t, o);
   if (r < 0) {
     ct_raise_error(r);
     return -1;
   }
-  return 0;
-}
-
-/* Give an object without a token its C token t (borrowed); published at
- * once if `publish`, else when it is first chained from. */
-static int token_attach(CoreToken *o, ct_token *t, bool publish) {
   o->tok = ct_token_ref(t);
-  if (publish && token_publish(o) < 0) {
-    ct_token_unref(o->tok);
-    o->tok = NULL;
-    return -1;
-  }
   return 0;
 }
 
-static CoreToken *token_wrap(PyTypeObject *type, ct_token *t, bool publish) {
+CoreToken *ct_token_wrap(PyTypeObject *type, ct_token *t) {
   CoreToken *o = (CoreToken *)ct_type_alloc(type);
   if (!o)
     return NULL;
   o->loop = ct_newref(Py_None);
-  if (token_attach(o, t, publish) < 0) {
+  if (token_attach(o, t) < 0) {
     Py_DECREF(o);
     return NULL;
   }
   return o;
-}
-
-CoreToken *ct_token_wrap(PyTypeObject *type, ct_token *t) {
-  return token_wrap(type, t, true);
 }
 
 int ct_check_token_class(PyObject *cls) {
@@ -196,7 +166,7 @@ static int token_init(CoreToken *self, PyObject *args, PyObject *kwds) {
     ct_raise_error(r);
     return -1;
   }
-  r = token_attach(self, t, false);
+  r = token_attach(self, t);
   ct_token_unref(t); /* the object holds its own reference */
   if (r < 0)
     return -1;
@@ -311,8 +281,6 @@ static PyObject *token_get_triggered_token(CoreToken *self, void *closure) {
   ct_token *cause = ct_token_triggered_token(t);
   if (!cause)
     Py_RETURN_NONE;
-  if (cause == t) /* this object, published or not */
-    return ct_newref((PyObject *)self);
   return token_object(cause);
 }
 
@@ -412,10 +380,6 @@ static PyObject *token_chain(CoreToken *self, PyObject *arg) {
       return NULL;
     }
   }
-  /* The parents become ancestors: their objects must be found from the
-   * new token's cause from now on. */
-  if (token_publish(self) < 0 || token_publish(other) < 0)
-    return NULL;
   PyObject *name = chain_name(self, other);
   if (!name && PyErr_Occurred())
     return NULL;
@@ -431,7 +395,7 @@ static PyObject *token_chain(CoreToken *self, PyObject *arg) {
     Py_XDECREF(name);
     return r == -ENOTSUP ? not_for_proxies() : ct_raise_error(r);
   }
-  CoreToken *o = token_wrap(ct_token_class, c, false);
+  CoreToken *o = ct_token_wrap(ct_token_class, c);
   ct_token_unref(c);
   if (!o) {
     Py_DECREF(parents);
