@@ -82,14 +82,6 @@ def test_chain_that_becomes_a_parent_is_found():
         leaf.raise_if_triggered()
 
 
-def test_parent_chained_from_after_it_fired():
-    parent = CancelToken('early')
-    parent.trigger()
-    child = CancelToken('late').chain(parent)
-    assert child.triggered
-    assert child.triggered_token is parent
-
-
 def test_parent_triggered_in_c_thread_is_found():
     parent = CancelToken('cp')
     child = CancelToken('cc').chain(parent)
