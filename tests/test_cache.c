@@ -44,6 +44,16 @@ static void make_kids(struct batch *b) {
     ASSERT_OK(ct_token_new_child(&b->kids[i], "request", b->root));
 }
 
+/* Make NTOK children of root and free them on this thread, which then
+ * caches up to PER_CLASS of their blocks. */
+static void fill_cache(ct_token *root) {
+  ct_token *c[NTOK];
+  for (int i = 0; i < NTOK; i++)
+    ASSERT_OK(ct_token_new_child(&c[i], "request", root));
+  for (int i = 0; i < NTOK; i++)
+    ct_token_unref(c[i]);
+}
+
 static void *free_kids(void *arg) {
   struct batch *b = arg;
   size_t before = ct__token_cache_count();
@@ -111,10 +121,7 @@ static void test_set_allocator_after_cached_blocks(void **state) {
   (void)state;
   ct_token *root, *c[NTOK];
   ASSERT_OK(ct_token_new(&root, "root"));
-  for (int i = 0; i < NTOK; i++)
-    ASSERT_OK(ct_token_new_child(&c[i], "request", root));
-  for (int i = 0; i < NTOK; i++)
-    ct_token_unref(c[i]);
+  fill_cache(root);
   ct_token_unref(root);
   size_t cached = ct__token_cache_count();
   assert_true(cached >= PER_CLASS);
@@ -155,11 +162,8 @@ static void probe(void *arg) {
 }
 
 static void *cache_then_exit(void *arg) {
-  ct_token *root = arg, *c[NTOK];
-  for (int i = 0; i < NTOK; i++)
-    ASSERT_OK(ct_token_new_child(&c[i], "request", root));
-  for (int i = 0; i < NTOK; i++)
-    ct_token_unref(c[i]);
+  ct_token *root = arg;
+  fill_cache(root);
   assert_int_equal(ct__token_cache_count(), PER_CLASS);
   pthread_setspecific(probe_key, (void *)1);
   return NULL;
@@ -194,10 +198,7 @@ static void test_fork_uses_cache(void **state) {
   (void)state;
   ct_token *root, *c[NTOK];
   ASSERT_OK(ct_token_new(&root, "root"));
-  for (int i = 0; i < NTOK; i++)
-    ASSERT_OK(ct_token_new_child(&c[i], "request", root));
-  for (int i = 0; i < NTOK; i++)
-    ct_token_unref(c[i]);
+  fill_cache(root);
   size_t cached = ct__token_cache_count();
   pid_t pid = fork();
   assert_true(pid >= 0);
