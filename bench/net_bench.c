@@ -11,11 +11,10 @@
  *            proxy is triggered (and the median one), repeated; over TCP
  *            (net_fanout_C_*) and over a Unix socket (net_fanout_unix_C_*).
  *            Each client is its own connection; the clients of one
- *            process share one I/O thread.  Over the Unix socket the
- *            server sends a notice to one process's connections one after
- *            the other (it knows the peers' pids), so that thread wakes
- *            about once per burst; over TCP it cannot tell the processes
- *            apart and the thread wakes for nearly every connection.  On
+ *            process share one I/O thread.  The server sends a notice to
+ *            one process's connections one after the other (each HELLO
+ *            names the process's I/O group, PROTOCOL.md), so that thread
+ *            wakes less often than once per connection.  On
  *            loopback TCP the server's send() of each notice costs several
  *            microseconds of kernel time (the receiving side's TCP runs
  *            inline), which bounds the TCP figure from below at about

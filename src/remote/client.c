@@ -180,7 +180,8 @@ static int handshake(int fd, const ct_net_client_options *o, char *err,
   }
   struct net_buf out = {0};
   int r = send_hs(fd, &out,
-                  net_enc_hello(&out, NET_VERSION_MIN, NET_VERSION_MAX, cnonce),
+                  net_enc_hello_group(&out, NET_VERSION_MIN, NET_VERSION_MAX,
+                                      cnonce, client_group()),
                   deadline);
   if (r == -ENOMEM)
     return r;

@@ -86,6 +86,11 @@ NET_HIDDEN bool client_on_io_thread(const ct_net_client *c);
  * last client); after detach returns the loop never touches c again. */
 NET_HIDDEN int client_loop_attach(ct_net_client *c);
 NET_HIDDEN void client_loop_detach(ct_net_client *c);
+/* The process's I/O group, sent in every HELLO (PROTOCOL.md): one random
+ * non-zero value for all the connections this process's I/O thread reads,
+ * a new one in a child after fork(); 0 if no random bytes could be had.
+ * Any thread; takes g_mu. */
+NET_HIDDEN uint64_t client_group(void);
 
 /* client_req.c */
 /* Handle one frame from the server (I/O thread, no lock held): 0, or the

@@ -48,7 +48,10 @@
  *  new loop.  Clients inherited from the parent are not served in the
  *  child and may only be freed there: free sees that their loop belongs to
  *  another process (`pid`) and touches neither it nor its epoll set, which
- *  the parent shares.
+ *  the parent shares.  The child also draws an I/O group of its own
+ *  (client_group(): the number every HELLO of the process carries, by
+ *  which the server sends a notice to this process's connections back to
+ *  back, PROTOCOL.md), since its connections are read by its own thread.
  *
  *  LOCK ORDER.  `mu` (a client's) and `g_mu` (the loop's) are never held
  *  together: both are leaves.  No token is ever triggered and no callback
@@ -89,6 +92,8 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 static struct loop *g_loop; /* the loop new clients join; under g_mu */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+/* The process's I/O group (client_group()); under g_mu, 0 until drawn. */
+static uint64_t g_group;
 
 #define WAKE_KEY UINT64_MAX
 
@@ -347,13 +352,31 @@ static void atfork_prepare(void) { pthread_mutex_lock(&g_mu); }
 static void atfork_parent(void) { pthread_mutex_unlock(&g_mu); }
 static void atfork_child(void) {
   /* The parent's loop has no thread here, and its epoll set is shared
-   * with the parent: forget it (its memory is the parent's business). */
+   * with the parent: forget it (its memory is the parent's business).
+   * This process's connections will be read by a thread of its own, so
+   * they are a group of their own. */
   g_loop = NULL;
+  g_group = 0;
   pthread_cond_init(&g_cv, NULL); /* no waiter survives fork() */
   pthread_mutex_unlock(&g_mu);
 }
 static void install_atfork(void) {
   pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+uint64_t client_group(void) {
+  pthread_once(&g_once, install_atfork);
+  pthread_mutex_lock(&g_mu);
+  while (g_group == 0) {
+    uint8_t b[8];
+    if (net_random(b, sizeof b) < 0)
+      break; /* no group: the server sends in its own order */
+    for (int i = 0; i < 8; i++)
+      g_group = g_group << 8 | b[i];
+  }
+  uint64_t g = g_group;
+  pthread_mutex_unlock(&g_mu);
+  return g;
 }
 
 /* A new loop and its thread (under g_mu). */

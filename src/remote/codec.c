@@ -131,6 +131,10 @@ int net_dec_hello(const uint8_t *b, size_t n, struct net_hello *m) {
   m->vmin = get_u16(b + 4);
   m->vmax = get_u16(b + 6);
   m->nonce = b + 8;
+  m->group = 0;
+  if (n >= NET_HELLO_GROUP_LEN)
+    m->group = (uint64_t)get_u32(b + NET_HELLO_LEN) << 32 |
+               get_u32(b + NET_HELLO_LEN + 4);
   return 0;
 }
 
@@ -281,6 +285,20 @@ int net_enc_hello(struct net_buf *o, uint16_t vmin, uint16_t vmax,
   put_u16(p + 4, vmin);
   put_u16(p + 6, vmax);
   memcpy(p + 8, nonce, NET_NONCE);
+  return 0;
+}
+
+int net_enc_hello_group(struct net_buf *o, uint16_t vmin, uint16_t vmax,
+                        const uint8_t nonce[NET_NONCE], uint64_t group) {
+  uint8_t *p = net_buf_frame(o, MSG_HELLO, NET_HELLO_GROUP_LEN);
+  if (!p)
+    return -ENOMEM;
+  memcpy(p, NET_MAGIC, 4);
+  put_u16(p + 4, vmin);
+  put_u16(p + 6, vmax);
+  memcpy(p + 8, nonce, NET_NONCE);
+  put_u32(p + NET_HELLO_LEN, (uint32_t)(group >> 32));
+  put_u32(p + NET_HELLO_LEN + 4, (uint32_t)group);
   return 0;
 }
 

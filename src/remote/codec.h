@@ -46,6 +46,7 @@
 #define NET_MAX_FRAME_HS 256u  /* largest length during the handshake */
 #define NET_MAX_MSG 1024       /* longest error message sent */
 #define NET_HELLO_LEN 40       /* magic, vmin, vmax, nonce */
+#define NET_HELLO_GROUP_LEN 48 /* ... then the optional group (u64) */
 
 enum net_type {
   MSG_HELLO = 0x01,   /* C->S magic[4] u16 vmin u16 vmax nonce[32] */
@@ -137,6 +138,7 @@ NET_HIDDEN int net_frame_next(const uint8_t *p, size_t n, uint32_t max,
 struct net_hello {
   uint16_t vmin, vmax;
   const uint8_t *nonce; /* NET_NONCE bytes */
+  uint64_t group;       /* the client's I/O group; 0: none sent */
 };
 struct net_welcome {
   uint16_t version;
@@ -185,7 +187,8 @@ struct net_list_entry {
 
 /* Each returns 0 or -EBADMSG.  A HELLO whose magic is not "CTNT" is
  * -EPROTO (not our protocol at all); bytes after the nonce are allowed
- * (PROTOCOL.md: a later HELLO may grow). */
+ * (PROTOCOL.md: a later HELLO may grow): the first 8 of them, if there
+ * are 8, are the group (PROTOCOL.md, HELLO), else the group is 0. */
 NET_HIDDEN int net_dec_hello(const uint8_t *b, size_t n, struct net_hello *m);
 NET_HIDDEN int net_dec_welcome(const uint8_t *b, size_t n,
                                struct net_welcome *m);
@@ -214,6 +217,12 @@ NET_HIDDEN int net_dec_req(const uint8_t *b, size_t n, uint32_t *req);
 /* Encoders: append one frame; 0 or -ENOMEM. */
 NET_HIDDEN int net_enc_hello(struct net_buf *o, uint16_t vmin, uint16_t vmax,
                              const uint8_t nonce[NET_NONCE]);
+/* The same HELLO followed by the group (NET_HELLO_GROUP_LEN bytes): what
+ * the client sends; net_enc_hello() is the 40-byte form of version 1. */
+NET_HIDDEN int net_enc_hello_group(struct net_buf *o, uint16_t vmin,
+                                   uint16_t vmax,
+                                   const uint8_t nonce[NET_NONCE],
+                                   uint64_t group);
 NET_HIDDEN int net_enc_welcome(struct net_buf *o, const struct net_welcome *m);
 NET_HIDDEN int net_enc_auth(struct net_buf *o, const uint8_t proof[NET_PROOF]);
 NET_HIDDEN int net_enc_ready(struct net_buf *o, uint32_t max_frame);

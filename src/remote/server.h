@@ -61,9 +61,12 @@ struct conn {
   int64_t partial_since; /* an unfinished frame started then (0: none) */
   int64_t out_since;     /* output pending and no progress since (0) */
   int64_t close_deadline;
-  /* Unix sockets: the peer's process (SO_PEERCRED at accept), by which a
-   * notice's sends are grouped (server_proto.c); 0 for TCP. */
+  /* Unix sockets: the peer's process (SO_PEERCRED at accept); 0 for TCP.
+   * group: the I/O group the client named in its HELLO (PROTOCOL.md), 0
+   * if it named none.  A notice's sends are grouped by the group, else by
+   * the pid (server_proto.c, group_key()). */
   pid_t peer_pid;
+  uint64_t group;
   struct conn *prev, *next; /* s->conns, or s->dead once dead */
   char peer[96];
 };

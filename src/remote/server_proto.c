@@ -32,23 +32,25 @@
  *  subscriber, the requester included) and only then is the ACK queued.
  *  So the requester's proxy is triggered before its request completes.
  *
- *  A notice's sends are grouped by peer process (Unix sockets, where the
- *  server knows each peer's pid).  The clients of one process share one
- *  I/O thread (client_io.c); sending to them one after the other wakes
- *  that thread once, and it finds the rest of the process's notices ready
- *  when it gets to them, where sends interleaved across processes (the
- *  order in which the connections subscribed) woke every process's thread
- *  for nearly every one of its connections: a wake-up is the most
- *  expensive part of a send on loopback, for the sender and the receiver
- *  (bench/net_bench.c, fan-out, --stats: 1,000 Unix connections in 10
- *  processes went from 0.3..0.8 to about 0.05 client context switches per
- *  notice, and the CPU time per notice of both sides fell by a third or
- *  more).  Peers in separate processes, as across a fleet, gain nothing
- *  and lose nothing but the sort; over TCP the server does not know the
- *  peer's process and sends in subscription order.  PROTOCOL.md promises
- *  no order of a notice across connections; each connection still gets
- *  its own frames in order, since only which connection is sent to first
- *  changes.
+ *  A notice's sends are grouped by the peer's I/O group.  The clients of
+ *  one process share one I/O thread (client_io.c); sending to them one
+ *  after the other wakes that thread once, and it finds the rest of the
+ *  process's notices ready when it gets to them, where sends interleaved
+ *  across processes (the order in which the connections subscribed) woke
+ *  every process's thread for nearly every one of its connections: a
+ *  wake-up is the most expensive part of a send on loopback, for the
+ *  sender and the receiver (bench/net_bench.c, fan-out, --stats: 1,000
+ *  Unix connections in 10 processes went from 0.3..0.8 to about 0.05
+ *  client context switches per notice, and the CPU time per notice of
+ *  both sides fell by a third or more).  The group is what the client
+ *  named in its HELLO (our client library sends one random value per
+ *  process, PROTOCOL.md); a client that named none is grouped by its pid
+ *  on a Unix socket (SO_PEERCRED), and over TCP all such clients are one
+ *  group, in subscription order.  A client cannot gain anything by lying:
+ *  only which connection is sent to first changes.  Peers in separate
+ *  processes, as across a fleet, gain nothing and lose nothing but the
+ *  sort.  PROTOCOL.md promises no order of a notice across connections;
+ *  each connection still gets its own frames in order.
  */
 #include "server.h"
 
@@ -73,29 +75,40 @@ static size_t cause_name(struct entry *e, char *buf) {
   return token_name(e, ct_token_triggered_token(e->tok), buf);
 }
 
-/* Order by peer process, then by the order of subscription (the index in
- * the low half: the order is total, so each process's connections keep
+/* Order by group, then by the order of subscription (the index in the
+ * low half: the order is total, so each group's connections keep
  * theirs). */
 static int by_peer(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return (x > y) - (x < y);
 }
 
-/* Group e's subscribers by peer process (see the design notes).  The
- * entry has fired: its array is walked once more, for this notice, and
- * then only to unsubscribe, which finds each sub by its eidx.  The sort
- * is of (pid, index) keys in an array of their own: sorting the pointers
- * by what they point to cost cache misses in every comparison, and
- * 10,000 subscribers took longer than without grouping.  Without memory
- * for the keys, or if the array is in process order already, the order
- * stays as it is. */
-static void group_by_peer(ct_net_server *s, struct entry *e) {
+/* A connection's group hashed to 32 bits for the sort key (Fibonacci
+ * hashing: the high half of the product depends on every bit of the
+ * group).  Two groups that hash alike (or a group that hashes to some
+ * pid) are merely sorted together, which costs nothing but the
+ * grouping's gain. */
+static uint32_t group_key(const struct conn *c) {
+  if (c->group)
+    return (uint32_t)((c->group * UINT64_C(0x9e3779b97f4a7c15)) >> 32);
+  return (uint32_t)c->peer_pid; /* a positive 32-bit pid_t; 0 for TCP */
+}
+
+/* Group e's subscribers by I/O group (see the design notes).  The entry
+ * has fired: its array is walked once more, for this notice, and then
+ * only to unsubscribe, which finds each sub by its eidx.  The sort is of
+ * (group, index) keys in an array of their own: sorting the pointers by
+ * what they point to cost cache misses in every comparison, and 10,000
+ * subscribers took longer than without grouping.  Without memory for the
+ * keys, or if the array is in group order already, the order stays as it
+ * is. */
+static void group_by_peer(struct entry *e) {
   size_t n = e->nsubs;
-  if (n < 2 || n > UINT32_MAX || s->addr.family != AF_UNIX)
-    return; /* TCP: no pid; the index must fit the key's low half */
+  if (n < 2 || n > UINT32_MAX)
+    return; /* the index must fit the key's low half */
   bool sorted = true;
   for (size_t i = 1; i < n && sorted; i++)
-    sorted = e->subs[i - 1]->c->peer_pid <= e->subs[i]->c->peer_pid;
+    sorted = group_key(e->subs[i - 1]->c) <= group_key(e->subs[i]->c);
   if (sorted)
     return;
   uint64_t *key = net_malloc(n * sizeof *key);
@@ -104,8 +117,8 @@ static void group_by_peer(ct_net_server *s, struct entry *e) {
     net_free(key);
     return;
   }
-  for (size_t i = 0; i < n; i++) /* pids are positive (a 32-bit pid_t) */
-    key[i] = (uint64_t)(uint32_t)e->subs[i]->c->peer_pid << 32 | i;
+  for (size_t i = 0; i < n; i++)
+    key[i] = (uint64_t)group_key(e->subs[i]->c) << 32 | i;
   qsort(key, n, sizeof *key, by_peer);
   for (size_t i = 0; i < n; i++) {
     out[i] = e->subs[key[i] & 0xffffffffu];
@@ -120,7 +133,7 @@ static void notify_entry(ct_net_server *s, struct entry *e) {
   if (e->notified)
     return;
   e->notified = true;
-  group_by_peer(s, e);
+  group_by_peer(e);
   char cause[CT_NET_NAME_MAX];
   int detail = 0;
   struct net_notify m = {.cause = cause, .cause_len = cause_name(e, cause),
@@ -178,6 +191,7 @@ static void on_hello(ct_net_server *s, struct conn *c, const uint8_t *b,
     return;
   }
   memcpy(c->cnonce, h.nonce, NET_NONCE);
+  c->group = h.group;
   if (net_random(c->snonce, NET_NONCE) < 0) {
     conn_fail(s, c, NERR_NO_MEMORY, "no random bytes for a nonce");
     return;

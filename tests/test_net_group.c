@@ -1,0 +1,298 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * test_net_group.c -- the I/O group a client names in its HELLO
+ * (docs/PROTOCOL.md, HELLO): the server sends a notice to the connections
+ * of one group one after the other (src/remote/server_proto.c), over TCP
+ * as over Unix sockets, and the client library names one group per
+ * process (src/remote/client_io.c, client_group()).
+ *
+ * How the order is seen.  The test holds raw connections that speak the
+ * protocol by hand, each with the group it is told to name, all in one
+ * epoll set (edge-triggered) that nobody waits on while the notice goes
+ * out.  epoll's ready list is kept in the order in which the sockets
+ * became readable, so one epoll_wait() once every socket is readable
+ * (checked with poll(), which leaves that list alone) returns them in the
+ * order the server's sends arrived.  A Unix socket's send() queues the
+ * data on the receiver in the sender's call, so there the order is the
+ * send order exactly.  Loopback TCP runs the receiver in the sender's
+ * call too, unless the kernel defers it to ksoftirqd under load, when two
+ * sends made on different CPUs could be seen swapped: the TCP case tries
+ * up to three notices and needs one that is seen in group order, where a
+ * server that ignores the group sends every notice in subscription order
+ * (groups interleaved) and fails all three.  Fewer than 64 subscribers,
+ * so the server's loop thread sends alone (server_fanout.c: helpers from
+ * 64 on) and the send order is one thread's.  No timing: waits are
+ * unbounded and the ctest TIMEOUT turns a hang into a failure.
+ */
+#include "net_test_util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <sys/epoll.h>
+
+#define GROUPS 3
+#define PER_GROUP 8
+#define NCONN (GROUPS * PER_GROUP) /* < 64: the loop thread sends alone */
+#define TRIALS 3
+
+/* Distinct 64-bit groups that differ in both halves. */
+static const uint64_t group_of[GROUPS] = {
+    UINT64_C(0x0123456789abcdef), UINT64_C(0xfedcba9876543210),
+    UINT64_C(0x00000001ffffffff)};
+
+/* A blocking socket connected to a Unix path or "127.0.0.1:port". */
+static int raw_connect(const char *addr) {
+  if (addr[0] == '/')
+    return t_raw_connect(addr);
+  const char *colon = strrchr(addr, ':');
+  assert_non_null(colon);
+  struct sockaddr_in in = {.sin_family = AF_INET,
+                           .sin_port = htons((uint16_t)atoi(colon + 1))};
+  assert_int_equal(inet_pton(AF_INET, "127.0.0.1", &in.sin_addr), 1);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(connect(fd, (struct sockaddr *)&in, sizeof in), 0);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct timeval tv = {30, 0}; /* a hang becomes a failure */
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+/* Handshake with a server without a secret; HELLO carries `group` when
+ * with_group, else it is the 40-byte HELLO of an older client. */
+static void handshake(int fd, bool with_group, uint64_t group) {
+  uint8_t b[512];
+  size_t n;
+  uint8_t h[48] = {'C', 'T', 'N', 'T', 0, 1, 0, 1};
+  t_put32(h + 40, (uint32_t)(group >> 32));
+  t_put32(h + 44, (uint32_t)group);
+  t_raw_send(fd, 0x01, h, with_group ? 48 : 40);
+  assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x02); /* WELCOME */
+  uint8_t proof[32] = {0};
+  t_raw_send(fd, 0x03, proof, sizeof proof);
+  assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x04); /* READY */
+}
+
+/* GET name (request id 1): the TOKEN reply, not triggered. */
+static void get(int fd, const char *name) {
+  uint8_t b[512];
+  size_t n, len = strlen(name);
+  uint8_t q[64];
+  t_put32(q, 1);
+  memcpy(q + 4, name, len);
+  t_raw_send(fd, 0x10, q, 4 + len);
+  assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x11); /* TOKEN */
+  assert_int_equal(t_get32(b), 1);
+  assert_int_equal(b[8], 0); /* not triggered yet: subscribed */
+}
+
+/* Block until every fd is readable (poll(): epoll's list is left as it
+ * is). */
+static void all_readable(const int *fd, int n) {
+  struct pollfd p[NCONN];
+  for (;;) {
+    int ready = 0;
+    for (int i = 0; i < n; i++)
+      p[i] = (struct pollfd){.fd = fd[i], .events = POLLIN};
+    assert_true(poll(p, (nfds_t)n, -1) >= 0);
+    for (int i = 0; i < n; i++)
+      ready += (p[i].revents & POLLIN) != 0;
+    if (ready == n)
+      return;
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* Subscribe fd[0..n) to `name` (in index order) and have the owner
+ * trigger it; return in order[] the connection indexes in the order their
+ * NOTIFY arrived, after checking that each got one NOTIFY. */
+static void notice_order(ct_token *tok, const char *name, const int *fd,
+                         int n, int *order) {
+  for (int i = 0; i < n; i++)
+    get(fd[i], name);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  assert_true(ep >= 0);
+  for (int i = 0; i < n; i++) {
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET,
+                             .data.u32 = (uint32_t)i};
+    assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, fd[i], &ev), 0);
+  }
+  assert_int_equal(ct_token_trigger(tok), 1);
+  all_readable(fd, n);
+  struct epoll_event ev[64];
+  assert_int_equal(epoll_wait(ep, ev, 64, 0), n);
+  for (int i = 0; i < n; i++)
+    order[i] = (int)ev[i].data.u32;
+  close(ep);
+  for (int i = 0; i < n; i++) {
+    uint8_t b[512];
+    size_t len;
+    assert_int_equal(t_raw_recv(fd[i], b, sizeof b, &len), 0x14); /* NOTIFY */
+  }
+}
+
+/* How many runs of one group the order has (GROUPS when grouped). */
+static int runs(const int *order, int n) {
+  int r = 0;
+  for (int i = 0; i < n; i++)
+    if (i == 0 || order[i] % GROUPS != order[i - 1] % GROUPS)
+      r++;
+  return r;
+}
+
+/* NCONN raw connections, connection i in group i % GROUPS (so that the
+ * subscription order interleaves the groups), and up to `trials` notices;
+ * returns the fewest runs seen. */
+static int grouped_runs(const char *address, bool with_group, int trials) {
+  ct_net_server *s;
+  ASSERT_OK(ct_net_server_new(&s, address, NULL));
+  ct_token *tok[TRIALS];
+  char names[TRIALS][16];
+  for (int k = 0; k < trials; k++) {
+    snprintf(names[k], sizeof names[k], "grp%d", k);
+    ASSERT_OK(ct_token_new(&tok[k], names[k]));
+    ASSERT_OK(ct_net_server_add(s, names[k], tok[k]));
+  }
+  ASSERT_OK(ct_net_server_start(s));
+  char addr[300];
+  assert_true(ct_net_server_address(s, addr, sizeof addr) > 0);
+  int fd[NCONN];
+  for (int i = 0; i < NCONN; i++) {
+    fd[i] = raw_connect(addr);
+    handshake(fd[i], with_group, group_of[i % GROUPS]);
+  }
+  int best = NCONN + 1;
+  for (int k = 0; k < trials && best > GROUPS; k++) {
+    int order[NCONN];
+    notice_order(tok[k], names[k], fd, NCONN, order);
+    int r = runs(order, NCONN);
+    if (r < best)
+      best = r;
+    if (!with_group) /* the order of subscription, all one group */
+      for (int i = 0; i < NCONN && address[0] == '/'; i++)
+        assert_int_equal(order[i], i);
+  }
+  for (int i = 0; i < NCONN; i++)
+    close(fd[i]);
+  ct_net_server_free(s);
+  for (int k = 0; k < trials; k++)
+    ct_token_unref(tok[k]);
+  return best;
+}
+
+static void test_tcp_notice_goes_to_each_hello_group_back_to_back(
+    void **state) {
+  (void)state;
+  assert_int_equal(grouped_runs("127.0.0.1:0", true, TRIALS), GROUPS);
+}
+
+/* One process, one pid: only the HELLO's groups can order the sends. */
+static void test_unix_socket_hello_group_orders_sends_within_one_pid(
+    void **state) {
+  (void)state;
+  char dir[64], path[96];
+  t_sock_path(dir, path);
+  assert_int_equal(grouped_runs(path, true, 1), GROUPS);
+  t_rmdir(dir, path);
+}
+
+/* An older client's 40-byte HELLO: still served; its notices go in the
+ * order of subscription (asserted on the Unix socket, where the order
+ * seen is the send order exactly; over TCP each still gets its NOTIFY). */
+static void test_hello_without_group_is_served_in_subscription_order(
+    void **state) {
+  (void)state;
+  char dir[64], path[96];
+  t_sock_path(dir, path);
+  assert_int_equal(grouped_runs(path, false, 1), NCONN);
+  t_rmdir(dir, path);
+  assert_true(grouped_runs("127.0.0.1:0", false, 1) >= 1);
+}
+
+/* ---- what the client library sends ---- */
+
+/* Accept one connection on lfd, read its HELLO body, close it.  Returns
+ * the body length; the group (0 if none) in *group. */
+static size_t hello_of_next(int lfd, uint64_t *group) {
+  int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+  assert_true(fd >= 0);
+  struct timeval tv = {30, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  uint8_t b[512];
+  size_t n;
+  assert_int_equal(t_raw_recv(fd, b, sizeof b, &n), 0x01);
+  assert_memory_equal(b, "CTNT", 4);
+  *group = n >= 48 ? (uint64_t)t_get32(b + 40) << 32 | t_get32(b + 44) : 0;
+  close(fd); /* the client's connect fails: we only wanted its HELLO */
+  return n;
+}
+
+static void connect_and_fail(const char *path) {
+  ct_net_client *c = NULL;
+  int r = ct_net_client_connect(&c, path, NULL, NULL, 0, CT_FOREVER);
+  if (r == 0 || c) /* the fake server closes: connect must fail */
+    _exit(3);
+}
+
+static void test_client_names_one_group_per_process(void **state) {
+  (void)state;
+  char dir[64], path[96];
+  t_sock_path(dir, path);
+  int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un un = {.sun_family = AF_UNIX};
+  snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
+  assert_int_equal(bind(lfd, (struct sockaddr *)&un, sizeof un), 0);
+  assert_int_equal(listen(lfd, 8), 0);
+  /* A child connects twice, then its own child once: the connects are
+   * one after the other, each fails when we close. */
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(lfd);
+    connect_and_fail(path);
+    connect_and_fail(path);
+    pid_t g = fork();
+    if (g < 0)
+      _exit(4);
+    if (g == 0) {
+      connect_and_fail(path);
+      _exit(0);
+    }
+    int st = 0;
+    if (waitpid(g, &st, 0) != g || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+      _exit(5);
+    _exit(0);
+  }
+  uint64_t g1, g2, g3;
+  assert_int_equal(hello_of_next(lfd, &g1), 48);
+  assert_int_equal(hello_of_next(lfd, &g2), 48);
+  assert_int_equal(hello_of_next(lfd, &g3), 48);
+  int st = 0;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+  assert_true(g1 != 0);
+  assert_true(g1 == g2); /* one process: one group */
+  assert_true(g3 != 0);
+  assert_true(g3 != g1); /* after fork(): a group of its own */
+  close(lfd);
+  t_rmdir(dir, path);
+}
+
+int main(void) {
+  signal(SIGPIPE, SIG_IGN);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_tcp_notice_goes_to_each_hello_group_back_to_back),
+      cmocka_unit_test(
+          test_unix_socket_hello_group_orders_sends_within_one_pid),
+      cmocka_unit_test(
+          test_hello_without_group_is_served_in_subscription_order),
+      cmocka_unit_test(test_client_names_one_group_per_process),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
