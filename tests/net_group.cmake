@@ -6,4 +6,7 @@
 if(TARGET canceltoken_net_static)
   ct_test(test_net_group 120)
   target_link_libraries(test_net_group PRIVATE canceltoken_net_static)
+  # net_fanout_cut(), a testing hook of net_internal.h
+  target_include_directories(test_net_group PRIVATE
+    ${PROJECT_SOURCE_DIR}/src/remote)
 endif()

@@ -4,7 +4,9 @@
  * (docs/PROTOCOL.md, HELLO): the server sends a notice to the connections
  * of one group one after the other (src/remote/server_proto.c), over TCP
  * as over Unix sockets, and the client library names one group per
- * process (src/remote/client_io.c, client_group()).
+ * process (src/remote/client_io.c, client_group()); and where a notice's
+ * sends are cut between the server's sending threads (server_fanout.c,
+ * net_fanout_cut(): at a change of group).
  *
  * How the order is seen.  The test holds raw connections that speak the
  * protocol by hand, each with the group it is told to name, all in one
@@ -25,6 +27,8 @@
  * unbounded and the ctest TIMEOUT turns a hang into a failure.
  */
 #include "net_test_util.h"
+
+#include "net_internal.h" /* net_fanout_cut(): a testing hook */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -214,6 +218,60 @@ static void test_hello_without_group_is_served_in_subscription_order(
   assert_true(grouped_runs("127.0.0.1:0", false, 1) >= 1);
 }
 
+/* ---- how the sends are cut between threads ---- */
+
+static bool same_key(const void *arg, size_t i) {
+  const uint32_t *key = arg;
+  return key[i] == key[i - 1];
+}
+
+/* Share boundaries move on to the next change of group when it is less
+ * than half a share away, else stay at n * k / parts. */
+static void test_sends_are_cut_between_threads_where_the_group_changes(
+    void **state) {
+  (void)state;
+  enum { N = 100 };
+  uint32_t key[N];
+  size_t cut[5]; /* parts + 1, up to 4 parts */
+  /* 10 groups of 10: the even split (50) is a boundary already. */
+  for (int i = 0; i < N; i++)
+    key[i] = (uint32_t)(i / 10);
+  net_fanout_cut(N, 2, same_key, key, cut);
+  assert_int_equal(cut[0], 0);
+  assert_int_equal(cut[1], 50);
+  assert_int_equal(cut[2], N);
+  /* groups of 15 (0..14, 15..29, ...): 50 is inside 45..59, so the cut
+   * moves to 60; thirds: 33 inside 30..44 -> 45, 66 inside 60..74 -> 75 */
+  for (int i = 0; i < N; i++)
+    key[i] = (uint32_t)(i / 15);
+  net_fanout_cut(N, 2, same_key, key, cut);
+  assert_int_equal(cut[1], 60);
+  net_fanout_cut(N, 3, same_key, key, cut);
+  assert_int_equal(cut[1], 45);
+  assert_int_equal(cut[2], 75);
+  assert_int_equal(cut[3], N);
+  /* one group of 70 then one of 30: the change at 70 is less than half a
+   * share (25) past 50; with 80 and 20 it is not, and 50 stands */
+  for (int i = 0; i < N; i++)
+    key[i] = i < 70 ? 1u : 2u;
+  net_fanout_cut(N, 2, same_key, key, cut);
+  assert_int_equal(cut[1], 70);
+  for (int i = 0; i < N; i++)
+    key[i] = i < 80 ? 1u : 2u;
+  net_fanout_cut(N, 2, same_key, key, cut);
+  assert_int_equal(cut[1], 50);
+  /* all one group: even split; one part: the whole array */
+  for (int i = 0; i < N; i++)
+    key[i] = 7;
+  net_fanout_cut(N, 4, same_key, key, cut);
+  assert_int_equal(cut[1], 25);
+  assert_int_equal(cut[2], 50);
+  assert_int_equal(cut[3], 75);
+  net_fanout_cut(N, 1, same_key, key, cut);
+  assert_int_equal(cut[0], 0);
+  assert_int_equal(cut[1], N);
+}
+
 /* ---- what the client library sends ---- */
 
 /* Accept one connection on lfd, read its HELLO body, close it.  Returns
@@ -293,6 +351,8 @@ int main(void) {
       cmocka_unit_test(
           test_hello_without_group_is_served_in_subscription_order),
       cmocka_unit_test(test_client_names_one_group_per_process),
+      cmocka_unit_test(
+          test_sends_are_cut_between_threads_where_the_group_changes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

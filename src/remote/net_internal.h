@@ -69,6 +69,14 @@ NET_HIDDEN void net_wipe(void *p, size_t n);
  * started, from one thread. */
 NET_HIDDEN void net_server_adopt(ct_net_server *s, int fd);
 NET_HIDDEN int net_server_run_once(ct_net_server *s, int timeout_ms);
+/* How a notice's n sends are cut into `parts` contiguous shares, one per
+ * sending thread (server_fanout.c): share k is [cut[k], cut[k + 1]), cut
+ * has parts + 1 entries; each cut after the first is n * k / parts moved
+ * on to where the group changes, if that is less than half a share away
+ * (same(arg, i): element i is in the group of element i - 1). */
+NET_HIDDEN void net_fanout_cut(size_t n, size_t parts,
+                               bool (*same)(const void *arg, size_t i),
+                               const void *arg, size_t *cut);
 
 /* ---- options structs with a leading size (util.c) ---- */
 /* Copy the caller's options struct src (NULL: all defaults) into dst

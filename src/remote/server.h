@@ -171,6 +171,19 @@ NET_HIDDEN void conn_shutdown(ct_net_server *s, struct conn *c);
 NET_HIDDEN void conn_event(ct_net_server *s, struct conn *c, uint32_t events);
 NET_HIDDEN void conn_sweep(ct_net_server *s, int64_t now);
 
+/* A connection's I/O group hashed to 32 bits, the key by which a
+ * notice's sends are grouped (server_proto.c; server_fanout.c splits the
+ * sends between threads at changes of it).  Fibonacci hashing: the high
+ * half of the product depends on every bit of the group.  Two groups
+ * that hash alike (or a group that hashes to some pid) are merely sorted
+ * together, which costs nothing but the grouping's gain.  Without a group
+ * (an older client) the pid of a Unix socket's peer, 0 over TCP. */
+static inline uint32_t group_key(const struct conn *c) {
+  if (c->group)
+    return (uint32_t)((c->group * UINT64_C(0x9e3779b97f4a7c15)) >> 32);
+  return (uint32_t)c->peer_pid; /* a positive 32-bit pid_t; 0 for TCP */
+}
+
 /* server_proto.c (loop thread only) */
 NET_HIDDEN void proto_frame(ct_net_server *s, struct conn *c,
                             const struct net_frame *f);

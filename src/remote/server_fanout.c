@@ -13,7 +13,8 @@
  *  the subscriber array) under `mu`, wakes the helpers, takes its own
  *  share, and WAITS until every helper is done before it touches any
  *  connection again.  A helper only calls send() on the descriptors of its
- *  share (the k-th of nhelpers+1 contiguous runs of subscribers) and
+ *  share (the k-th of nhelpers+1 contiguous runs of subscribers, cut
+ *  where the peer's group changes, net_fanout_cut()) and
  *  writes how many bytes went out into its slots of `sent`; it reads
  *  c->fd, c->dead and the length of c->out, which the loop thread wrote
  *  before publishing the job and does not write while it waits.  The
@@ -48,6 +49,7 @@ struct fanout {
   pthread_mutex_t mu;
   pthread_cond_t go, done;
   pthread_t th[FANOUT_HELPERS];
+  size_t cut[FANOUT_HELPERS + 2]; /* share k is [cut[k], cut[k + 1]) */
   int nhelpers;
   bool stop;           /* under mu */
   uint64_t gen;        /* job number, under mu */
@@ -60,13 +62,44 @@ struct fanout {
   ssize_t *sent;       /* per subscriber: bytes sent, -1 not sent */
 };
 
-/* Send the frame to share k of `parts`: a contiguous run of subscribers,
- * so that the connections of one peer process, which server_proto.c puts
- * next to one another, are sent to by one thread and not by all of them
- * at once (they would contend for that process's epoll instance). */
-static void share(struct fanout *f, size_t k, size_t parts) {
-  size_t from = f->n * k / parts, to = f->n * (k + 1) / parts;
+/* Where the shares begin: n * k / parts, each moved on to the next change
+ * of group (but by less than half a share), so that the connections of
+ * one peer process, which server_proto.c puts next to one another, are
+ * sent to by one thread and not by two at once (they would contend for
+ * that process's epoll instance, and wake its thread twice).  same(arg,
+ * i): is element i (0 < i < n) in the group of element i - 1?  A testing
+ * hook too (net_internal.h). */
+void net_fanout_cut(size_t n, size_t parts,
+                    bool (*same)(const void *arg, size_t i), const void *arg,
+                    size_t *cut) {
+  cut[0] = 0;
+  cut[parts] = n;
+  for (size_t k = 1; k < parts; k++) {
+    size_t at = n * k / parts, limit = at + n / parts / 2;
+    if (at < cut[k - 1])
+      at = cut[k - 1];
+    size_t i = at;
+    while (i > 0 && i < limit && i < n && same(arg, i))
+      i++;
+    cut[k] = i < limit && i < n ? i : at;
+  }
+}
+
+static bool same_group(const void *arg, size_t i) {
+  struct sub *const *subs = arg;
+  return group_key(subs[i]->c) == group_key(subs[i - 1]->c);
+}
+
+/* Send the frame to share k: a contiguous run of subscribers (above). */
+static void share(struct fanout *f, size_t k) {
+  size_t from = f->cut[k], to = f->cut[k + 1];
   for (size_t i = from; i < to; i++) {
+    /* The subscriber records and connections are scattered in memory:
+     * ask for those a few places ahead while this one is sent. */
+    if (i + 8 < to)
+      __builtin_prefetch(f->subs[i + 8]);
+    if (i + 4 < to)
+      __builtin_prefetch(f->subs[i + 4]->c);
     struct conn *c = f->subs[i]->c;
     f->sent[i] = -1;
     if (c->dead || net_buf_pending(&c->out))
@@ -97,9 +130,8 @@ static void *helper_main(void *arg) {
     if (f->stop)
       break;
     seen = f->gen;
-    size_t parts = (size_t)f->nhelpers + 1;
     pthread_mutex_unlock(&f->mu);
-    share(f, k, parts);
+    share(f, k);
     pthread_mutex_lock(&f->mu);
     if (--f->busy == 0)
       pthread_cond_signal(&f->done);
@@ -189,11 +221,12 @@ bool fanout_notice(ct_net_server *s, struct sub **subs, size_t n,
   f->subs = subs;
   f->n = n;
   f->sent = sent;
+  net_fanout_cut(n, (size_t)f->nhelpers + 1, same_group, subs, f->cut);
   f->busy = f->nhelpers;
   f->gen++;
   pthread_cond_broadcast(&f->go);
   pthread_mutex_unlock(&f->mu);
-  share(f, 0, (size_t)f->nhelpers + 1);
+  share(f, 0);
   pthread_mutex_lock(&f->mu);
   while (f->busy > 0)
     pthread_cond_wait(&f->done, &f->mu);

@@ -83,17 +83,6 @@ static int by_peer(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-/* A connection's group hashed to 32 bits for the sort key (Fibonacci
- * hashing: the high half of the product depends on every bit of the
- * group).  Two groups that hash alike (or a group that hashes to some
- * pid) are merely sorted together, which costs nothing but the
- * grouping's gain. */
-static uint32_t group_key(const struct conn *c) {
-  if (c->group)
-    return (uint32_t)((c->group * UINT64_C(0x9e3779b97f4a7c15)) >> 32);
-  return (uint32_t)c->peer_pid; /* a positive 32-bit pid_t; 0 for TCP */
-}
-
 /* Group e's subscribers by I/O group (see the design notes).  The entry
  * has fired: its array is walked once more, for this notice, and then
  * only to unsubscribe, which finds each sub by its eidx.  The sort is of
