@@ -18,7 +18,12 @@
  *            loopback TCP the server's send() of each notice costs several
  *            microseconds of kernel time (the receiving side's TCP runs
  *            inline), which bounds the TCP figure from below at about
- *            1,000 times that divided by the sending threads.
+ *            1,000 times that divided by the sending threads.  The
+ *            parent sleeps while a round runs: each client process writes
+ *            one byte on a pipe when its proxies of the round have all
+ *            fired, and the stamps are read after that (until 2026-12 it
+ *            scanned them every 100 us, which at 10,000 clients took a
+ *            tenth of a CPU from the processes being measured).
  *
  *   --stats  also prints, for the fan-out rounds only, what one notice
  *            costs: context switches (voluntary + involuntary) and CPU
@@ -42,6 +47,7 @@
  */
 #include "canceltoken_net.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -167,12 +173,40 @@ static void usage_sub(struct usage *a, const struct usage *b) {
   a->csw -= b->csw, a->icsw -= b->icsw, a->cpu_us -= b->cpu_us;
 }
 
+/* A fan-out proxy's callback: the stamp, and the last of its process's
+ * proxies of that round tells the parent (one byte on done_fd), so that
+ * the parent sleeps until the round is over instead of scanning the
+ * stamps (which, every 100 us over 10,000 slots, took a tenth of a CPU
+ * from the processes being measured). */
+struct fan_arg {
+  int64_t *slot;
+  int *left; /* this process's proxies of the round not fired yet */
+  int done_fd;
+};
+
+static void fan_stamp(ct_token *t, void *arg) {
+  struct fan_arg *a = arg;
+  stamp(t, a->slot);
+  /* acq_rel: the proxies of one process may fire on different threads
+   * (the I/O thread, or a registration that ran at once); the last one
+   * writes the byte after every stamp of the round is stored. */
+  if (__atomic_sub_fetch(a->left, 1, __ATOMIC_ACQ_REL) == 0) {
+    char b = 1;
+    if (write(a->done_fd, &b, 1) != 1)
+      _exit(2);
+  }
+}
+
 static void fanout_child(const char *addr, int nclients, int rounds,
-                         int64_t *slots, int ready_fd, int go_fd,
+                         int64_t *slots, int ready_fd, int go_fd, int done_fd,
                          struct usage *used) {
   ct_net_client **c = calloc((size_t)nclients, sizeof *c);
   ct_token **px = calloc((size_t)nclients * (size_t)rounds, sizeof *px);
   ct_callback *cb = calloc((size_t)nclients * (size_t)rounds, sizeof *cb);
+  struct fan_arg *fa = calloc((size_t)nclients * (size_t)rounds, sizeof *fa);
+  int *left = calloc((size_t)rounds, sizeof *left);
+  for (int k = 0; k < rounds; k++)
+    left[k] = nclients;
   for (int i = 0; i < nclients; i++) {
     int r = ct_net_client_connect(&c[i], addr, NULL, NULL, 0, CT_FOREVER);
     if (r < 0)
@@ -183,7 +217,8 @@ static void fanout_child(const char *addr, int nclients, int rounds,
       size_t j = (size_t)k * (size_t)nclients + (size_t)i;
       if ((r = ct_net_client_get(c[i], &px[j], name, CT_FOREVER)) < 0)
         die("get (fan-out)", r);
-      ct_callback_register(&cb[j], px[j], stamp, &slots[j]);
+      fa[j] = (struct fan_arg){&slots[j], &left[k], done_fd};
+      ct_callback_register(&cb[j], px[j], fan_stamp, &fa[j]);
     }
   }
   char b = 1;
@@ -226,8 +261,8 @@ static void fanout(const char *label, const char *address, int clients,
   if (shared == MAP_FAILED)
     die("mmap", -errno);
   struct usage *used = (struct usage *)(shared + nslots);
-  int ready[2], go[2];
-  if (pipe(ready) < 0 || pipe(go) < 0)
+  int ready[2], go[2], done[2];
+  if (pipe(ready) < 0 || pipe(go) < 0 || pipe(done) < 0)
     die("pipe", -errno);
   /* fork before the server thread exists; the children only connect */
   pid_t *pids = calloc((size_t)procs, sizeof *pids);
@@ -238,16 +273,18 @@ static void fanout(const char *label, const char *address, int clients,
     if (pid == 0) {
       close(ready[0]);
       close(go[1]);
+      close(done[0]);
       /* each child has its own region of `shared`: n * rounds slots,
        * round k of its clients at offset k * n */
       fanout_child(addr, n, rounds, shared + (size_t)base * (size_t)rounds,
-                   ready[1], go[0], &used[p]);
+                   ready[1], go[0], done[1], &used[p]);
     }
     pids[p] = pid;
     base += n;
   }
   close(ready[1]);
   close(go[0]);
+  close(done[1]);
   if ((r = ct_net_server_start(s)) < 0)
     die("start", r);
   for (int p = 0; p < procs; p++) {
@@ -266,28 +303,30 @@ static void fanout(const char *label, const char *address, int clients,
   for (int k = 0; k < rounds; k++) {
     int64_t t0 = ct_now();
     ct_token_trigger(tok[k]);
-    /* collect every proxy's stamp: child p's region holds, for round k,
-     * its n clients at offset k * n */
-    int got = 0;
-    while (got < clients) {
-      got = 0;
-      int b2 = 0;
-      for (int p = 0; p < procs; p++) {
-        int n = clients / procs + (p < clients % procs);
-        int64_t *region = shared + (size_t)b2 * (size_t)rounds +
-                          (size_t)k * (size_t)n;
-        for (int i = 0; i < n; i++) {
-          int64_t v = __atomic_load_n(&region[i], __ATOMIC_ACQUIRE);
-          if (v) {
-            lat[got++] = v - t0;
-          }
-        }
-        b2 += n;
+    /* sleep until every client process says its proxies of round k all
+     * fired (a byte each), then collect the stamps: child p's region
+     * holds, for round k, its n clients at offset k * n */
+    for (int p = 0; p < procs; p++) {
+      char b;
+      ssize_t rd;
+      do
+        rd = read(done[0], &b, 1);
+      while (rd < 0 && errno == EINTR);
+      if (rd != 1)
+        die("a client process failed", -EPROTO);
+    }
+    int got = 0, b2 = 0;
+    for (int p = 0; p < procs; p++) {
+      int n = clients / procs + (p < clients % procs);
+      int64_t *region =
+          shared + (size_t)b2 * (size_t)rounds + (size_t)k * (size_t)n;
+      for (int i = 0; i < n; i++) {
+        int64_t v = __atomic_load_n(&region[i], __ATOMIC_ACQUIRE);
+        if (!v)
+          die("a proxy fired without its stamp", -EPROTO);
+        lat[got++] = v - t0;
       }
-      if (got < clients) {
-        struct timespec ts = {0, 100000};
-        nanosleep(&ts, NULL);
-      }
+      b2 += n;
     }
     qsort(lat, (size_t)clients, sizeof *lat, cmp_i64);
     last[k] = lat[clients - 1];
@@ -309,6 +348,7 @@ static void fanout(const char *label, const char *address, int clients,
          med[rounds - 1] / 1e6);
   fflush(stdout);
   close(go[1]);
+  close(done[0]);
   struct usage cu = {0};
   for (int p = 0; p < procs; p++) {
     waitpid(pids[p], NULL, 0);
@@ -316,8 +356,8 @@ static void fanout(const char *label, const char *address, int clients,
     cu.cpu_us += used[p].cpu_us;
   }
   if (g_stats) {
-    /* The server's figures include this thread's collection loop (a
-     * 100 us nanosleep between scans), so a few switches per round. */
+    /* The server's figures include this thread, which sleeps in read()
+     * while a round runs: one switch per client process per round. */
     double nn = (double)clients * rounds;
     printf("# %s%d per notice: server process %.2f+%.2f switches "
            "(vol+invol), %.2f us CPU; clients %.2f+%.2f switches, %.2f us "
