@@ -48,6 +48,12 @@
  *  (ct_py_gil_marked, notify.c) so that callbacks it runs know they may
  *  call Python directly.
  *
+ *  `triggered` is the attribute a program polls, so it skips the generic
+ *  getset path: its descriptor is an object of a small type of its own
+ *  (TrigDescr below) whose __get__ is the getter.  Everything else a
+ *  getset entry gives (read-only, data descriptor, __doc__, __name__,
+ *  __objclass__) it gives too.
+ *
  *  Names.  A name the core can hold exactly (ct_exact_name) is given to it
  *  and the object caches the str.  Any other name, and any name set after
  *  creation (`name` is writable, as the reference's plain attribute is), is
@@ -260,18 +266,105 @@ static PyObject *token_repr(CoreToken *self) {
   return r;
 }
 
-/* The two flags, told apart by the getter's closure: `triggered` (NULL)
- * and `is_proxy` (IS_PROXY). */
-static char is_proxy_tag;
-#define IS_PROXY ((void *)&is_proxy_tag)
-
-static PyObject *token_get_flag(CoreToken *self, void *which) {
+static PyObject *token_get_is_proxy(CoreToken *self, void *closure) {
+  (void)closure;
   ct_token *t = ct_token_of(self);
-  if (!t)
-    return NULL;
-  return PyBool_FromLong(which == IS_PROXY ? ct_token_is_proxy(t)
-                                           : ct_token_triggered(t));
+  return t ? PyBool_FromLong(ct_token_is_proxy(t)) : NULL;
 }
+
+/* `triggered` has a descriptor type of its own rather than a getset
+ * entry.  A getset descriptor costs the attribute lookup two more steps
+ * (getset_get, then a subclass check that walks the instance type's MRO)
+ * before the getter runs; here the lookup calls trigdescr_get directly,
+ * which knows the class of every token the core makes (ct_token_class)
+ * and takes the walk only for other classes.  It is a data descriptor
+ * (it has __set__), so an instance attribute cannot shadow it, exactly
+ * as with the getset entry it replaces. */
+typedef struct {
+  PyObject_HEAD
+} TrigDescr;
+
+static const char trig_doc[] =
+    "True once the token, or any token it is chained to, is triggered.\n"
+    "One atomic load, whatever the depth of chaining.";
+
+static PyObject *trigdescr_get(PyObject *descr, PyObject *obj,
+                               PyObject *type) {
+  (void)type;
+  if (obj == NULL) /* looked up on the class: the descriptor itself */
+    return ct_newref(descr);
+  /* ct_token_class first: the class of every chain and wrapper, and in
+   * practice of every token (cancel_token.CancelToken). */
+  if (Py_TYPE(obj) != ct_token_class && !CoreToken_Check(obj)) {
+    PyErr_Format(PyExc_TypeError,
+                 "descriptor 'triggered' for CoreToken objects doesn't "
+                 "apply to an object of %S", (PyObject *)Py_TYPE(obj));
+    return NULL;
+  }
+  ct_token *t = ((CoreToken *)obj)->tok;
+  if (!t) {
+    (void)ct_token_of((CoreToken *)obj); /* sets RuntimeError */
+    return NULL;
+  }
+  return ct_newref(ct_token_triggered(t) ? Py_True : Py_False);
+}
+
+/* __set__ and __delete__: read-only, as a getset entry without a setter
+ * (and with its message). */
+static int trigdescr_set(PyObject *descr, PyObject *obj, PyObject *value) {
+  (void)descr;
+  (void)obj;
+  (void)value;
+  PyErr_SetString(PyExc_AttributeError,
+                  "attribute 'triggered' of 'cancel_token._core.CoreToken' "
+                  "objects is not writable");
+  return -1;
+}
+
+static PyObject *trigdescr_doc(PyObject *descr, void *closure) {
+  (void)descr;
+  (void)closure;
+  return PyUnicode_FromString(trig_doc);
+}
+
+static PyObject *trigdescr_name(PyObject *descr, void *closure) {
+  (void)descr;
+  (void)closure;
+  return PyUnicode_FromString("triggered");
+}
+
+static PyObject *trigdescr_objclass(PyObject *descr, void *closure) {
+  (void)descr;
+  (void)closure;
+  return ct_newref((PyObject *)ct_CoreTokenType);
+}
+
+static PyObject *trigdescr_repr(PyObject *descr) {
+  (void)descr;
+  return PyUnicode_FromString(
+      "<attribute 'triggered' of 'cancel_token._core.CoreToken' objects>");
+}
+
+static PyGetSetDef trigdescr_getset[] = {
+    {"__doc__", trigdescr_doc, NULL, NULL, NULL},
+    {"__name__", trigdescr_name, NULL, NULL, NULL},
+    {"__qualname__", trigdescr_name, NULL, NULL, NULL},
+    {"__objclass__", trigdescr_objclass, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyType_Slot trigdescr_slots[] = {
+    {Py_tp_descr_get, trigdescr_get},
+    {Py_tp_descr_set, trigdescr_set},
+    {Py_tp_getset, trigdescr_getset},
+    {Py_tp_repr, trigdescr_repr},
+    {0, NULL}};
+
+static PyType_Spec trigdescr_spec = {
+    .name = "cancel_token._core._TriggeredDescriptor",
+    .basicsize = sizeof(TrigDescr),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = trigdescr_slots,
+};
 
 static PyObject *token_get_triggered_token(CoreToken *self, void *closure) {
   (void)closure;
@@ -475,14 +568,11 @@ static PyGetSetDef token_getset[] = {
      "The token's name; for a chain, its parents' names joined by ':'.\n"
      "Writable (a str): the new name is the Python one (repr, str,\n"
      "messages); C code and other processes keep seeing the first.", NULL},
-    {"triggered", (getter)token_get_flag, NULL,
-     "True once the token, or any token it is chained to, is triggered.\n"
-     "One atomic load, whatever the depth of chaining.", NULL},
     {"triggered_token", (getter)token_get_triggered_token, NULL,
      "The token whose trigger triggered this one (this token, or the "
      "ancestor\nthat fired first), or None if not triggered.", NULL},
-    {"is_proxy", (getter)token_get_flag, NULL,
-     "True for a proxy of a token served by another process.", IS_PROXY},
+    {"is_proxy", (getter)token_get_is_proxy, NULL,
+     "True for a proxy of a token served by another process.", NULL},
     {"loop", (getter)token_get_loop, NULL,
      "The event loop the token is bound to, or None.", NULL},
     {"_bound_loop", (getter)token_get_loop, NULL,
@@ -520,5 +610,15 @@ static PyType_Spec token_spec = {
 };
 
 PyTypeObject *ct_token_type_create(void) {
-  return (PyTypeObject *)PyType_FromSpec(&token_spec);
+  PyObject *type = PyType_FromSpec(&token_spec);
+  PyObject *dtype = type ? PyType_FromSpec(&trigdescr_spec) : NULL;
+  PyObject *d = dtype ? ct_type_alloc((PyTypeObject *)dtype) : NULL;
+  int r = d ? PyObject_SetAttrString(type, "triggered", d) : -1;
+  Py_XDECREF(d);
+  Py_XDECREF(dtype);
+  if (r < 0) {
+    Py_XDECREF(type);
+    return NULL;
+  }
+  return (PyTypeObject *)type;
 }

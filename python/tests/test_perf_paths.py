@@ -1,14 +1,17 @@
 # SPDX-License-Identifier: MIT
-"""Which token fired, through the lazy C token -> Python object mapping.
+"""The fast paths of token.c keep the semantics of the plain ones.
 
-token.c registers a token's Python object with its C token only when the
-token is first chained from (or, for C-made wrappers and proxies, at
-once): a token nothing is chained to needs no mapping, since it can only
-be its own cause.  These cases check that triggered_token still returns
-the very object that fired, and raise_if_triggered() its Python name, on
-every path: a token never chained from, a chain that later becomes a
-parent, a parent chained from after it fired, triggers from a C thread,
-and names the C core cannot hold exactly."""
+Which token fired: a token's Python object is registered with its C token,
+and these cases check that triggered_token returns the very object that
+fired, and raise_if_triggered() its Python name, on every path: a token
+never chained from, a chain that later becomes a parent, a parent chained
+from after it fired, triggers from a C thread, and names the C core cannot
+hold exactly.
+
+`triggered`: its descriptor is a small type of its own, not a getset
+entry (the lookup is shorter); the last cases check that it behaves as a
+getset entry does: read-only, not shadowed by an instance attribute,
+overridable in a subclass, introspectable, and exact from any thread."""
 
 import gc
 import threading
@@ -128,3 +131,67 @@ def test_deep_chain_cause_is_the_root_object():
         token = token.chain(CancelToken('d%d' % i))
     root.trigger()
     assert token.triggered_token is root
+
+
+# ---------------------------------------------------------------------------
+# `triggered`'s own descriptor
+
+
+def test_triggered_follows_the_core_from_every_thread():
+    root = CancelToken('root')
+    kids = [CancelToken(f'k{i}').chain(root) for i in range(100)]
+    plain = _core.CoreToken('plain')  # not of the chain class
+    assert root.triggered is False and plain.triggered is False
+    assert not any(k.triggered for k in kids)
+    _trigger_in_c_thread(root)
+    assert root.triggered is True
+    assert all(k.triggered is True for k in kids)
+    plain.trigger()
+    assert plain.triggered is True
+
+
+def test_triggered_is_read_only_and_cannot_be_shadowed():
+    token = CancelToken('ro')
+    with pytest.raises(AttributeError, match='not writable'):
+        token.triggered = True
+    with pytest.raises(AttributeError, match='not writable'):
+        del token.triggered
+    token.__dict__['triggered'] = 'shadow'  # a data descriptor wins
+    assert token.triggered is False
+    token.trigger()
+    assert token.triggered is True
+
+
+def test_triggered_can_be_overridden_in_a_subclass():
+    class Always(CancelToken):
+        @property
+        def triggered(self):
+            return 'overridden'
+
+    token = Always('sub')
+    assert token.triggered == 'overridden'
+    assert CancelToken('base').triggered is False
+
+
+def test_triggered_descriptor_introspection():
+    import inspect
+    descr = _core.CoreToken.__dict__['triggered']
+    assert CancelToken.triggered is descr
+    assert inspect.isdatadescriptor(descr)
+    assert descr.__name__ == 'triggered'
+    assert descr.__objclass__ is _core.CoreToken
+    assert 'True once the token' in descr.__doc__
+    assert 'True once the token' in inspect.getdoc(CancelToken.triggered)
+    assert descr.__get__(None, CancelToken) is descr
+    token = CancelToken('direct')
+    assert descr.__get__(token, CancelToken) is False
+    with pytest.raises(TypeError, match='CoreToken'):
+        descr.__get__(42, int)
+    with pytest.raises(AttributeError, match='not writable'):
+        descr.__set__(token, True)
+
+
+def test_triggered_before_init_raises():
+    token = CancelToken.__new__(CancelToken)
+    with pytest.raises(RuntimeError, match='__init__'):
+        token.triggered
