@@ -3,7 +3,7 @@
 the reference library's algorithm, in the same run and the same process.
 
     PYTHONPATH=<build>/python /usr/bin/python3 python/bench/bench.py [--quick]
-        [--rounds N] [--only WORD] [--json FILE]
+        [--rounds N] [--only WORD] [--json FILE] [--diagnose]
 
 The pure-Python peer (RefToken below, written for this benchmark) does what
 the reference ``asyncio-cancel-token`` does: ``triggered`` and
@@ -48,6 +48,15 @@ crosses it ("no verdict").  --json writes every round's figures and the
 per-round ratios ours / reference ("pairwise", the convention of
 bench/run.py, which reports them as it reports its own pairs).  Timings
 move with machine load; run on a quiet machine.
+
+--diagnose runs no case: it splits 'fanout/trigger+observe 100k' into its
+parts, ours only, each timed on its own (medians over the rounds): the
+trigger; the observe loop alone, over our tokens; the same loop with
+``if c:`` in place of ``if c.triggered:`` (what touching each of our
+objects costs, with no attribute read); and the loop over 100,000 objects
+of an ordinary class with ``__slots__ = ('triggered',)`` (the
+interpreter's own floor for such a loop: CPython 3.11 specializes that
+attribute read, LOAD_ATTR_SLOT, and it cannot specialize ours).
 """
 
 import argparse
@@ -260,6 +269,55 @@ def bench_wake(cls, depth, rounds, reps, waiters=1):
         loop.close()
 
 
+class _SlotObject:
+    """An ordinary object with a `triggered` slot (--diagnose)."""
+    __slots__ = ('triggered',)
+
+    def __init__(self):
+        self.triggered = True
+
+
+def diagnose_fanout(n, reps):
+    """--diagnose: the parts of 'fanout/trigger+observe', in ms, each a
+    median [min, max] over reps rounds."""
+    def observe(children):
+        t0 = time.perf_counter_ns()
+        seen = 0
+        for c in children:
+            if c.triggered:
+                seen += 1
+        assert seen == n
+        return (time.perf_counter_ns() - t0) / 1e6
+
+    def touch(children):
+        t0 = time.perf_counter_ns()
+        seen = 0
+        for c in children:
+            if c:
+                seen += 1
+        assert seen == n
+        return (time.perf_counter_ns() - t0) / 1e6
+
+    parts = {'trigger': [], 'observe loop': [], 'touch loop (if c:)': [],
+             'observe loop, ordinary objects': []}
+    for _ in range(reps):
+        for what in ('observe loop', 'touch loop (if c:)'):
+            root = CancelToken('root')
+            children = [CancelToken(f'c{i}').chain(root) for i in range(n)]
+            gc.collect()
+            t0 = time.perf_counter_ns()
+            root.trigger()
+            parts['trigger'].append((time.perf_counter_ns() - t0) / 1e6)
+            parts[what].append((observe if what == 'observe loop'
+                                else touch)(children))
+            del children, root
+        plain = [_SlotObject() for _ in range(n)]
+        gc.collect()
+        parts['observe loop, ordinary objects'].append(observe(plain))
+        del plain
+    return {k: median_of(v) for k, v in parts.items()}
+
+
 # ---------------------------------------------------------------------------
 
 def fmt(stat, unit):
@@ -278,8 +336,27 @@ def main(argv=None):
                     help='run only the cases whose name contains WORD')
     ap.add_argument('--rounds', type=int,
                     help='interleaved rounds (default 7, 3 with --quick)')
+    ap.add_argument('--diagnose', action='store_true',
+                    help="split 'fanout/trigger+observe 100k' into its "
+                         'parts (ours only) and run no case')
     args = ap.parse_args(argv)
     reps = args.rounds or (3 if args.quick else 7)  # interleaved rounds
+    if args.diagnose:
+        print(f'# python {platform.python_version()} ({sys.executable}), '
+              f'load average {os.getloadavg()[0]:.2f}; '
+              "'fanout/trigger+observe 100k' in parts, ours only, "
+              f'median [min .. max] over {reps} rounds')
+        parts = diagnose_fanout(100_000, reps)
+        for part, stat in parts.items():
+            print(f'{part:34s} {fmt(stat, "ms")}')
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump({'python': platform.python_version(),
+                           'diagnose': {k: dict(zip(('median', 'min', 'max'),
+                                                    v))
+                                        for k, v in parts.items()}},
+                          f, indent=2)
+        return
     check_s = 0.02 if args.quick else 0.2
     wake_rounds = 50 if args.quick else 500
 
