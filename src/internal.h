@@ -24,6 +24,9 @@
  *                      and t holds a reference on it (set with TRIGGERED).
  *    bits 8..15        reason, bits 16..23 detail; written by the same
  *                      CAS that sets TRIGGERED.
+ *    bits 24..31       NAMED: the name's length, or 255 for 255 bytes and
+ *                      more (then strlen); immutable, set at creation, so
+ *                      that freeing a token need not read its name.
  *
  *  Claiming.  A token is triggered by whoever wins the CAS that sets
  *  TRIGGERED, reason and detail in the state word; a trigger that loses it
@@ -42,25 +45,45 @@
  *  second list through the same `work_next`, free again once a token has
  *  left the work list.
  *
- *  Lifetime.  A child holds a reference on each parent, so ancestors outlive
- *  descendants and `cause` (the token itself, an ancestor, or a token the
- *  trigger handed a reference to: OWNS_CAUSE) stays valid.  A parent's
- *  children (`kids`: one inline link, or an array, struct ct_kids) hold no
- *  references: a child whose count reaches zero removes itself under the
- *  parent's lock before it is freed, so anyone reading the children under
- *  that lock may touch every child there.
+ *  Lifetime.  Ancestors outlive descendants, so that `cause` (the token
+ *  itself, an ancestor, or a token the trigger handed a reference to:
+ *  OWNS_CAUSE) and a child's parent pointers stay valid.  What keeps a
+ *  parent alive is either a counted reference (`refs`: its owners', its
+ *  callbacks', a trigger's, a child's that was born triggered and so is
+ *  on no list) or a child on its children list (`kids`: one inline link,
+ *  or an array, struct ct_kids).  A child on that list holds NO counted
+ *  reference: linking and unlinking it cost the parent's lock only.
+ *  The handshake between the two:
+ *   - refs is a count in bits 0..30 and CT_REFS_ORPHAN in bit 31.  The
+ *     last counted reference of a token that has (or had) children, i.e.
+ *     with INTEREST, is dropped under its lock (ref_put in token.c), by
+ *     one CAS from count 1 to CT_REFS_ORPHAN if the list is not empty, or
+ *     to 0 (dead) if it is.  The count never passes through 0 on the way
+ *     to ORPHAN, so a walker never mistakes an orphan for a dying token.
+ *   - An orphan is alive: ct__ref_unless_zero() and ct_token_ref() may
+ *     count references on it again (ORPHAN | k), and their last one is
+ *     dropped as above.
+ *   - A child leaving its parent's list (under the parent's lock) that
+ *     leaves it empty, and finds refs == CT_REFS_ORPHAN, frees the parent
+ *     with a CAS from ORPHAN to 0; a failed CAS means a walker counted a
+ *     reference meanwhile, and that reference's drop frees it instead.
+ *   So refs == 0 means dead, final, with an empty list, as before.
+ *  A token with no INTEREST never had children, so its count is plain.
+ *  A child whose count reaches zero removes itself under the parent's lock
+ *  before it is freed, so anyone reading the children under that lock may
+ *  touch every child there.
  *  Such a walker takes a reference with ct__ref_unless_zero() if it must use
  *  the child after dropping the lock; a child at zero is dying, and since
- *  its children, callbacks and waiters would all hold references, it has
+ *  its children, callbacks and waiters would all keep it alive, it has
  *  nothing left to process.
- *  The last unref of a sole child with no ext (token.c) drops the count to
- *  zero without an RMW: it reads the count (acquire), re-checks it under
- *  the parent's lock and stores 0 in the same locked section as the
- *  unlink.  That is sound only because a token with no ext can gain a
- *  reference only under its parent's lock (the walkers above).  INVARIANT
- *  for future code: whoever takes a reference with ct__ref_unless_zero()
- *  without holding the parent's lock must first give the token an ext, as
- *  the deadline heap does.
+ *  The last unref of a sole child with no ext and no INTEREST (token.c)
+ *  drops the count to zero without an RMW: it reads the count (acquire),
+ *  re-checks it under the parent's lock and stores 0 in the same locked
+ *  section as the unlink.  That is sound only because a token with no ext
+ *  can gain a reference only under its parent's lock (the walkers above).
+ *  INVARIANT for future code: whoever takes a reference with
+ *  ct__ref_unless_zero() without holding the parent's lock must first give
+ *  the token an ext, as the deadline heap does.
  *
  *  Locks.  Each token has a 4-byte futex lock guarding its children (and
  *  every child link's `slot`), its callbacks list and the creation of its
@@ -93,6 +116,13 @@
 #define CT_ST_REASON_SHIFT 8
 #define CT_ST_DETAIL_SHIFT 16
 #define CT_ST_CAUSE_MASK 0x00ffff01u /* TRIGGERED | reason | detail */
+#define CT_ST_NAMELEN_SHIFT 24
+#define CT_ST_NAMELEN_LONG 255u /* the length is 255 or more: strlen */
+
+/* refs: the counted references in bits 0..30; the orphan flag in bit 31
+ * (see "Lifetime" above). */
+#define CT_REFS_ORPHAN 0x80000000u
+#define CT_REFS_COUNT 0x7fffffffu
 
 #define CT_HIDDEN __attribute__((visibility("hidden")))
 #define CT_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -160,7 +190,7 @@ struct ct_ext; /* rarely used parts, allocated on demand: see token.c */
 
 struct ct_token {
   _Atomic uint32_t state; /* MUST stay first: ct_token_triggered() reads it */
-  _Atomic uint32_t refs;
+  _Atomic uint32_t refs;         /* count | CT_REFS_ORPHAN: see Lifetime */
   ct_lock lock;
   uint32_t nlinks;               /* immutable */
   _Atomic(ct_token *) cause;     /* stored once, by the claimer */

@@ -15,29 +15,26 @@
  *    its lock is held (so none can be freed under us); only children that
  *    have work of their own (INTEREST) are referenced and queued, and only
  *    those with callbacks are kept for phase 2.
- *  - A parent keeps its children in an array (struct ct_kids), or inline
- *    while it has only one.  The array is read sequentially and the
- *    children are prefetched ahead of their claims, so children scattered
- *    in memory cost overlapping misses, not a chain of dependent ones.
- *    Removal leaves a hole (NULL) and touches only the parent and the
- *    removed child: swapping the last entry into the hole would also
- *    write into that entry's child (its slot), one more cache miss per
- *    removal when children are scattered and destroyed in random order.
- *    The trigger skips holes; trailing holes are trimmed at once; an
- *    addition that finds the array full with at least half of it holes
- *    compacts it in place instead of growing it (touching each live
- *    child once, paid for by the removals that made the holes).  An array
- *    of up to KIDS_SHRINK_MAX entries halves (compacted) when a quarter
- *    full, and every array is freed with the last child.  Every
- *    allocation is made with no lock held.
- *  - Destruction is a loop too: the last unref of a child drops its
- *    parents' references, which may free them, and so on up the chain,
+ *  - A parent's children (the inline link or the array) are managed in
+ *    token_kids.h / token_kids.c, whose design notes say how.
+ *  - A child on its parent's children holds no counted reference on it
+ *    (see "Lifetime" in internal.h): linking and unlinking a child cost
+ *    the parent's lock and nothing more, which is the whole of what the
+ *    churn of short-lived children pays.  The handshake that keeps such a
+ *    parent alive is in ref_put() (its last counted reference, taken
+ *    under its lock, turns into CT_REFS_ORPHAN while it has children) and
+ *    in unlink_parent() (the last child of an orphan frees it).
+ *  - Destruction is a loop too: the last unref of a child unlinks it from
+ *    its parents, which frees each one that was an orphan with no other
+ *    child left (or drops the counted reference of a child born
+ *    triggered), and so on up the chain,
  *    through the same work_next field (a dying token is on no trigger work
  *    list, since those hold references).
  *  - Names are in name.c.
  */
 #include "internal.h"
 #include "token_cache.h"
+#include "token_kids.h"
 
 #include <sched.h>
 #include <stdio.h>
@@ -56,7 +53,9 @@ static inline void ref_get(ct_token *t) {
 bool ct__ref_unless_zero(ct_token *t) {
   /* relaxed throughout: the caller reaches t under a lock (a parent's, or
    * the deadline mutex) that orders everything else; the CAS only has to
-   * be atomic, so that a count that reached zero never comes back. */
+   * be atomic, so that a count that reached zero never comes back.  An
+   * orphan (CT_REFS_ORPHAN, count 0) is alive, kept by its children, and
+   * may be counted again: only 0 itself means dying. */
   uint32_t r = atomic_load_explicit(&t->refs, memory_order_relaxed);
   do {
     if (r == 0)
@@ -74,6 +73,18 @@ static inline size_t token_size(uint32_t nlinks, size_t namelen, bool named) {
 
 static inline const char *stored_name(const ct_token *t) {
   return ct__stored_name(t);
+}
+
+/* The bytes a token was allocated with, from its state word s (NAMED and
+ * the name's length are immutable): the name is read only when it is 255
+ * bytes or longer, so that freeing a token touches its header only. */
+static inline size_t token_bytes(const ct_token *t, uint32_t s) {
+  if (!(s & CT_ST_NAMED))
+    return token_size(t->nlinks, 0, false);
+  size_t len = s >> CT_ST_NAMELEN_SHIFT;
+  if (len == CT_ST_NAMELEN_LONG)
+    len = strlen(stored_name(t));
+  return token_size(t->nlinks, len, true);
 }
 
 struct ct_ext *ct__ext(ct_token *t) {
@@ -108,7 +119,10 @@ static ct_token *token_alloc(uint32_t nlinks, const char *name,
   ct_token *t = ct__token_block_alloc(token_size(nlinks, namelen, named));
   if (!t)
     return NULL;
-  atomic_init(&t->state, named ? CT_ST_NAMED : 0);
+  uint32_t lenbits =
+      (uint32_t)(namelen < CT_ST_NAMELEN_LONG ? namelen : CT_ST_NAMELEN_LONG)
+      << CT_ST_NAMELEN_SHIFT;
+  atomic_init(&t->state, named ? CT_ST_NAMED | lenbits : 0);
   atomic_init(&t->refs, 1);
   atomic_init(&t->lock, 0);
   t->nlinks = nlinks;
@@ -349,145 +363,7 @@ int ct_token_trigger(ct_token *t) {
   return ct_token_trigger_reason(t, CT_REASON_TRIGGER, 0);
 }
 
-/* ---- a parent's children ---- */
-
-static inline size_t kids_size(uint32_t cap) {
-  return sizeof(struct ct_kids) + (size_t)cap * sizeof(struct ct_link *);
-}
-
-static struct ct_kids *kids_alloc(uint32_t cap) {
-  struct ct_kids *a = ct__alloc(kids_size(cap));
-  if (a) {
-    a->n = 0;
-    a->cap = cap;
-    a->live = 0;
-    a->unused_ = 0;
-  }
-  return a;
-}
-
-static inline void kids_put(struct ct_kids *a, uint32_t i, struct ct_link *l) {
-  a->link[i] = l;
-  l->slot = i;
-}
-
-/* Copy a's live entries, in order and without holes, to the start of b
- * (which may be a itself: entries only move down), telling each moved link
- * its new slot.  The caller holds the parent's lock, so none of those
- * children can be freed meanwhile (each must unlink itself under it). */
-static void kids_compact(struct ct_kids *b, const struct ct_kids *a) {
-  uint32_t j = 0, n = a->n;
-  for (uint32_t i = 0; i < n; i++) {
-    struct ct_link *l = a->link[i];
-    if (l) {
-      if (b != a || i != j)
-        kids_put(b, j, l);
-      j++;
-    }
-  }
-  assert(j == a->live);
-  b->n = j;
-  b->live = j;
-}
-
-/* Add link l to p's children; p's lock is held.  *spare is a block the
- * caller allocated with no lock held (or NULL).  Returns 0 when l was
- * added; then *spare is whatever block the caller must free (the spare if
- * unused, or the array it replaced).  Otherwise returns the capacity of
- * the block needed, and changes nothing. */
-static uint32_t kids_add(ct_token *p, struct ct_link *l,
-                         struct ct_kids **spare) {
-  uintptr_t k = p->kids;
-  if (!k) {
-    p->kids = (uintptr_t)l;
-    l->slot = CT_SLOT_ONE;
-    return 0;
-  }
-  struct ct_kids *a = (k & 1) ? (struct ct_kids *)(k - 1) : NULL;
-  if (a && a->n == a->cap && a->live <= a->cap / 2)
-    kids_compact(a, a); /* at least half holes: reuse them, not grow */
-  if (a && a->n < a->cap) {
-    kids_put(a, a->n++, l);
-    a->live++;
-    return 0;
-  }
-  /* Doubling; past 2^30 entries, a size no allocation can meet. */
-  uint32_t need = !a ? 4 : a->cap <= (1u << 30) ? a->cap * 2 : UINT32_MAX;
-  struct ct_kids *b = *spare;
-  if (!b || b->cap < need)
-    return need;
-  if (a) {
-    /* Fewer than half are holes: copied as they are, so that no child's
-     * slot changes and no child is touched. */
-    memcpy(b->link, a->link, a->n * sizeof(struct ct_link *));
-    b->n = a->n;
-    b->live = a->live;
-  } else {
-    kids_put(b, 0, (struct ct_link *)k);
-    b->n = 1;
-    b->live = 1;
-  }
-  kids_put(b, b->n++, l);
-  b->live++;
-  p->kids = (uintptr_t)b | 1;
-  *spare = a;
-  return 0;
-}
-
-/* Remove link l from p's children; p's lock is held.  Returns a block for
- * the caller to free once the lock is dropped (the array, when l was the
- * last child), or NULL. */
-static struct ct_kids *kids_remove(ct_token *p, struct ct_link *l) {
-  uint32_t i = l->slot;
-  l->slot = CT_SLOT_NONE;
-  if (i == CT_SLOT_NONE)
-    return NULL;
-  if (i == CT_SLOT_ONE) {
-    assert(p->kids == (uintptr_t)l);
-    p->kids = 0;
-    return NULL;
-  }
-  struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
-  assert(i < a->n && a->link[i] == l);
-  /* A hole: no other child is touched (see the design notes). */
-  a->link[i] = NULL;
-  if (--a->live == 0) {
-    p->kids = 0;
-    return a;
-  }
-  /* Trim trailing holes, so that n stays the end of the last live entry
-   * (each hole is trimmed once: amortised O(1)). */
-  while (a->link[a->n - 1] == NULL)
-    a->n--;
-  return NULL;
-}
-
-/* Arrays up to this many entries halve when a quarter full; larger ones
- * are kept until the last child goes.  Allocating and freeing blocks of 64
- * KiB and more while a million children are freed makes glibc consolidate
- * its fast bins each time: measured, it made destroying those children,
- * and a deep chain after them, several times slower. */
-#define KIDS_SHRINK_MAX 4096u
-
-/* Shrink p's array to half if it is at most a quarter full; called with no
- * lock held, after a removal.  The block is allocated outside the lock;
- * if the array changed meanwhile, it is re-checked and the loser freed. */
-static void kids_maybe_shrink(ct_token *p, uint32_t cap_seen) {
-  uint32_t cap = cap_seen / 2;
-  struct ct_kids *b = kids_alloc(cap);
-  if (!b)
-    return; /* keep the larger array: nothing is lost */
-  ct__lock(&p->lock);
-  uintptr_t k = p->kids;
-  struct ct_kids *a = (k & 1) ? (struct ct_kids *)(k - 1) : NULL;
-  if (a && a->cap == cap_seen && a->live <= cap / 2) {
-    kids_compact(b, a); /* the live entries fit: live <= cap / 2 */
-    p->kids = (uintptr_t)b | 1;
-    b = a; /* free the old one */
-  }
-  ct__unlock(&p->lock);
-  ct__free(b, kids_size(b->cap));
-}
+/* ---- a parent's children: token_kids.h, token_kids.c ---- */
 
 /* ---- creation and chaining ---- */
 
@@ -531,16 +407,22 @@ static int link_parents(ct_token *c, ct_token *const *parents) {
         bool interest;
         ct__claim(c, ct__cause(p), s & CT_ST_CAUSE_MASK, &interest);
         born_triggered = true;
+        ref_get(p); /* on no list: a counted reference keeps p alive */
+        l->parent = p;
         break;
       }
       uint32_t need = kids_add(p, l, &spare);
       ct__unlock(&p->lock);
-      if (need == 0)
+      if (need == 0) {
+        /* On p's list: that keeps p alive, with no counted reference
+         * (see "Lifetime" in internal.h). */
+        l->parent = p;
         break;
+      }
       /* Allocate with no lock held, then try again. */
       if (spare)
         ct__free(spare, kids_size(spare->cap));
-      spare = need < CT_SLOT_NONE ? kids_alloc(need) : NULL;
+      spare = need < CT_SLOT_NONE ? ct__kids_alloc(need) : NULL;
       if (!spare) {
         /* Links i.. were never made: destroy_one skips them. */
         for (uint32_t j = i; j < c->nlinks; j++)
@@ -548,8 +430,6 @@ static int link_parents(ct_token *c, ct_token *const *parents) {
         return -ENOMEM;
       }
     }
-    ref_get(p);
-    l->parent = p;
   }
   if (spare)
     ct__free(spare, kids_size(spare->cap));
@@ -658,30 +538,124 @@ ct_token *ct_token_ref(ct_token *t) {
   return t;
 }
 
-/* Remove t's link l from its parent p and drop t's reference on p (which
- * may put p on *dying).  With locked, the caller already holds p's lock
- * (and it is dropped here); otherwise it is taken. */
+/* Drop one counted reference of t.  Returns true if t is now dead (refs
+ * 0, no children): the caller destroys it.  Takes t's lock, and no other,
+ * only to drop the last counted reference of a token with INTEREST (one
+ * that may have children): so the caller holds no token lock.
+ *
+ * The last one is dropped under t's lock so that "has children" and the
+ * new count are decided together with every unlink_parent() (which reads
+ * refs under the same lock after emptying the list): by one CAS from
+ * count 1 to CT_REFS_ORPHAN (children left: the last of them frees t) or
+ * to 0.  After our unlock the last child may free t at once; our unlock's
+ * FUTEX_WAKE, if it has to wake somebody, may then name a freed address.
+ * That is harmless: a private FUTEX_WAKE reads no memory, and every
+ * waiter of this library re-checks its word after waking (as glibc's
+ * mutexes, which may be freed by the next owner, rely on too). */
+static bool ref_put(ct_token *t) {
+  /* acquire on every read: a 1 we read was left by another holder's
+   * release, and what it did to t before (INTEREST, a child linked) must
+   * be visible to the choice of path below. */
+  uint32_t r = atomic_load_explicit(&t->refs, memory_order_acquire);
+  for (;;) {
+    assert((r & CT_REFS_COUNT) > 0 &&
+           "ct_token_unref on a token after its last unref");
+    if ((r & CT_REFS_COUNT) == 1)
+      break;
+    /* release: orders our uses of t before the drop of the last one. */
+    if (atomic_compare_exchange_weak_explicit(&t->refs, &r, r - 1,
+                                              memory_order_release,
+                                              memory_order_acquire))
+      return false;
+  }
+  /* acquire: see above. */
+  uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
+  if (!(s & CT_ST_INTEREST)) {
+    /* t never had a child (INTEREST is set, under t's lock, before the
+     * first is linked, by a holder of a reference), so it is not an
+     * orphan and no child keeps it: a plain count.  A reference counted
+     * since our read (a walker's) just makes us not the last.  acq_rel:
+     * release our uses of t; acquire everyone's if we free it. */
+    uint32_t old =
+        atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel);
+    assert(old > 0 && "ct_token_unref on a token after its last unref");
+    return old == 1;
+  }
+  ct__lock(&t->lock);
+  /* Under t's lock: t->kids cannot change, and ORPHAN is set and cleared
+   * only under it; the CAS only has to cope with walkers counting
+   * references (ct__ref_unless_zero) and holders dropping theirs. */
+  r = atomic_load_explicit(&t->refs, memory_order_acquire);
+  uint32_t n;
+  do {
+    assert((r & CT_REFS_COUNT) > 0 &&
+           "ct_token_unref on a token after its last unref");
+    n = (r & CT_REFS_COUNT) > 1 ? r - 1 : t->kids ? CT_REFS_ORPHAN : 0;
+    /* acq_rel: release our uses; acquire everyone's if n is 0 (we free
+     * t), and for the last child's unlink_parent if it is ORPHAN. */
+  } while (!atomic_compare_exchange_weak_explicit(
+      &t->refs, &r, n, memory_order_acq_rel, memory_order_acquire));
+  ct__unlock(&t->lock);
+  return n == 0;
+}
+
+/* Remove t's link l from its parent p, which may put p on *dying: p is
+ * freed with its last child when it is an orphan, and a child born
+ * triggered (on no list) drops the counted reference it holds instead.
+ * With locked, the caller already holds p's lock (and it is dropped
+ * here); otherwise it is taken. */
 static void unlink_parent(ct_token *p, struct ct_link *l, bool locked,
                           ct_token **dying) {
-  /* Under p's lock: p's trigger reads its children under it, and a
-   * removal may move a sibling's entry. */
+  /* Under p's lock: p's trigger reads its children under it, and the
+   * slot (where p keeps l) is guarded by it. */
   uint32_t cap = 0, n = 0;
+  bool dead = false;
   if (!locked)
     ct__lock(&p->lock);
+  if (CT_UNLIKELY(l->slot == CT_SLOT_NONE)) {
+    /* Born triggered: never on p's list, holds a counted reference. */
+    ct__unlock(&p->lock);
+    if (ref_put(p)) {
+      p->work_next = *dying;
+      *dying = p;
+    }
+    return;
+  }
   struct ct_kids *gone = kids_remove(p, l);
   if (p->kids & 1) {
     struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
     cap = a->cap;
     n = a->live;
+    if (cap >= 64 && cap <= KIDS_SHRINK_MAX && n <= cap / 4)
+      ref_get(p); /* keeps p for kids_maybe_shrink(), after the unlock */
+    else
+      cap = 0;
+  } else if (!p->kids) {
+    /* We were p's last child.  If p is an orphan (its last counted
+     * reference went while it had children, see ref_put) it dies with
+     * us.  acq_rel: acquire every holder's uses of p before we free it.
+     * A failed CAS means a walker counted a reference meanwhile: its
+     * ref_put() finds the list empty and frees p. */
+    uint32_t r = CT_REFS_ORPHAN;
+    /* The plain load first: a CAS is an RMW even when it fails, and p
+     * is an orphan only at the end of a parent's life.  relaxed: ORPHAN
+     * is set under this lock, so a load under it sees it; a miss of a
+     * walker's increment is caught by the CAS. */
+    dead = atomic_load_explicit(&p->refs, memory_order_relaxed) == r &&
+           atomic_compare_exchange_strong_explicit(
+               &p->refs, &r, 0, memory_order_acq_rel, memory_order_relaxed);
   }
+  /* If p is not dead, it may be freed by another thread as soon as we
+   * unlock (see ref_put on the FUTEX_WAKE after the unlock): we touch it
+   * no more unless we hold a reference (cap != 0). */
   ct__unlock(&p->lock);
   if (gone)
     ct__free(gone, kids_size(gone->cap));
-  else if (cap >= 64 && cap <= KIDS_SHRINK_MAX && n <= cap / 4)
-    kids_maybe_shrink(p, cap); /* we still hold our reference on p */
-  /* acq_rel: release our uses of p to its destroyer; acquire if we are
-   * the destroyer. */
-  if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+  if (cap) {
+    ct__kids_maybe_shrink(p, cap);
+    dead = ref_put(p);
+  }
+  if (dead) {
     p->work_next = *dying;
     *dying = p;
   }
@@ -690,7 +664,7 @@ static void unlink_parent(ct_token *p, struct ct_link *l, bool locked,
 /* Free t, whose count is zero, unlinking it from its parents first
  * (links[first..]: the caller has done the ones before). */
 static void destroy_one(ct_token *t, ct_token **dying, uint32_t first) {
-  assert(t->kids == 0 && "a live child holds a reference on us");
+  assert(t->kids == 0 && "a live child keeps us alive");
   for (uint32_t i = first; i < t->nlinks; i++) {
     struct ct_link *l = &t->links[i];
     if (l->parent)
@@ -702,7 +676,7 @@ static void destroy_one(ct_token *t, ct_token **dying, uint32_t first) {
   uint32_t st = atomic_load_explicit(&t->state, memory_order_acquire);
   if (st & CT_ST_OWNS_CAUSE) {
     ct_token *c = atomic_load_explicit(&t->cause, memory_order_relaxed);
-    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1) {
+    if (ref_put(c)) {
       c->work_next = *dying;
       *dying = c;
     }
@@ -720,9 +694,7 @@ static void destroy_one(ct_token *t, ct_token **dying, uint32_t first) {
     ct__free(nm, e->name_size);
     ct__free(e, sizeof *e);
   }
-  uint32_t s = atomic_load_explicit(&t->state, memory_order_relaxed);
-  size_t len = (s & CT_ST_NAMED) ? strlen(stored_name(t)) : 0;
-  ct__token_block_free(t, token_size(t->nlinks, len, (s & CT_ST_NAMED) != 0));
+  ct__token_block_free(t, token_bytes(t, st));
 }
 
 /* Free every token on the list (destroying one may add its parents). */
@@ -734,24 +706,30 @@ static void destroy_list(ct_token *dying) {
   }
 }
 
-/* The last reference of a child with one parent and no ext, dropped
- * without an RMW on its count (the churn path: create a child, destroy
- * it).  Holding the only reference, we know that nobody else can take one
- * except a trigger of the parent walking its children, which does so
- * (ct__ref_unless_zero) under the parent's lock only: with no ext there is
- * no deadline-heap entry, the other place that finds tokens without a
- * reference.  So, under the parent's lock, a count still at 1 is ours
- * alone and may go to 0 with a plain store; the unlink is made in the same
- * critical section.  Returns false, changing nothing, if the count was not
- * 1 by then (a walker took a reference): the caller decrements as usual. */
+/* The last reference of a child with one parent, no ext and no INTEREST
+ * (so no children either), dropped without an RMW on its count (the
+ * churn path: create a child, destroy it).  Holding the only reference,
+ * we know that nobody else can take one except a trigger of the parent
+ * walking its children, which does so (ct__ref_unless_zero) under the
+ * parent's lock only: with no ext there is no deadline-heap entry, the
+ * other place that finds tokens without a reference.  So, under the
+ * parent's lock, a count still at 1 is ours alone and may go to 0 with a
+ * plain store; the unlink is made in the same critical section.  Returns
+ * false, changing nothing, if the count was not 1 by then (a walker took
+ * a reference) or t has INTEREST by then: the caller drops it with
+ * ref_put(). */
 static bool unref_sole_child(ct_token *t) {
   struct ct_link *l = &t->links[0];
   ct_token *p = l->parent;
   ct__lock(&p->lock);
   /* acquire: a walker that took a reference and has dropped it since did
-   * so with an acq_rel decrement outside the lock; reading its 1 orders
-   * its uses of t before our free. */
-  if (atomic_load_explicit(&t->refs, memory_order_acquire) != 1) {
+   * so with a release decrement outside the lock; reading its 1 orders
+   * its uses of t before our free, and (with the acquire load of state)
+   * anything another holder did before dropping its reference, such as
+   * linking a child to t, which sets INTEREST first. */
+  if (atomic_load_explicit(&t->refs, memory_order_acquire) != 1 ||
+      (atomic_load_explicit(&t->state, memory_order_acquire) &
+       CT_ST_INTEREST)) {
     ct__unlock(&p->lock);
     return false;
   }
@@ -768,9 +746,8 @@ static bool unref_sole_child(ct_token *t) {
   } else {
     /* No ext (checked by the caller), no other link, no cause to drop:
      * only the block is left. */
-    assert(t->kids == 0 && "a live child holds a reference on us");
-    size_t len = (s & CT_ST_NAMED) ? strlen(stored_name(t)) : 0;
-    ct__token_block_free(t, token_size(1, len, (s & CT_ST_NAMED) != 0));
+    assert(t->kids == 0 && "a live child keeps us alive");
+    ct__token_block_free(t, token_bytes(t, s));
   }
   if (dying)
     destroy_list(dying);
@@ -781,20 +758,19 @@ void ct_token_unref(ct_token *t) {
   if (!t)
     return;
   /* acquire: if it reads 1 (ours), the decrements of every earlier holder
-   * (acq_rel) are ordered before what unref_sole_child() does.  A plain
-   * load first costs nothing next to the RMW it can save. */
+   * (release) are ordered before what unref_sole_child() does.  Plain
+   * loads first cost nothing next to the RMW they can save; INTEREST is
+   * re-checked under the parent's lock. */
   if (atomic_load_explicit(&t->refs, memory_order_acquire) == 1 &&
       t->nlinks == 1 && t->links[0].parent &&
+      !(atomic_load_explicit(&t->state, memory_order_relaxed) &
+        CT_ST_INTEREST) &&
       /* acquire: pairs with the release CAS that published ext (only a
        * holder of a reference creates it, and we hold the only one). */
       !atomic_load_explicit(&t->ext, memory_order_acquire) &&
       unref_sole_child(t))
     return;
-  /* acq_rel: the release half orders our last uses before the free; the
-   * acquire half, in the thread that frees, sees everyone else's. */
-  uint32_t old = atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel);
-  assert(old > 0 && "ct_token_unref on a token after its last unref");
-  if (old != 1)
+  if (!ref_put(t))
     return;
   t->work_next = NULL;
   destroy_list(t);

@@ -1,0 +1,281 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * test_token_orphan.c -- a parent whose owners have all dropped it lives on
+ * while it has children (src/token.c: a child on its parent's list holds no
+ * counted reference; the parent's last counted reference turns it into an
+ * orphan, and its last child frees it).  Every case runs under a counting
+ * allocator (tests/test_util.h), so "freed" is checked exactly, in every
+ * build: the library's live bytes return to what they were before the
+ * case, and a parent freed too early is a use after free that ASan and
+ * valgrind report.  The thread cases race the last child's unref against a
+ * trigger walking through the orphan, a new child, and the owner's unref.
+ */
+#include "test_util.h"
+
+#include <sched.h>
+
+#define KIDS 64
+#define ROUNDS 300
+
+static long base_bytes;
+
+static int setup(void **state) {
+  (void)state;
+  base_bytes = atomic_load(&t_live_bytes);
+  return 0;
+}
+
+static void assert_all_freed(void) {
+  assert_int_equal(atomic_load(&t_live_bytes), base_bytes);
+}
+
+static void count_cb(ct_token *t, void *arg) {
+  (void)t;
+  atomic_fetch_add((_Atomic int *)arg, 1);
+}
+
+/* Dropped by its owner, a parent with children still propagates a trigger
+ * to them, names them, and is freed with the last of them. */
+static void test_orphan_kept_by_children(void **state) {
+  (void)state;
+  ct_token *root, *p, *k[KIDS];
+  ct_callback cb[KIDS];
+  _Atomic int fired[KIDS];
+  ASSERT_OK(ct_token_new(&root, "root"));
+  ASSERT_OK(ct_token_new_child(&p, "orphan", root));
+  for (int i = 0; i < KIDS; i++) {
+    if (i % 2)
+      ASSERT_OK(ct_token_chain_n(&k[i], &p, 1));
+    else
+      ASSERT_OK(ct_token_new_child(&k[i], "kid", p));
+    atomic_init(&fired[i], 0);
+    memset(&cb[i], 0, sizeof cb[i]);
+    ASSERT_OK(ct_callback_register(&cb[i], k[i], count_cb, (void *)&fired[i]));
+  }
+  ct_token_unref(p); /* the owner's only reference: p is now an orphan */
+  /* An unnamed chain_n(1) child takes its name from p: p is still there. */
+  assert_string_equal(ct_token_name(k[1]), "orphan");
+  assert_int_equal(ct_token_trigger(root), 1);
+  for (int i = 0; i < KIDS; i++) {
+    assert_true(ct_token_triggered(k[i]));
+    assert_int_equal(atomic_load(&fired[i]), 1);
+    assert_ptr_equal(ct_token_triggered_token(k[i]), root);
+  }
+  /* Destroyed out of order; p goes with the last one, root stays. */
+  for (int i = 0; i < KIDS; i++) {
+    int j = (i * 37) % KIDS;
+    assert_true(ct_callback_unregister(&cb[j]) >= 0);
+    ct_token_unref(k[j]);
+  }
+  ct_token_unref(root);
+  assert_all_freed();
+}
+
+/* A reference counted again on an orphan (from a borrowed pointer) keeps it
+ * after its last child is gone, and dropping that reference frees it. */
+static void test_orphan_counted_again(void **state) {
+  (void)state;
+  ct_token *p, *c;
+  ASSERT_OK(ct_token_new(&p, "parent"));
+  ASSERT_OK(ct_token_new_child(&c, "child", p));
+  assert_int_equal(ct_token_trigger(p), 1);
+  ct_token_unref(p); /* orphan, kept by c */
+  /* Borrowed from c (its cause is p), then counted. */
+  ct_token *again = ct_token_ref(ct_token_triggered_token(c));
+  assert_ptr_equal(again, p);
+  ct_token_unref(c); /* p's list is empty now, but it is counted */
+  assert_string_equal(ct_token_name(again), "parent");
+  assert_true(ct_token_triggered(again));
+  assert_true(atomic_load(&t_live_bytes) > base_bytes);
+  ct_token_unref(again);
+  assert_all_freed();
+}
+
+/* A child born triggered is on no list: its counted reference keeps the
+ * parent, and its unref drops it. */
+static void test_born_triggered_child_keeps_parent(void **state) {
+  (void)state;
+  ct_token *p, *c, *c2;
+  ASSERT_OK(ct_token_new(&p, "parent"));
+  assert_int_equal(ct_token_trigger(p), 1);
+  ASSERT_OK(ct_token_new_child(&c, "born", p));
+  ASSERT_OK(ct_token_chain_n(&c2, &p, 1));
+  assert_true(ct_token_triggered(c));
+  ct_token_unref(p);
+  assert_ptr_equal(ct_token_triggered_token(c), p);
+  assert_string_equal(ct_token_name(ct_token_triggered_token(c)), "parent");
+  assert_string_equal(ct_token_name(c2), "parent");
+  ct_token_unref(c);
+  assert_string_equal(ct_token_name(c2), "parent");
+  ct_token_unref(c2);
+  assert_all_freed();
+}
+
+/* A cause given to ct_token_trigger_with_cause() that has children: the
+ * triggered token's reference on it is its last counted one, dropped
+ * while it has a child (orphan), and its child frees it. */
+static void test_cause_with_children(void **state) {
+  (void)state;
+  ct_token *x, *y, *t;
+  ASSERT_OK(ct_token_new(&x, "cause"));
+  ASSERT_OK(ct_token_new_child(&y, "child-of-cause", x));
+  ASSERT_OK(ct_token_new(&t, "target"));
+  assert_int_equal(ct_token_trigger_with_cause(t, x, CT_REASON_TRIGGER, 0), 1);
+  ct_token_unref(x);
+  assert_string_equal(ct_token_name(ct_token_triggered_token(t)), "cause");
+  ct_token_unref(t); /* drops the last counted reference on x */
+  assert_false(ct_token_triggered(y));
+  assert_string_equal(ct_token_name(y), "child-of-cause");
+  ct_token_unref(y);
+  assert_all_freed();
+}
+
+/* A deep chain dropped from the root down, then from the leaf: every link
+ * is an orphan kept by the next, freed in one cascade by the leaf. */
+static void test_chain_of_orphans(void **state) {
+  (void)state;
+  enum { DEPTH = 1000 };
+  ct_token *l[DEPTH];
+  ASSERT_OK(ct_token_new(&l[0], "l0"));
+  for (int i = 1; i < DEPTH; i++)
+    ASSERT_OK(ct_token_new_child(&l[i], "link", l[i - 1]));
+  for (int i = 0; i < DEPTH - 1; i++)
+    ct_token_unref(l[i]);
+  assert_false(ct_token_triggered(l[DEPTH - 1]));
+  ct_token_unref(l[DEPTH - 1]);
+  assert_all_freed();
+}
+
+/* ---- races ---- */
+
+struct race {
+  ct_token *root, *p, *k[KIDS];
+  pthread_barrier_t go;
+  int keep; /* children [0, keep) survive the round */
+};
+
+static void *race_trigger(void *arg) {
+  struct race *r = arg;
+  pthread_barrier_wait(&r->go);
+  assert_true(ct_token_trigger(r->root) >= 0);
+  return NULL;
+}
+
+static void *race_unref_kids(void *arg) {
+  struct race *r = arg;
+  pthread_barrier_wait(&r->go);
+  for (int i = KIDS - 1; i >= r->keep; i--)
+    ct_token_unref(r->k[i]);
+  return NULL;
+}
+
+static void *race_owner(void *arg) {
+  struct race *r = arg;
+  pthread_barrier_wait(&r->go);
+  ct_token_unref(r->p); /* the owner's last reference, mid-race */
+  return NULL;
+}
+
+/* The owner's unref, the unref of the last children and a trigger walking
+ * through the parent, all at once: the parent must be freed exactly once
+ * (live bytes), never early (ASan, TSan), and every child that survives
+ * the round must be triggered. */
+static void test_race_orphan_last_child_trigger(void **state) {
+  (void)state;
+  for (int round = 0; round < ROUNDS; round++) {
+    struct race r;
+    r.keep = round % 3 == 0 ? 0 : (int)(round % KIDS);
+    ASSERT_OK(ct_token_new(&r.root, "root"));
+    ASSERT_OK(ct_token_new_child(&r.p, "p", r.root));
+    for (int i = 0; i < KIDS; i++)
+      ASSERT_OK(ct_token_new_child(&r.k[i], "k", r.p));
+    pthread_barrier_init(&r.go, NULL, 3);
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, race_trigger, &r), 0);
+    assert_int_equal(pthread_create(&b, NULL, race_unref_kids, &r), 0);
+    race_owner(&r);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    pthread_barrier_destroy(&r.go);
+    for (int i = 0; i < r.keep; i++) {
+      assert_true(ct_token_triggered(r.k[i]));
+      ct_token_unref(r.k[i]);
+    }
+    ct_token_unref(r.root);
+    assert_all_freed();
+  }
+}
+
+struct churn {
+  ct_token *p;
+  pthread_barrier_t go;
+  _Atomic int triggered_children;
+};
+
+static void *churn_children(void *arg) {
+  struct churn *c = arg;
+  ct_token *mine = ct_token_ref(c->p); /* this thread's own reference */
+  pthread_barrier_wait(&c->go);
+  for (int i = 0; i < 2000; i++) {
+    ct_token *k;
+    if (i % 2)
+      ASSERT_OK(ct_token_chain_n(&k, &mine, 1));
+    else
+      ASSERT_OK(ct_token_new_child(&k, "req", mine));
+    if (ct_token_triggered(k))
+      atomic_fetch_add(&c->triggered_children, 1);
+    ct_token_unref(k);
+  }
+  ct_token_unref(mine);
+  return NULL;
+}
+
+static void *churn_trigger(void *arg) {
+  struct churn *c = arg;
+  ct_token *mine = ct_token_ref(c->p); /* this thread's own reference */
+  pthread_barrier_wait(&c->go);
+  for (int i = 0; i < 1000; i++)
+    sched_yield();
+  assert_true(ct_token_trigger(mine) >= 0);
+  ct_token_unref(mine);
+  return NULL;
+}
+
+/* Two threads churning children of one parent (each with a reference of
+ * its own) while the owner drops its reference and a third thread
+ * triggers it: the parent is freed once the last churner is done, and
+ * after the trigger every new child is born triggered. */
+static void test_race_churn_owner_trigger(void **state) {
+  (void)state;
+  for (int round = 0; round < 20; round++) {
+    struct churn c;
+    ASSERT_OK(ct_token_new(&c.p, "server"));
+    atomic_init(&c.triggered_children, 0);
+    pthread_barrier_init(&c.go, NULL, 4);
+    pthread_t th[3];
+    assert_int_equal(pthread_create(&th[0], NULL, churn_children, &c), 0);
+    assert_int_equal(pthread_create(&th[1], NULL, churn_children, &c), 0);
+    assert_int_equal(pthread_create(&th[2], NULL, churn_trigger, &c), 0);
+    pthread_barrier_wait(&c.go);
+    ct_token_unref(c.p); /* the owner goes; the churners keep p */
+    for (int i = 0; i < 3; i++)
+      pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&c.go);
+    assert_all_freed();
+  }
+}
+
+int main(void) {
+  /* Before any other ct_ call (ct_set_allocator is not thread-safe). */
+  t_use_counting_allocator();
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup(test_orphan_kept_by_children, setup),
+      cmocka_unit_test_setup(test_orphan_counted_again, setup),
+      cmocka_unit_test_setup(test_born_triggered_child_keeps_parent, setup),
+      cmocka_unit_test_setup(test_cause_with_children, setup),
+      cmocka_unit_test_setup(test_chain_of_orphans, setup),
+      cmocka_unit_test_setup(test_race_orphan_last_child_trigger, setup),
+      cmocka_unit_test_setup(test_race_churn_owner_trigger, setup),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
