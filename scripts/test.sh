@@ -89,7 +89,8 @@ for t in build-test-plain/tests/test_callback build-test-plain/tests/test_wait \
          build-test-plain/examples/chaining build-test-plain/examples/fd_timeout \
          build-test-plain/tests/test_uv build-test-plain/tests/test_uv_ops \
          build-test-plain/tests/test_async \
-         build-test-plain/tests/test_cache build-test-plain/tests/test_children; do
+         build-test-plain/tests/test_cache build-test-plain/tests/test_children \
+         build-test-plain/tests/test_net_group; do
   if valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
        --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
        "$t" >"$tmp/valgrind.out" 2>&1; then

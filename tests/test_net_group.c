@@ -19,11 +19,12 @@
  * send order exactly.  Loopback TCP runs the receiver in the sender's
  * call too, unless the kernel defers it to ksoftirqd under load, when two
  * sends made on different CPUs could be seen swapped: the TCP case tries
- * up to three notices and needs one that is seen in group order, where a
- * server that ignores the group sends every notice in subscription order
- * (groups interleaved) and fails all three.  Fewer than 64 subscribers,
- * so the server's loop thread sends alone (server_fanout.c: helpers from
- * 64 on) and the send order is one thread's.  No timing: waits are
+ * up to twenty notices (stopping at the first) and needs one that is seen
+ * in group order, where a server that ignores the group sends every
+ * notice in subscription order (groups interleaved) and fails all twenty.
+ * Fewer than 64 subscribers, so the server's loop thread sends alone
+ * (server_fanout.c: helpers from 64 on) and the send order is one
+ * thread's.  No timing: waits are
  * unbounded and the ctest TIMEOUT turns a hang into a failure.
  */
 #include "net_test_util.h"
@@ -40,7 +41,7 @@
 #define GROUPS 3
 #define PER_GROUP 8
 #define NCONN (GROUPS * PER_GROUP) /* < 64: the loop thread sends alone */
-#define TRIALS 3
+#define TRIALS 20
 
 /* Distinct 64-bit groups that differ in both halves. */
 static const uint64_t group_of[GROUPS] = {
