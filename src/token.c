@@ -436,8 +436,40 @@ static int link_parents(ct_token *c, ct_token *const *parents) {
   return 0;
 }
 
+/* The common case of linking a new token t with one link, to p: p is not
+ * triggered and has room for one more child without allocating.  Returns
+ * false, having changed nothing but p's INTEREST bit (the lock is taken
+ * and dropped), in every other case: link_parents() then does the general
+ * work.  This is link_parents() for that case with its loop, its
+ * allocation and its born-triggered path left out; the reasoning on
+ * INTEREST and TRIGGERED is the one written there (a trigger that sees
+ * INTEREST set by us and finds no child of ours is harmless: INTEREST only
+ * makes a trigger look). */
+static inline bool link_sole_fast(ct_token *t, ct_token *p) {
+  struct ct_link *l = &t->links[0];
+  struct ct_kids *spare = NULL;
+  ct__lock(&p->lock);
+  /* acquire / acq_rel: as in link_parents. */
+  uint32_t s = atomic_load_explicit(&p->state, memory_order_acquire);
+  if (!(s & CT_ST_INTEREST))
+    s = atomic_fetch_or_explicit(&p->state, CT_ST_INTEREST,
+                                 memory_order_acq_rel);
+  bool done = !(s & CT_ST_TRIGGERED) && kids_add(p, l, &spare) == 0;
+  ct__unlock(&p->lock);
+  /* With no spare block kids_add() either added l in place or changed
+   * nothing; it has no block for us to free. */
+  assert(spare == NULL);
+  if (done)
+    l->parent = p; /* on p's list: no counted reference (internal.h) */
+  return done;
+}
+
 /* Finish a new token: link it, or free it if that ran out of memory. */
 static int finish_new(ct_token **out, ct_token *t, ct_token *const *parents) {
+  if (t->nlinks == 1 && link_sole_fast(t, parents[0])) {
+    *out = t;
+    return 0;
+  }
   if (link_parents(t, parents) < 0) {
     ct_token_unref(t);
     return -ENOMEM;
@@ -721,6 +753,17 @@ static void destroy_list(ct_token *dying) {
 static bool unref_sole_child(ct_token *t) {
   struct ct_link *l = &t->links[0];
   ct_token *p = l->parent;
+  /* Hints only (a prefetch never faults nor changes anything): when t
+   * goes back to malloc, free() reads the chunk headers just before and
+   * just after t's block.  With children scattered in memory and
+   * destroyed in random order those lines are misses of their own, taken
+   * one after the other past our unlock; started here they overlap with
+   * the miss on t itself and the write to t's slot in p's array. */
+  /* relaxed: NAMED and the name's length are immutable. */
+  size_t bytes =
+      token_bytes(t, atomic_load_explicit(&t->state, memory_order_relaxed));
+  __builtin_prefetch((const char *)t - sizeof(size_t));
+  __builtin_prefetch((const char *)t + bytes);
   ct__lock(&p->lock);
   /* acquire: a walker that took a reference and has dropped it since did
    * so with a release decrement outside the lock; reading its 1 orders
@@ -738,7 +781,25 @@ static bool unref_sole_child(ct_token *t) {
    * release; t is off p's children before the lock is dropped. */
   atomic_store_explicit(&t->refs, 0, memory_order_relaxed);
   ct_token *dying = NULL;
-  unlink_parent(p, l, true, &dying); /* drops p's lock */
+  if (CT_LIKELY(l->slot == CT_SLOT_ONE)) {
+    /* unlink_parent() for p's only child, inline (the churn path): the
+     * list is empty after it; the orphan check is the one written there. */
+    assert(p->kids == (uintptr_t)l);
+    p->kids = 0;
+    l->slot = CT_SLOT_NONE;
+    uint32_t r = CT_REFS_ORPHAN;
+    bool dead =
+        atomic_load_explicit(&p->refs, memory_order_relaxed) == r &&
+        atomic_compare_exchange_strong_explicit(
+            &p->refs, &r, 0, memory_order_acq_rel, memory_order_relaxed);
+    ct__unlock(&p->lock);
+    if (dead) {
+      p->work_next = NULL;
+      dying = p;
+    }
+  } else {
+    unlink_parent(p, l, true, &dying); /* drops p's lock */
+  }
   /* relaxed: our acquire load of the count ordered every earlier write. */
   uint32_t s = atomic_load_explicit(&t->state, memory_order_relaxed);
   if (CT_UNLIKELY(s & CT_ST_OWNS_CAUSE)) {
@@ -747,7 +808,7 @@ static bool unref_sole_child(ct_token *t) {
     /* No ext (checked by the caller), no other link, no cause to drop:
      * only the block is left. */
     assert(t->kids == 0 && "a live child keeps us alive");
-    ct__token_block_free(t, token_bytes(t, s));
+    ct__token_block_free(t, bytes);
   }
   if (dying)
     destroy_list(dying);
