@@ -283,6 +283,15 @@ CT_HIDDEN void ct__drain(ct_token *t);
 CT_HIDDEN ct_token *ct__cause(const ct_token *t);
 CT_HIDDEN int ct__thread_start(void *(*fn)(void *));
 
+/* Take one more counted reference on t. */
+static inline void ct__ref_get(ct_token *t) {
+  /* relaxed: taking a reference only needs atomicity; the caller already
+   * holds one (or the parent's lock), which orders everything else. */
+  uint32_t old = atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+  assert(old > 0 && "ct_token_ref on a token after its last unref");
+  (void)old;
+}
+
 static inline void ct__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();

@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * trigger.c -- triggering a token and propagating the trigger to its
+ * descendants (ct_token_trigger*, and the claim that ct_token_trigger_async
+ * and a child born triggered use too).
+ *
+ * Design notes: see internal.h for the state word, the claiming rule, the
+ * lifetime rules and the lock order.  In this file:
+ *
+ *  - Trigger propagation is a loop over an explicit work list: depth costs
+ *    heap, never stack.  It runs in two phases.  Phase 1 claims every
+ *    descendant the trigger reaches (which wakes its waiters), and makes
+ *    each one's descriptor readable; it runs no user code.  Phase 2 then
+ *    runs the callbacks, the triggered token's first.  So when the first
+ *    callback runs, every token this trigger reached, at every depth, is
+ *    triggered, woken and readable.  A parent's children are claimed while
+ *    its lock is held (so none can be freed under us); only children that
+ *    have work of their own (INTEREST) are referenced and queued, and only
+ *    those with callbacks are kept for phase 2.
+ */
+#include "internal.h"
+
+#include <sched.h>
+#include <unistd.h>
+
+/* Try to trigger t on behalf of src with the given state bits (TRIGGERED,
+ * reason, detail).  Returns true if this call won; then *interest says
+ * whether t has children, callbacks or a descriptor to process. */
+bool ct__claim(ct_token *t, ct_token *src, uint32_t bits, bool *interest) {
+  /* The claim is the CAS that sets TRIGGERED (with the reason and detail)
+   * in the state word, so a caller that loses it finds the token triggered
+   * already: no trigger call returns before its token reads as triggered.
+   * acq_rel on success: ordered after the registrations' RMWs on this word
+   * (INTEREST, WAITERS), and publishing to anyone who then sees TRIGGERED. */
+  uint32_t old = atomic_load_explicit(&t->state, memory_order_relaxed);
+  do {
+    if (old & CT_ST_TRIGGERED)
+      return false;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &t->state, &old, old | bits, memory_order_acq_rel, memory_order_relaxed));
+  /* release: cause is stored right after the claim; ct__cause() waits out
+   * the few instructions in between. */
+  atomic_store_explicit(&t->cause, src, memory_order_release);
+  if (old & CT_ST_WAITERS)
+    ct__futex_wake(&t->state, INT_MAX);
+  *interest = (old & CT_ST_INTEREST) != 0;
+  return true;
+}
+
+ct_token *ct__cause(const ct_token *t) {
+  /* Only called once TRIGGERED has been seen.  The claimer stores cause a
+   * few instructions after its CAS; should it be preempted in between, we
+   * yield rather than burn its CPU. */
+  ct_token *c;
+  for (unsigned spins = 0;
+       !(c = atomic_load_explicit(&((ct_token *)t)->cause,
+                                  memory_order_acquire));
+       spins++) {
+    if (spins < 64)
+      ct__cpu_relax();
+    else
+      sched_yield();
+  }
+  return c;
+}
+
+void ct__eventfd_signal(int fd) {
+  uint64_t one = 1;
+  /* The counter cannot overflow (at most a few writes per token) and the
+   * descriptor is non-blocking; a failed write would leave the descriptor
+   * readable anyway, since any earlier write already made it so. */
+  ssize_t r = write(fd, &one, sizeof one);
+  (void)r;
+}
+
+/* Claim child c of a token being processed; queue it on *work if it has
+ * work of its own. */
+static inline void claim_child(ct_token *c, ct_token *src, uint32_t bits,
+                               ct_token **work) {
+  bool interest;
+  if (ct__claim(c, src, bits, &interest) && interest &&
+      ct__ref_unless_zero(c)) {
+    c->work_next = *work;
+    *work = c;
+  }
+}
+
+/* Phase 1 for t, which the caller has claimed and holds a reference on:
+ * claim its children (queueing those with work of their own on *work) and
+ * make its descriptor readable.  Runs no user code.  Returns whether t has
+ * callbacks to run in phase 2 (decided under t's lock: any callback
+ * registered after the claim sees TRIGGERED and runs at once instead). */
+static bool process(ct_token *t, ct_token **work) {
+  /* We claimed t (or the thread that handed it to us did, and published
+   * cause before that), so cause is set. */
+  ct_token *src = atomic_load_explicit(&t->cause, memory_order_acquire);
+  assert(src != NULL);
+  /* acquire (cheap, and keeps the reasoning local): the reason and detail
+   * were written by the claim's CAS, before cause. */
+  uint32_t bits =
+      atomic_load_explicit(&t->state, memory_order_acquire) & CT_ST_CAUSE_MASK;
+
+  ct__lock(&t->lock);
+  /* Every child stays valid while we hold t's lock: it must unlink itself,
+   * under this lock, before it is freed. */
+  uintptr_t k = t->kids;
+  if (k & 1) {
+    /* The array is read in order; each child is prefetched (for writing:
+     * the claim is a CAS on its state word) PREFETCH entries before its
+     * claim, so up to that many cache misses are in flight at once.
+     * Locked instructions stall later loads, so without the prefetch each
+     * scattered child would cost one full miss after another.  What is
+     * prefetched is the link and the token header just before it (the
+     * header of the token itself when the link is its first, as for every
+     * ct_token_new_child(); a wrong guess only wastes the prefetch). */
+    enum { PREFETCH = 16 };
+    struct ct_kids *a = (struct ct_kids *)(k - 1);
+    uint32_t n = a->n;
+    struct ct_link **v = a->link;
+    const size_t hdr = offsetof(struct ct_token, links);
+    /* Holes (NULL: removed children, see kids_remove) are skipped. */
+    for (uint32_t i = 0; i < n && i < PREFETCH; i++) {
+      if (v[i]) {
+        __builtin_prefetch(v[i]);
+        __builtin_prefetch((char *)v[i] - hdr, 1);
+      }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+      if (i + PREFETCH < n && v[i + PREFETCH]) {
+        __builtin_prefetch(v[i + PREFETCH]);
+        __builtin_prefetch((char *)v[i + PREFETCH] - hdr, 1);
+      }
+      if (v[i])
+        claim_child(ct__link_child(v[i]), src, bits, work);
+    }
+  } else if (k) {
+    claim_child(ct__link_child((struct ct_link *)k), src, bits, work);
+  }
+  /* acquire: pairs with the release CAS that published ext. */
+  struct ct_ext *e = atomic_load_explicit(&t->ext, memory_order_acquire);
+  /* Makes the descriptor readable, never one inherited through fork()
+   * (see wait.c).  relaxed: the callbacks list is written under this
+   * lock, which we hold. */
+  if (e)
+    ct__fd_signal_locked(e);
+  bool cbs = e && e->callbacks;
+  ct__unlock(&t->lock);
+  return cbs;
+}
+
+/* Process t, claimed by the caller who also holds a reference on it for
+ * us (dropped here), and everything its trigger reaches: phase 1 for every
+ * token reached, then phase 2 (callbacks), t's first, then the others in
+ * the order phase 1 reached them.  The tokens kept for phase 2 stay
+ * referenced, on a FIFO threaded through work_next (free again once a
+ * token has left the work list: only its claimer ever links it). */
+void ct__drain(ct_token *t) {
+  ct_token *work = t, *later = NULL, **tail = &later;
+  t->work_next = NULL;
+  while (work) {
+    ct_token *x = work;
+    work = x->work_next;
+    x->work_next = NULL;
+    if (process(x, &work)) {
+      *tail = x;
+      tail = &x->work_next;
+    } else {
+      /* No user code can run here: a token with no callbacks frees
+       * nothing but memory, descriptors and references. */
+      ct_token_unref(x);
+    }
+  }
+  while (later) {
+    ct_token *x = later;
+    later = x->work_next;
+    x->work_next = NULL;
+    ct__run_callbacks(x);
+    ct_token_unref(x);
+  }
+}
+
+static int reason_bits(ct_reason reason, int detail, uint32_t *bits) {
+  if (reason == CT_REASON_NONE || (unsigned)reason > 255 || detail < 0 ||
+      detail > 255)
+    return -EINVAL;
+  *bits = CT_ST_TRIGGERED | (uint32_t)reason << CT_ST_REASON_SHIFT |
+          (uint32_t)detail << CT_ST_DETAIL_SHIFT;
+  return 0;
+}
+
+int ct_token_trigger_reason(ct_token *t, ct_reason reason, int detail) {
+  uint32_t bits;
+  if (!t || reason_bits(reason, detail, &bits) < 0)
+    return -EINVAL;
+  bool interest;
+  if (!ct__claim(t, t, bits, &interest))
+    return 0;
+  if (interest) {
+    /* Our own reference: a callback may drop the caller's last one. */
+    ct__ref_get(t);
+    ct__drain(t);
+  }
+  return 1;
+}
+
+int ct_token_trigger_with_cause(ct_token *t, ct_token *cause,
+                                ct_reason reason, int detail) {
+  uint32_t bits;
+  if (!t || !cause || reason_bits(reason, detail, &bits) < 0)
+    return -EINVAL;
+  if (cause == t)
+    return ct_token_trigger_reason(t, reason, detail);
+  /* t keeps cause alive (OWNS_CAUSE tells destroy_one to drop it); take
+   * the reference before the claim publishes the pointer. */
+  ct__ref_get(cause);
+  bool interest;
+  if (!ct__claim(t, cause, bits | CT_ST_OWNS_CAUSE, &interest)) {
+    ct_token_unref(cause);
+    return 0;
+  }
+  if (interest) {
+    ct__ref_get(t);
+    ct__drain(t);
+  }
+  return 1;
+}
+
+int ct_token_trigger(ct_token *t) {
+  return ct_token_trigger_reason(t, CT_REASON_TRIGGER, 0);
+}
