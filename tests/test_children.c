@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT
  *
- * test_children.c -- a parent's children array (src/token.c): removal in
+ * test_children.c -- a parent's children array (src/token_kids.h): removal in
  * random order leaves holes that a trigger skips, a full array with many
  * holes is compacted instead of grown, and all of it stays correct while
  * other threads add, remove and trigger at once.  Every case checks, through
