@@ -419,12 +419,163 @@ def run(cfg):
     return results
 
 
+# ---------------------------------------------------------------------------
+# --timeline: where the notice latency goes (a diagnostic; no row of the
+# table comes from it).
+
+def _timeline_client(ours_addr, floor_addr, conn, n):
+    import socket
+    from cancel_token import CancelTokenClient
+    from cancel_token import token as tk
+    client = CancelTokenClient(ours_addr)
+    client.connect()
+    proxies = [getattr(client, 'tl%d' % i)() for i in range(n)]
+    loop = asyncio.new_event_loop()
+    marks = {}
+    # Time stamps around the real code (wrapped, not replaced): the
+    # Notifier's reader callback, and _LoopWaiters.fire() once it has
+    # resolved the futures.
+    drain, fire = tk._LoopNotifier._drain, tk._LoopWaiters.fire
+
+    def drain_marked(self):
+        marks['reader'] = time.monotonic_ns()
+        drain(self)
+
+    def fire_marked(self):
+        fire(self)
+        marks['fired'] = time.monotonic_ns()
+
+    tk._LoopNotifier._drain = drain_marked
+    tk._LoopWaiters.fire = fire_marked
+    # The floor: the owner writes one byte to a socket this loop watches
+    # with add_reader; the reader resolves a future a task awaits.
+    fs = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fs.connect(floor_addr)
+    fs.setblocking(False)
+    state = {}
+
+    def floor_reader():
+        marks['reader'] = time.monotonic_ns()
+        fs.recv(16)
+        state['fut'].set_result(None)
+        marks['fired'] = time.monotonic_ns()
+
+    loop.add_reader(fs.fileno(), floor_reader)
+
+    async def floor_wait():
+        state['fut'] = loop.create_future()
+        await state['fut']
+
+    async def one(kind, i):
+        # The shape of the latency row: a task awaiting, awaited.
+        aw = proxies[i].wait() if kind == 'ours' else floor_wait()
+        task = loop.create_task(aw)
+        await asyncio.sleep(0)
+        conn.send(('ready', kind, i))
+        await task
+        return (marks['reader'], marks['fired'], time.monotonic_ns())
+
+    out = {'ours': [None] * n, 'floor': [None] * n}
+    try:
+        for i in range(n):
+            for kind in (('ours', 'floor') if i % 2 == 0
+                         else ('floor', 'ours')):
+                out[kind][i] = loop.run_until_complete(one(kind, i))
+        conn.send(('tl', out))
+    finally:
+        loop.remove_reader(fs.fileno())
+        loop.close()
+        fs.close()
+        client.shutdown()
+    conn.close()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def timeline(cfg):
+    """Owner side of --timeline: per stage medians, ours and the floor."""
+    import socket
+    from cancel_token import (BaseCancelTokenManager, CancelToken,
+                              CancelTokenProxy)
+    n = cfg['samples']
+    tokens = [CancelToken('tl%d' % i) for i in range(n)]
+
+    class TokenManager(BaseCancelTokenManager):
+        pass
+
+    for t in tokens:
+        TokenManager.register(t.name, callable=lambda t=t: t,
+                              proxytype=CancelTokenProxy,
+                              create_method=False)
+    tmp = tempfile.mkdtemp(prefix='ct-xproc-tl-')
+    ours_addr = os.path.join(tmp, 'ours.sock')
+    floor_addr = os.path.join(tmp, 'floor.sock')
+    manager = TokenManager(address=ours_addr)
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(floor_addr)
+    lsock.listen(1)
+    ctx = multiprocessing.get_context('spawn')
+    deadline = time.monotonic() + cfg['budget_s']
+    procs = []
+    try:
+        manager.start()
+        parent, child = ctx.Pipe()
+        p = ctx.Process(target=_timeline_client,
+                        args=(ours_addr, floor_addr, child, n))
+        p.start()
+        procs.append(p)
+        child.close()
+        fsock, _ = lsock.accept()
+        trig = {'ours': [0] * n, 'floor': [0] * n}
+        for _ in range(2 * n):
+            _, kind, i = _recv(parent, deadline)
+            time.sleep(cfg['settle_s'])  # the client is asleep
+            trig[kind][i] = time.monotonic_ns()
+            if kind == 'ours':
+                tokens[i].trigger()
+            else:
+                fsock.send(b'x')
+        _, out = _recv(parent, deadline)
+        fsock.close()
+        parent.close()
+    finally:
+        _stop(procs)
+        manager.shutdown()
+        lsock.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print('# notice timeline, %d samples each, interleaved; median (p10 .. '
+          'p90) in us; load average %.2f' % (n, os.getloadavg()[0]))
+    print('# ours: owner trigger() -> ct_net_server thread -> socket -> '
+          'client I/O thread -> Notifier eventfd -> loop')
+    print('# floor: owner writes a socket the client loop watches '
+          '(add_reader), the reader resolves a future')
+    for kind in ('ours', 'floor'):
+        rows = [(r - t, f - r, e - f, e - t)
+                for t, (r, f, e) in zip(trig[kind], out[kind])]
+        for k, name in enumerate(('trigger -> reader callback',
+                                  'reader callback (futures resolved)',
+                                  'resolved -> awaiting task resumes',
+                                  'total')):
+            xs = sorted(x[k] / 1000.0 for x in rows)
+            print('%-6s %-36s %8.1f  (%6.1f .. %6.1f)'
+                  % (kind, name, statistics.median(xs), xs[len(xs) // 10],
+                     xs[(9 * len(xs)) // 10]))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--quick', action='store_true',
                     help='fewer samples and rounds (about ten seconds)')
     ap.add_argument('--json', help='also write the results here')
+    ap.add_argument('--timeline', action='store_true',
+                    help='diagnostic: where the notice latency goes, stage '
+                         'by stage, ours and a one-socket asyncio floor '
+                         '(prints no table row)')
     args = ap.parse_args(argv)
+    if args.timeline:
+        timeline({'samples': 300 if args.quick else 2000, 'budget_s': 150,
+                  'settle_s': 0.0005})
+        return
     if args.quick:
         cfg = {'reps': 3, 'check_ours': 200_000, 'check_peer': 500,
                'samples': 300, 'fan_rounds': 4, 'budget_s': 40}
