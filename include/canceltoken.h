@@ -213,14 +213,20 @@ CT_EXTERN int ct_token_new_deadline(ct_token **out, const char *name,
  * it where they can. */
 CT_EXTERN ct_token *ct_token_ref(ct_token *t);
 
-/* Drop a reference; the last one frees the token, closes its descriptor,
- * cancels its deadline, and drops its references on its parents (without
- * recursion, however deep the chain).  ct_token_unref(NULL) does nothing.
- * Ownership: takes the reference.  Any thread; callbacks: yes, including the
- * token's own callback (the trigger holds a reference of its own while it
- * runs callbacks).  Never blocks except briefly on the parents' locks and,
- * for a token with a deadline, the deadline heap's mutex; closes the
- * descriptor if it has one. */
+/* Drop a reference.  Tokens chained to t keep it alive as references do
+ * (so that their triggered_token stays valid, and t's deadline still
+ * triggers them): once t has neither references nor chained tokens left,
+ * it is freed -- its descriptor closed, its deadline cancelled -- and it
+ * leaves its parents, which are freed in turn if that was all that kept
+ * them (without recursion, however deep the chain).  So the call that
+ * frees t may be this one or the destruction of t's last child.
+ * ct_token_unref(NULL) does nothing.  Ownership: takes the reference.  Any
+ * thread; callbacks: yes, including the token's own callback (the trigger
+ * holds a reference of its own while it runs callbacks).  Never blocks
+ * except briefly on t's own lock (when the last reference of a token that
+ * has had children, callbacks or a descriptor is dropped), on its parents'
+ * locks and, for a token with a deadline, on the deadline heap's mutex;
+ * closes the descriptor if it frees a token that has one. */
 CT_EXTERN void ct_token_unref(ct_token *t);
 
 /* Trigger t with reason CT_REASON_TRIGGER.  Marks t and every token
