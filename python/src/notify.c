@@ -35,16 +35,40 @@
  *  Lifetimes.  While registered (`listed`), a Registration is on the core's
  *  list and reg_fire(cb, self) may run at any moment in any thread; it
  *  holds itself alive through `self_ref`, which reg_close() drops only after
- *  ct_callback_unregister() returned (so reg_fire() is no longer running).
- *  A listed Registration that fired in a foreign thread may also sit on its
- *  Notifier's `fired` list; reg_close() takes it off, under the mutex, and
- *  Notifier.drain() takes its own reference on each one it takes off.
+ *  ct_callback_unregister() returned (so reg_fire() is no longer running),
+ *  or, for a registration that ended itself in reg_fire() (below), once
+ *  reg_fire() no longer touches it.  A listed Registration that fired in a
+ *  foreign thread may also sit on its Notifier's `fired` list; reg_close()
+ *  takes it off, under the mutex, and Notifier.drain() takes its own
+ *  reference on each one it takes off.
+ *
+ *  No waiting for the firing thread.  The Notifier's write wakes the loop,
+ *  whose reader drains the registration and closes it at once; the firing
+ *  thread is then often still inside write(2) or the core's bookkeeping
+ *  after the callback (on a busy machine the woken loop thread preempts
+ *  it), and ct_callback_unregister() would wait for it (timed on the
+ *  notice path of python/bench/cross_process.py: a median close took
+ *  0.7 us, but about a quarter took over 5 us).  So a foreign reg_fire() ends the core
+ *  registration itself, before it publishes the registration: a callback
+ *  may unregister itself (the core then leaves its storage alone after it
+ *  returns), and reg_close() then skips ct_callback_unregister().  The
+ *  Notifier's mutex decides which of the two unregisters: reg_close() sets
+ *  `closing`, reg_fire() sets `ended`, each under it, and each checks the
+ *  other's flag first.  After it unlocks, reg_fire() touches only the
+ *  Notifier (its descriptor, its `writers` count), never the Registration,
+ *  which the loop may have freed by then; the Notifier's dealloc waits for
+ *  `writers` to drop to 0 before it closes the descriptor.
+ *
+ *  LOCK ORDER.  A Notifier's `mu` before a token's lock (reg_fire() calls
+ *  ct_callback_unregister() holding `mu`); the core never calls us with a
+ *  token lock held and no other code here takes `mu` inside a core call.
  */
 #include "ct_py.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -70,6 +94,11 @@ typedef struct {
   Registration *fired;  /* fired in foreign threads, not drained yet */
   int efd;              /* eventfd; owned */
   char signalled;       /* efd written since the last drain */
+  /* Foreign threads between leaving `mu` and the end of their write of
+   * efd: raised under `mu`, lowered after the write without it.  An atomic
+   * because dealloc reads it without `mu`; release on the decrement and
+   * acquire in dealloc, so the write is over before efd is closed. */
+  atomic_int writers;
 } Notifier;
 
 struct Registration {
@@ -82,6 +111,8 @@ struct Registration {
   Registration *fnext;   /* on notifier->fired; guarded by notifier->mu */
   Registration **fpprev; /* NULL when not on it */
   int listed;
+  char closing; /* reg_close() has begun; guarded by notifier->mu */
+  char ended;   /* reg_fire() ended cb itself; guarded by notifier->mu */
 };
 
 static void call_fn(Registration *r) {
@@ -104,6 +135,17 @@ static void reg_fire(ct_token *t, void *arg) {
   Notifier *n = r->notifier;
   if (n) {
     pthread_mutex_lock(&n->mu);
+    if (r->closing) {
+      /* reg_close() unregisters, and waits in ct_callback_unregister()
+       * for this run to return: fn must not run. */
+      pthread_mutex_unlock(&n->mu);
+      return;
+    }
+    /* End the registration ourselves (see "No waiting for the firing
+     * thread"): 1, as cb is running in this thread; the core no longer
+     * touches r->cb after we return. */
+    ct_callback_unregister(&r->cb);
+    r->ended = 1;
     r->fnext = n->fired;
     if (n->fired)
       n->fired->fpprev = &r->fnext;
@@ -111,13 +153,19 @@ static void reg_fire(ct_token *t, void *arg) {
     n->fired = r;
     bool first = !n->signalled;
     n->signalled = 1;
+    int efd = n->efd;
+    if (first) /* relaxed: `mu` orders it before any drain or dealloc */
+      atomic_fetch_add_explicit(&n->writers, 1, memory_order_relaxed);
     pthread_mutex_unlock(&n->mu);
+    /* r may be freed from here on: only n is touched. */
     if (first) {
       uint64_t one = 1;
       /* Cannot fail short of a bad descriptor; a full counter (2^64-2
        * unread writes) cannot happen as we write once per drain. */
-      ssize_t w = write(n->efd, &one, sizeof one);
+      ssize_t w = write(efd, &one, sizeof one);
       (void)w;
+      /* release: the write is done before dealloc may close efd. */
+      atomic_fetch_sub_explicit(&n->writers, 1, memory_order_release);
     }
     return;
   }
@@ -137,14 +185,13 @@ static void reg_close_impl(Registration *r) {
   if (!r->listed)
     return;
   r->listed = 0;
-  CT_BEGIN_ALLOW_THREADS
-  ct_callback_unregister(&r->cb);
-  CT_END_ALLOW_THREADS
-  memset(&r->cb, 0, sizeof r->cb);
   Notifier *n = r->notifier;
-  if (n) { /* fired in another thread but not drained: forget it */
+  int ended = 0;
+  if (n) {
     pthread_mutex_lock(&n->mu);
-    if (r->fpprev) {
+    r->closing = 1; /* a reg_fire() from now on leaves r alone */
+    ended = r->ended;
+    if (r->fpprev) { /* fired in another thread but not drained: forget it */
       *r->fpprev = r->fnext;
       if (r->fnext)
         r->fnext->fpprev = r->fpprev;
@@ -153,6 +200,12 @@ static void reg_close_impl(Registration *r) {
     }
     pthread_mutex_unlock(&n->mu);
   }
+  if (!ended) { /* else reg_fire() unregistered, under `mu`, before */
+    CT_BEGIN_ALLOW_THREADS
+    ct_callback_unregister(&r->cb);
+    CT_END_ALLOW_THREADS
+  }
+  memset(&r->cb, 0, sizeof r->cb);
   Py_CLEAR(r->self_ref); /* may free r: last thing */
 }
 
@@ -227,6 +280,8 @@ PyObject *ct_token_on_trigger(CoreToken *self, PyObject *args,
   r->notifier = notifier == Py_None ? NULL : (Notifier *)ct_newref(notifier);
   r->fnext = NULL;
   r->fpprev = NULL;
+  r->closing = 0;
+  r->ended = 0;
   PyObject_GC_Track(r);
   /* Listed before registering: reg_fire() may run in another thread the
    * moment ct_callback_register() has published the registration. */
@@ -299,14 +354,21 @@ static PyObject *notifier_new(PyTypeObject *type, PyObject *args,
   n->fired = NULL;
   n->signalled = 0;
   n->efd = efd;
+  atomic_init(&n->writers, 0);
   return (PyObject *)n;
 }
 
 static void notifier_dealloc(Notifier *n) {
   PyTypeObject *tp = Py_TYPE(n);
   /* Every Registration that could put itself on `fired` holds a reference
-   * on us, so nothing is listed and no thread can be inside reg_fire(). */
+   * on us, so nothing is listed; but a reg_fire() whose registration was
+   * drained and freed meanwhile may still be writing efd (see "No waiting
+   * for the firing thread"): it is past `mu` and about to finish one
+   * write(2), never waiting for anything, so yielding until it is done is
+   * short.  acquire: pairs with its release decrement. */
   assert(n->fired == NULL);
+  while (atomic_load_explicit(&n->writers, memory_order_acquire) != 0)
+    sched_yield();
   if (n->efd >= 0)
     close(n->efd);
   pthread_mutex_destroy(&n->mu);

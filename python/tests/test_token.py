@@ -8,6 +8,7 @@ import copy
 import gc
 import pickle
 import select
+import socket
 import sys
 import threading
 import weakref
@@ -377,3 +378,62 @@ def test_closing_a_queued_registration_forgets_it():
     assert select.select([notifier.fileno()], [], [], 60)[0]
     reg.close()
     assert notifier.drain() == []
+
+
+def test_close_racing_a_c_thread_trigger_runs_fn_never_or_once():
+    # A C thread's trigger ends the core registration itself (notify.c, "No
+    # waiting for the firing thread"); reg.close() on this thread may come
+    # before, during or after that.  Whichever wins, once close() has
+    # returned the callable is not handed out by drain(), and one that was
+    # drained first is handed out exactly once.
+    notifier = _core.Notifier()
+    handed = closed_first = 0
+    for i in range(2000):
+        token = CancelToken('t%d' % i)
+        reg = token._on_trigger(lambda: None, notifier)
+        _core._trigger_from_c_thread(token)
+        if i % 2:
+            reg.close()  # at once: races the C thread
+            closed_first += 1
+            # The trigger still happens (in the C thread); only fn is dropped.
+            while not token.triggered:
+                select.select([], [], [], 0.0001)
+            fns = notifier.drain()
+            assert fns == []
+        else:
+            fns = []
+            while not fns:
+                assert select.select([notifier.fileno()], [], [], 60)[0]
+                fns = notifier.drain()
+            assert len(fns) == 1
+            handed += 1
+            reg.close()
+            assert notifier.drain() == []
+        assert not reg.active
+    assert (handed, closed_first) == (1000, 1000)
+
+
+def test_notifier_freed_right_after_a_c_thread_fired():
+    # The C thread may still be writing the descriptor when the loop side
+    # has drained and closed the registration and drops the Notifier:
+    # dealloc waits for that write (notify.c, `writers`), so the descriptor
+    # is not closed under it (a recycled descriptor would get the write).
+    for i in range(300):
+        notifier = _core.Notifier()
+        token = CancelToken('t%d' % i)
+        reg = token._on_trigger(lambda: None, notifier)
+        _core._trigger_from_c_thread(token)
+        assert select.select([notifier.fileno()], [], [], 60)[0]
+        assert len(notifier.drain()) == 1
+        reg.close()
+        del reg, notifier
+        gc.collect()
+        # A fresh socket pair's first end takes the lowest free number,
+        # usually the freed descriptor's: a late write into it would show
+        # as data at the other end.
+        a, b = socket.socketpair()
+        try:
+            assert select.select([b], [], [], 0)[0] == []
+        finally:
+            a.close()
+            b.close()
