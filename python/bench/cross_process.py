@@ -34,6 +34,12 @@ Workloads:
         thread: our server thread; multiprocessing's 100 handler threads)
         from just before the call until every waiter has been told.
 
+--timeline (a diagnostic; no table row): the notice path stage by stage --
+owner trigger() to the client loop's reader callback, the callback (futures
+resolved), resolved to the awaiting task resuming -- ours beside a floor
+for any asyncio design (the owner writes a socket the client's loop
+watches with add_reader), sample by sample, medians and p10..p90.
+
 Every workload is interleaved, so each result also carries its pairwise
 ratios ours / multiprocessing ("pairwise" in the --json document, which
 bench/run.py reports as it reports its own pairs): one per repetition
