@@ -219,6 +219,47 @@ static void test_hello_without_group_is_served_in_subscription_order(
   assert_true(grouped_runs("127.0.0.1:0", false, 1) >= 1);
 }
 
+/* Which group is sent to first is the server's choice (server.h,
+ * group_set_key(): keys mixed with a random salt per server): a client
+ * cannot name a group that always goes first.  Without the salt the key
+ * is the group times a constant, which can be inverted: 0x9937733d << 32
+ * has key 1 and went first on every server, whoever subscribed first.
+ * With it, that group is first on one server in GROUPS, so it is first on
+ * all SALT_SERVERS servers with probability (1/3)^12, about 2e-6. */
+#define SALT_SERVERS 12
+static void test_a_client_cannot_name_a_group_that_goes_first(void **state) {
+  (void)state;
+  const uint64_t liar = UINT64_C(0x9937733d00000000);
+  int first = 0;
+  for (int k = 0; k < SALT_SERVERS; k++) {
+    char dir[64], path[96];
+    t_sock_path(dir, path);
+    ct_net_server *s;
+    ct_token *tok;
+    ASSERT_OK(ct_net_server_new(&s, path, NULL));
+    ASSERT_OK(ct_token_new(&tok, "salt"));
+    ASSERT_OK(ct_net_server_add(s, "salt", tok));
+    ASSERT_OK(ct_net_server_start(s));
+    int fd[NCONN];
+    for (int i = 0; i < NCONN; i++) {
+      fd[i] = raw_connect(path);
+      /* the liar's group is the last to subscribe */
+      handshake(fd[i], true,
+                i % GROUPS == GROUPS - 1 ? liar : group_of[i % GROUPS]);
+    }
+    int order[NCONN];
+    notice_order(tok, "salt", fd, NCONN, order);
+    assert_int_equal(runs(order, NCONN), GROUPS); /* still grouped */
+    first += order[0] % GROUPS == GROUPS - 1;
+    for (int i = 0; i < NCONN; i++)
+      close(fd[i]);
+    ct_net_server_free(s);
+    ct_token_unref(tok);
+    t_rmdir(dir, path);
+  }
+  assert_true(first < SALT_SERVERS);
+}
+
 /* ---- how the sends are cut between threads ---- */
 
 static bool same_key(const void *arg, size_t i) {
@@ -352,6 +393,7 @@ int main(void) {
       cmocka_unit_test(
           test_hello_without_group_is_served_in_subscription_order),
       cmocka_unit_test(test_client_names_one_group_per_process),
+      cmocka_unit_test(test_a_client_cannot_name_a_group_that_goes_first),
       cmocka_unit_test(
           test_sends_are_cut_between_threads_where_the_group_changes),
   };

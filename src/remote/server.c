@@ -259,6 +259,10 @@ int ct_net_server_new(ct_net_server **out, const char *address,
   if (!s)
     return -ENOMEM;
   s->ep = s->lfd = s->wake_fd = s->reserve_fd = -1;
+  /* The groups' sort order (server.h, group_set_key()); without random
+   * bytes, something no client can predict well either. */
+  if (net_random((uint8_t *)&s->group_salt, sizeof s->group_salt) < 0)
+    s->group_salt = (uint64_t)ct_now() ^ (uint64_t)(uintptr_t)s;
   s->lkind = EV_LISTEN;
   s->wkind = EV_WAKE;
   pthread_mutex_init(&s->mu, NULL);

@@ -67,6 +67,7 @@ struct conn {
    * the pid (server_proto.c, group_key()). */
   pid_t peer_pid;
   uint64_t group;
+  uint32_t gkey; /* group_set_key(): the sort key of group or pid */
   struct conn *prev, *next; /* s->conns, or s->dead once dead */
   char peer[96];
 };
@@ -98,6 +99,7 @@ struct ct_net_server {
   size_t hashcap;
   struct entry *fired;
   bool closed;
+  uint64_t group_salt; /* random, set at creation, then immutable */
 
   int ep, lfd, wake_fd, reserve_fd;
   int lkind, wkind; /* epoll data of the listener and the eventfd */
@@ -178,10 +180,19 @@ NET_HIDDEN void conn_sweep(ct_net_server *s, int64_t now);
  * that hash alike (or a group that hashes to some pid) are merely sorted
  * together, which costs nothing but the grouping's gain.  Without a group
  * (an older client) the pid of a Unix socket's peer, 0 over TCP. */
-static inline uint32_t group_key(const struct conn *c) {
-  if (c->group)
-    return (uint32_t)((c->group * UINT64_C(0x9e3779b97f4a7c15)) >> 32);
-  return (uint32_t)c->peer_pid; /* a positive 32-bit pid_t; 0 for TCP */
+static inline uint32_t group_key(const struct conn *c) { return c->gkey; }
+
+/* Set c's sort key from its group (or, naming none, its pid; 0 for a TCP
+ * client that named none), mixed with the server's secret salt, so that
+ * the order of the groups in a notice is the server's choice: a client
+ * cannot pick a group that sorts first (the multiplication alone is
+ * invertible).  Loop thread, at accept and at HELLO. */
+static inline void group_set_key(const struct ct_net_server *s,
+                                 struct conn *c) {
+  uint64_t v = c->group ? c->group
+                        : UINT64_C(1) << 63 | (uint32_t)c->peer_pid;
+  c->gkey = (uint32_t)(((v ^ s->group_salt) * UINT64_C(0x9e3779b97f4a7c15)) >>
+                       32);
 }
 
 /* server_proto.c (loop thread only) */

@@ -126,6 +126,7 @@ static void accept_one(ct_net_server *s, int fd, struct sockaddr_storage *ss,
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     net_addr_format((struct sockaddr *)ss, slen, c->peer, sizeof c->peer);
   }
+  group_set_key(s, c); /* by pid until the HELLO names a group */
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
   if (epoll_ctl(s->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
     stat_add(&s->st_refused, 1);

@@ -46,8 +46,10 @@
  *  named in its HELLO (our client library sends one random value per
  *  process, PROTOCOL.md); a client that named none is grouped by its pid
  *  on a Unix socket (SO_PEERCRED), and over TCP all such clients are one
- *  group, in subscription order.  A client cannot gain anything by lying:
- *  only which connection is sent to first changes.  Peers in separate
+ *  group, in subscription order.  The groups' order is the server's: each
+ *  key is mixed with a random salt of the server's (server.h,
+ *  group_set_key()), so a client cannot name a group that is sent to
+ *  first; naming another process's group only merges it with that one.  Peers in separate
  *  processes, as across a fleet, gain nothing and lose nothing but the
  *  sort.  PROTOCOL.md promises no order of a notice across connections;
  *  each connection still gets its own frames in order.
@@ -181,6 +183,7 @@ static void on_hello(ct_net_server *s, struct conn *c, const uint8_t *b,
   }
   memcpy(c->cnonce, h.nonce, NET_NONCE);
   c->group = h.group;
+  group_set_key(s, c);
   if (net_random(c->snonce, NET_NONCE) < 0) {
     conn_fail(s, c, NERR_NO_MEMORY, "no random bytes for a nonce");
     return;
