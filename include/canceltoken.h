@@ -383,7 +383,8 @@ CT_EXTERN void *ct_token_data(const ct_token *t);
 /* A new token, named "<a>:<b>", triggered when a or b is triggered
  * (with ct_token_triggered_token() naming the token that was).  Triggering
  * it does not trigger a or b.  If a or b is already triggered, so is the
- * result, at once.  The result holds a reference on a and on b.
+ * result, at once.  The result keeps a and b alive, as a reference would,
+ * until it is freed (see ct_token_unref()).
  * Errors: -EINVAL (any argument NULL), -ENOMEM, -ENOTSUP (a is a proxy
  * token: see ct_token_mark_proxy()).  Ownership: a and b borrowed; *out is a new
  * reference.  Any thread; callbacks: yes; blocks only briefly on the parents'
@@ -431,7 +432,9 @@ CT_EXTERN bool ct_token_is_proxy(const ct_token *t);
  * started on first use, with no descriptor or thread per token; they fire
  * within about a millisecond -- provided the callbacks they run are quick,
  * since that thread runs them one after another.  A deadline does not keep
- * t alive: the last unref cancels it.  After fork() the child has no
+ * t alive: it is cancelled when t is freed, by its last unref or, if tokens
+ * are chained to t, by the destruction of the last of them (until then it
+ * still triggers t and them).  After fork() the child has no
  * timer thread: deadlines armed before the fork fire in the child once it
  * sets a deadline of its own (which starts one).  Returns 0 or 1 (t was triggered by
  * this call, whose callbacks then ran in this thread), or -EINVAL (NULL,

@@ -71,6 +71,41 @@ static void test_orphan_kept_by_children(void **state) {
   assert_all_freed();
 }
 
+/* An orphan keeps its deadline (include/canceltoken.h,
+ * ct_token_set_deadline(): cancelled only when t is freed): dropped by its
+ * owner with the deadline armed, it still triggers its child, with reason
+ * CT_REASON_DEADLINE and itself as the cause, and goes with that child. */
+static void test_orphan_deadline_still_fires(void **state) {
+  (void)state;
+  /* Warm up the deadline thread and its heap, which stay: count from here. */
+  ct_token *w;
+  ASSERT_OK(ct_token_new(&w, "warm"));
+  ASSERT_ARMED(ct_token_set_deadline(w, ct_deadline_after(3600 * 1000 * MS)));
+  ct_token_unref(w);
+  base_bytes = atomic_load(&t_live_bytes);
+  for (int64_t delay = 20 * MS;; delay *= 4) {
+    ct_token *p, *c;
+    ASSERT_OK(ct_token_new(&p, "dl"));
+    ASSERT_OK(ct_token_new_child(&c, "kid", p));
+    int r = ct_token_set_deadline(p, ct_deadline_after(delay));
+    if (r == 1 || ct_token_triggered(c)) {
+      /* Descheduled past the deadline before the unref (or before the
+       * call): retry with a longer one. */
+      ct_token_unref(c);
+      ct_token_unref(p);
+      continue;
+    }
+    ASSERT_OK(r);
+    ct_token_unref(p); /* an orphan with its deadline armed */
+    assert_int_equal(ct_token_wait(c, ct_deadline_after(30 * 1000 * MS)), 0);
+    assert_int_equal(ct_token_reason(c, NULL), CT_REASON_DEADLINE);
+    assert_string_equal(ct_token_name(ct_token_triggered_token(c)), "dl");
+    ct_token_unref(c);
+    break;
+  }
+  assert_all_freed();
+}
+
 /* A reference counted again on an orphan (from a borrowed pointer) keeps it
  * after its last child is gone, and dropping that reference frees it. */
 static void test_orphan_counted_again(void **state) {
@@ -271,6 +306,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(test_orphan_kept_by_children, setup),
       cmocka_unit_test_setup(test_orphan_counted_again, setup),
+      cmocka_unit_test_setup(test_orphan_deadline_still_fires, setup),
       cmocka_unit_test_setup(test_born_triggered_child_keeps_parent, setup),
       cmocka_unit_test_setup(test_cause_with_children, setup),
       cmocka_unit_test_setup(test_chain_of_orphans, setup),
