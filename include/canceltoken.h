@@ -210,7 +210,8 @@ CT_EXTERN int ct_token_new_deadline(ct_token **out, const char *name,
 /* Take another reference.  Returns t (NULL for NULL); the caller owns the
  * new reference.  Any thread; callbacks: yes; never blocks (one atomic).
  * Using a token after its last unref is undefined; debug builds assert on
- * it where they can. */
+ * it where they can.  At most 2^31 - 1 references to one token may be held
+ * at once (more is undefined; debug builds assert). */
 CT_EXTERN ct_token *ct_token_ref(ct_token *t);
 
 /* Drop a reference.  Tokens chained to t keep it alive as references do

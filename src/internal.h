@@ -289,6 +289,9 @@ static inline void ct__ref_get(ct_token *t) {
    * holds one (or the parent's lock), which orders everything else. */
   uint32_t old = atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
   assert(old > 0 && "ct_token_ref on a token after its last unref");
+  /* The count has 31 bits; the 32nd is CT_REFS_ORPHAN. */
+  assert((old & CT_REFS_COUNT) != CT_REFS_COUNT &&
+         "more than 2^31 - 1 references on one token");
   (void)old;
 }
 

@@ -8,9 +8,12 @@
 
 #include "internal.h"
 
-/* Is the default allocator (malloc/free) installed?  Plain read of the
- * hook (ct_set_allocator() is documented as not thread-safe). */
-CT_HIDDEN bool ct__alloc_is_default(void);
+/* Is the default allocator (malloc/free) installed?  util.c keeps
+ * ct__alloc_hooked, a plain global (ct_set_allocator() is documented as
+ * not thread-safe and for use before any token exists); inline, because
+ * the cache asks on every token allocated and freed. */
+CT_HIDDEN extern bool ct__alloc_hooked;
+static inline bool ct__alloc_is_default(void) { return !ct__alloc_hooked; }
 
 #if defined(__SANITIZE_ADDRESS__)
 #define CT_CACHE_ASAN 1

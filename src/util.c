@@ -111,9 +111,14 @@ static void *default_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 static ct_alloc_fn alloc_fn = default_alloc;
 static void *alloc_ud;
 
+/* A hook is installed (token_cache.h, ct__alloc_is_default()). */
+CT_HIDDEN bool ct__alloc_hooked;
+bool ct__alloc_hooked = false;
+
 void ct_set_allocator(ct_alloc_fn fn, void *ud) {
   alloc_fn = fn ? fn : default_alloc;
   alloc_ud = fn ? ud : NULL;
+  ct__alloc_hooked = fn != NULL;
 }
 
 void *ct__alloc(size_t n) { return alloc_fn(alloc_ud, NULL, 0, n); }
@@ -123,11 +128,6 @@ void ct__free(void *p, size_t n) {
     alloc_fn(alloc_ud, p, n, 0);
 }
 
-/* For the token cache (token_cache.c), which caches blocks only while
- * malloc/free is the allocator, so that an installed hook sees every
- * allocation and free.  A plain read, as every use of alloc_fn. */
-CT_HIDDEN bool ct__alloc_is_default(void);
-bool ct__alloc_is_default(void) { return alloc_fn == default_alloc; }
 
 /* ---- UTF-8: strict (no overlongs, no surrogates, nothing past U+10FFFF) */
 
