@@ -95,6 +95,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       inside(m.nonce, NET_NONCE);
       CHECK(net_enc_hello(&o, m.vmin, m.vmax, m.nonce) == 0);
       same_frame(&o, MSG_HELLO, b, NET_HELLO_LEN); /* what v1 reads */
+      if (n >= NET_HELLO_GROUP_LEN) { /* and the group after it */
+        net_buf_free(&o);
+        CHECK(net_enc_hello_group(&o, m.vmin, m.vmax, m.nonce, m.group) == 0);
+        same_frame(&o, MSG_HELLO, b, NET_HELLO_GROUP_LEN);
+      } else {
+        CHECK(m.group == 0);
+      }
     }
     break;
   }

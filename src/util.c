@@ -112,8 +112,7 @@ static ct_alloc_fn alloc_fn = default_alloc;
 static void *alloc_ud;
 
 /* A hook is installed (token_cache.h, ct__alloc_is_default()). */
-CT_HIDDEN bool ct__alloc_hooked;
-bool ct__alloc_hooked = false;
+CT_HIDDEN bool ct__alloc_hooked = false;
 
 void ct_set_allocator(ct_alloc_fn fn, void *ud) {
   alloc_fn = fn ? fn : default_alloc;
@@ -127,7 +126,6 @@ void ct__free(void *p, size_t n) {
   if (p)
     alloc_fn(alloc_ud, p, n, 0);
 }
-
 
 /* ---- UTF-8: strict (no overlongs, no surrogates, nothing past U+10FFFF) */
 

@@ -276,30 +276,33 @@ int net_dec_req(const uint8_t *b, size_t n, uint32_t *req) {
 
 /* ---- encoders ---- */
 
-int net_enc_hello(struct net_buf *o, uint16_t vmin, uint16_t vmax,
-                  const uint8_t nonce[NET_NONCE]) {
-  uint8_t *p = net_buf_frame(o, MSG_HELLO, NET_HELLO_LEN);
+/* The HELLO of NET_HELLO_LEN bytes, or with the group after it. */
+static int enc_hello(struct net_buf *o, uint16_t vmin, uint16_t vmax,
+                     const uint8_t nonce[NET_NONCE], bool with_group,
+                     uint64_t group) {
+  uint8_t *p = net_buf_frame(
+      o, MSG_HELLO, with_group ? NET_HELLO_GROUP_LEN : NET_HELLO_LEN);
   if (!p)
     return -ENOMEM;
   memcpy(p, NET_MAGIC, 4);
   put_u16(p + 4, vmin);
   put_u16(p + 6, vmax);
   memcpy(p + 8, nonce, NET_NONCE);
+  if (with_group) {
+    put_u32(p + NET_HELLO_LEN, (uint32_t)(group >> 32));
+    put_u32(p + NET_HELLO_LEN + 4, (uint32_t)group);
+  }
   return 0;
+}
+
+int net_enc_hello(struct net_buf *o, uint16_t vmin, uint16_t vmax,
+                  const uint8_t nonce[NET_NONCE]) {
+  return enc_hello(o, vmin, vmax, nonce, false, 0);
 }
 
 int net_enc_hello_group(struct net_buf *o, uint16_t vmin, uint16_t vmax,
                         const uint8_t nonce[NET_NONCE], uint64_t group) {
-  uint8_t *p = net_buf_frame(o, MSG_HELLO, NET_HELLO_GROUP_LEN);
-  if (!p)
-    return -ENOMEM;
-  memcpy(p, NET_MAGIC, 4);
-  put_u16(p + 4, vmin);
-  put_u16(p + 6, vmax);
-  memcpy(p + 8, nonce, NET_NONCE);
-  put_u32(p + NET_HELLO_LEN, (uint32_t)(group >> 32));
-  put_u32(p + NET_HELLO_LEN + 4, (uint32_t)group);
-  return 0;
+  return enc_hello(o, vmin, vmax, nonce, true, group);
 }
 
 int net_enc_welcome(struct net_buf *o, const struct net_welcome *m) {

@@ -173,20 +173,19 @@ NET_HIDDEN void conn_shutdown(ct_net_server *s, struct conn *c);
 NET_HIDDEN void conn_event(ct_net_server *s, struct conn *c, uint32_t events);
 NET_HIDDEN void conn_sweep(ct_net_server *s, int64_t now);
 
-/* A connection's I/O group hashed to 32 bits, the key by which a
- * notice's sends are grouped (server_proto.c; server_fanout.c splits the
- * sends between threads at changes of it).  Fibonacci hashing: the high
- * half of the product depends on every bit of the group.  Two groups
- * that hash alike (or a group that hashes to some pid) are merely sorted
- * together, which costs nothing but the grouping's gain.  Without a group
- * (an older client) the pid of a Unix socket's peer, 0 over TCP. */
+/* The key by which a notice's sends are grouped (server_proto.c;
+ * server_fanout.c splits the sends between threads at changes of it),
+ * set by group_set_key() below. */
 static inline uint32_t group_key(const struct conn *c) { return c->gkey; }
 
-/* Set c's sort key from its group (or, naming none, its pid; 0 for a TCP
- * client that named none), mixed with the server's secret salt, so that
- * the order of the groups in a notice is the server's choice: a client
- * cannot pick a group that sorts first (the multiplication alone is
- * invertible).  Loop thread, at accept and at HELLO. */
+/* Set c's key from its group or, naming none (an older client), its pid
+ * (0, so one key for all of them, over TCP), mixed with the server's
+ * secret salt so that the order of the groups in a notice is the server's
+ * choice: a client cannot pick a group that sorts first (the
+ * multiplication alone is invertible).  Fibonacci hashing: the high half
+ * of the product depends on every bit.  Two groups that hash alike (or a
+ * group and a pid) are merely sorted together, which costs nothing but
+ * the grouping's gain.  Loop thread, at accept and at HELLO. */
 static inline void group_set_key(const struct ct_net_server *s,
                                  struct conn *c) {
   uint64_t v = c->group ? c->group
