@@ -13,6 +13,7 @@
 #include "test_util.h"
 
 #include <sched.h>
+#include <time.h>
 
 #define KIDS 64
 #define ROUNDS 300
@@ -102,6 +103,14 @@ static void test_orphan_deadline_still_fires(void **state) {
     assert_string_equal(ct_token_name(ct_token_triggered_token(c)), "dl");
     ct_token_unref(c);
     break;
+  }
+  /* The wait returns as soon as c is marked; the deadline thread may still
+   * hold the reference it took on p to trigger it, and p goes when that is
+   * dropped: wait for it (30 s only to fail instead of hanging). */
+  for (int i = 0; i < 30000 && atomic_load(&t_live_bytes) != base_bytes;
+       i++) {
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
   }
   assert_all_freed();
 }
