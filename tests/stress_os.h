@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT
  *
- * stress_os.h -- two operations of the random stress (test_stress.c, which
+ * stress_os.h -- two operations of the random stress (stress_ops.c, which
  * includes this file where its operations are defined, and whose helpers
  * -- BAD, rnd, pick, workers, FAIL_NS -- it uses): fork, and signals with
- * deadlines (issue 13).  Kept apart to keep test_stress.c readable; not a
+ * deadlines (issue 13).  Kept apart to keep stress_ops.c readable; not a
  * header for anything else.
  */
 #ifndef CT_STRESS_OS_H
