@@ -14,11 +14,23 @@
  *            process share one I/O thread.  The server sends a notice to
  *            one process's connections one after the other (each HELLO
  *            names the process's I/O group, PROTOCOL.md), so that thread
- *            wakes less often than once per connection.  On
- *            loopback TCP the server's send() of each notice costs several
- *            microseconds of kernel time (the receiving side's TCP runs
- *            inline), which bounds the TCP figure from below at about
- *            1,000 times that divided by the sending threads.  The
+ *            wakes less often than once per connection.  The round is
+ *            CPU-bound: the server's threads and the client
+ *            processes share the machine's CPUs, so the time to the last
+ *            proxy is about (what one notice costs both sides) x clients
+ *            / CPUs, plus a fixed start (see --stats).  Profiled on the
+ *            shared 2-CPU machine (2026-12-01, perf -a, per notice): over a
+ *            Unix socket, 1,000 clients, 10.4 us = the server's send()
+ *            3.7 + the client's recv() 2.8 + epoll_wait() 1.2 (epoll polls
+ *            each ready socket, cold in the cache) + the
+ *            client library 1.35 + the server's own code 0.5 + other
+ *            kernel work 0.4; 10,000 clients 9.6 us, the same parts;
+ *            over loopback TCP 19.7 us, of which send() 11.4 (the
+ *            receiving side's TCP runs inline) and recv() 3.4.  The
+ *            kernel's part alone (send, recv, epoll: 7.6 us over Unix,
+ *            16.4 over TCP) puts 1,000 clients at >= 3.8 ms (Unix) and
+ *            8.2 ms (TCP) and 10,000 at >= 38 ms on 2 CPUs while every
+ *            connection gets its own send() and recv().  The
  *            parent sleeps while a round runs: each client process writes
  *            one byte on a pipe when its proxies of the round have all
  *            fired, and the stamps are read after that (until 2026-12 it
@@ -29,7 +41,12 @@
  *            costs: context switches (voluntary + involuntary) and CPU
  *            time per notice in the server's process (its loop thread and
  *            the trigger) and summed over the client processes, from
- *            getrusage() before and after the rounds.
+ *            getrusage() before and after the rounds; then that CPU time
+ *            times the clients over the CPUs, as a share of the measured
+ *            time to the last proxy (near 100%: the round is CPU-bound),
+ *            and the median time from the trigger to the first proxy
+ *            (the fixed start: the server's thread waking, the grouping
+ *            sort, the first send, the first client waking).
  *   --only   latency | fanout | fanout_tcp | fanout_unix: run one part.
  *   NET_BENCH_PERF_CTL=FIFO  (environment) writes "enable" to FIFO before
  *            the fan-out rounds and "disable" after, for a profile of the
@@ -296,6 +313,7 @@ static void fanout(const char *label, const char *address, int clients,
   ct_net_server_get_stats(s, &st);
   int64_t *last = calloc((size_t)rounds, sizeof *last);
   int64_t *med = calloc((size_t)rounds, sizeof *med);
+  int64_t *first = calloc((size_t)rounds, sizeof *first);
   int64_t *lat = calloc((size_t)clients, sizeof *lat);
   struct usage su0, su;
   perf_ctl("enable\n");
@@ -331,12 +349,14 @@ static void fanout(const char *label, const char *address, int clients,
     qsort(lat, (size_t)clients, sizeof *lat, cmp_i64);
     last[k] = lat[clients - 1];
     med[k] = lat[clients / 2];
+    first[k] = lat[0];
   }
   usage_now(&su);
   perf_ctl("disable\n");
   usage_sub(&su, &su0);
   qsort(last, (size_t)rounds, sizeof *last, cmp_i64);
   qsort(med, (size_t)rounds, sizeof *med, cmp_i64);
+  qsort(first, (size_t)rounds, sizeof *first, cmp_i64);
   printf("net_fanout_%s%d_last,ms,%.2f,%.2f,%.2f,trigger to the last of %d "
          "proxies (%s; %d client processes; %llu connections; %d rounds)\n",
          label, clients, last[rounds / 2] / 1e6, last[0] / 1e6,
@@ -364,13 +384,31 @@ static void fanout(const char *label, const char *address, int clients,
            "CPU\n",
            label, clients, su.csw / nn, su.icsw / nn, su.cpu_us / nn,
            cu.csw / nn, cu.icsw / nn, cu.cpu_us / nn);
+    /* Is the round CPU-bound?  The CPU both sides spent per notice, times
+     * the clients, spread over every CPU, against the measured time to
+     * the last proxy: near 100% means the CPUs were busy with the
+     * benchmark for the whole round (what a notice costs is then the
+     * figure to cut, not a wait); well under it, time went to waiting
+     * (wake-ups, idle CPUs, other processes).  The first proxy is the
+     * fixed start: the trigger, the server's loop thread waking, the
+     * grouping sort, the first send and the first client's wake-up. */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 1)
+      cpus = 1;
+    double busy_ms = (su.cpu_us + cu.cpu_us) / nn * clients / 1e3 / cpus;
+    printf("# %s%d CPU-bound estimate: (server + clients) CPU per notice x "
+           "%d / %ld CPUs = %.2f ms, %.0f%% of the median to the last proxy "
+           "(%.2f ms); trigger to the first proxy %.3f ms (median)\n",
+           label, clients, clients, cpus, busy_ms,
+           100.0 * busy_ms / (last[rounds / 2] / 1e6), last[rounds / 2] / 1e6,
+           first[rounds / 2] / 1e6);
     fflush(stdout);
   }
   ct_net_server_free(s);
   for (int k = 0; k < rounds; k++)
     ct_token_unref(tok[k]);
   munmap(shared, shbytes);
-  free(tok), free(pids), free(last), free(med), free(lat);
+  free(tok), free(pids), free(last), free(med), free(first), free(lat);
 }
 
 int main(int argc, char **argv) {
