@@ -96,6 +96,22 @@ def short_note(r):
     return n
 
 
+def method_text(meta):
+    """How the figures were taken, in one paragraph (run.py's method)."""
+    m = meta.get("method") or {}
+    sub = m.get("subruns") or {}
+    many = sorted(g for g, k in sub.items() if k > 1)
+    subs = ("; in a repetition each side runs %s (%s) times, alternating, "
+            "and its figure is the median of those runs"
+            % ("/".join(str(sub[g]) for g in many), " ".join(many))
+            if many else "")
+    return ("%d repetitions; in each, every workload group runs alone in "
+            "fresh processes, every peer right next to ours (A B, then B A, "
+            "...)%s; a figure is the median [min..max] over the repetitions "
+            "(ours: over every repetition next to every peer)"
+            % (meta["reps"], subs))
+
+
 def print_table(rows, meta, busy_before):
     head = ["workload", "unit", "ours median [min..max]", "peer",
             "peer median [min..max]", "ours/peer [min..max]", "note"]
@@ -124,12 +140,9 @@ def print_table(rows, meta, busy_before):
     if busy_before is not None and busy_before > 0.25:
         print("  WARNING: the machine was busy when the run started; the "
               "figures may be noisy")
-    print("  %d repetitions; in each, every peer runs once, right next to a "
-          "run of ours (ours first in even repetitions, the peer first in odd "
-          "ones: A B B A ...); a figure is the median [min..max] of its runs "
-          "(ours: of all our runs)" % meta["reps"])
+    print("  %s" % method_text(meta))
     print("  ours/peer: the median [min..max] of the pairwise ratios, one per "
-          "pair of adjacent runs (< 1: ours faster or smaller); 'no verdict' "
+          "repetition (< 1: ours faster or smaller); 'no verdict' "
           "when that range contains 1; for the Python and cross-process "
           "rows, one per interleaved round inside their one run; "
           "'target >= Nx: met / missed / no verdict' compares that range "
@@ -249,10 +262,11 @@ def markdown(rows, meta):
                 ratio_text(r, md=True) if r["ratio"] is not None else ""))
     out.append("")
     out.append("Medians over %d repetitions (%s mode, %s); in each, every "
-               "peer ran once next to a run of ours.  Each peer cell is "
+               "workload group ran alone in fresh processes, every peer "
+               "next to ours.  Each peer cell is "
                "the peer's median and, in brackets, ours / peer: the median "
-               "and [min..max] of the pairwise ratios, one per pair of "
-               "adjacent runs (below 1: ours faster or smaller).  Bold: every pairwise "
+               "and [min..max] of the pairwise ratios, one per "
+               "repetition (below 1: ours faster or smaller).  Bold: every pairwise "
                "ratio is above 1 (we lose).  *no verdict*: the range "
                "contains 1.  The second table's figures come from one run "
                "of each producer; where that run interleaves ours and the "

@@ -10,15 +10,40 @@ Programs, each printing `key,unit,median,min,max,note` lines
   go    go_bench: Go's package context             (optional peer)
   rust  rust_bench: tokio-util's CancellationToken (optional peer)
   node  node_bench.mjs: Node's AbortController     (optional peer)
-Each repetition runs one fresh process of every program with --reps 1;
-the programs take turns in a rotating order and never run at the same
-time, so our runs and each peer's alternate (A B A B ...), and every
-memory figure starts from a fresh heap.  A row's ratio is the median of
-the pairwise ratios ours / peer, one per repetition, with their min and
-max: a drift of the machine's load moves both figures of a pair alike and
-cancels out.  When that range contains 1 the row has no verdict.  ct and
-cpp must run; a peer that is not built or fails is reported as
-unavailable and the run goes on.
+Method (bench/README.md, "Method", says why).  Every run of a program
+is a fresh process that runs ONE workload group (`--only GROUP --reps 1`;
+groups: memory check fanout chain churn wake poll), so that each memory
+figure starts from a fresh heap and the two runs of a pair are seconds
+apart, never minutes.  Repetition r (5 by default) takes the groups in
+turn; for each group and each peer (in an order that rotates from one
+repetition to the next) it makes SUBRUNS[group] runs of ours and as many
+of the peer's, alternating A B, B A, A B ... (the alternation continues
+across groups and repetitions, so that neither side always goes first).
+Programs never run at the same time.  In a repetition, a side's figure
+is the median of its sub-runs (3 for check, chain, churn and wake; 1 for
+memory, fan-out and poll; 1 for all in --quick; `--subruns N` sets them
+all).  A row's ratio is
+the median of the pairwise ratios ours / peer, one per repetition, with
+their min and max; when that range contains 1 the row has no verdict.  A
+baseline measured by ct_bench pairs with ours in the same processes (the
+medians of the same sub-runs).  Every peer is run in exactly the same way.  ct and cpp must
+run; a peer that is not built or fails is reported as unavailable and
+the run goes on; a peer whose first run of a group prints no figure (Go
+and tokio have no poll, Node no wake-up) is not run for that group again.
+
+Why: on this kind of machine (a 2-vCPU KVM guest on a shared host) the
+speed of the same loop swings by 1.5-2x for stretches of a few hundred
+milliseconds to seconds (a host-side frequency or contention state: no
+steal time is reported, and the guest has no cycle counter to tell which).
+Such a stretch moves every CPU-bound figure of a process alike (within one
+run of ct_bench, the check figures correlate 0.8-0.9, chain with churn
+0.8, groups minutes apart ~0.1).  When one program ran all its groups in
+one process, the two members of a pair ran minutes apart and landed in
+different states, and a single such pair put a row's min..max across 1.
+Running a group alone puts the pair's members next to each other in time,
+and the median of alternating sub-runs makes each side's figure robust to
+one run caught in a slow (or a fast) stretch, or preempted by another
+process.
 
 Figures produced elsewhere join the table through --extra files (the
 token server's net_bench, the Python package's benchmarks): see
@@ -50,6 +75,18 @@ sys.path.insert(0, HERE)
 
 from workloads import PEERS, PEER_NAME, REQUIRED, WORKLOADS, is_dist_key  # noqa: E402
 from report import NO_VERDICT, print_table, write_files  # noqa: E402
+
+# The workload groups, in the order each repetition runs them (each in a
+# fresh process of every program: `--only GROUP`), and how many runs of
+# each side one repetition makes of a group (the repetition's figure of a
+# side is the median of them).  Three for the groups whose figures are
+# short CPU-bound loops or latencies, which the machine's speed swings
+# move most; one for memory (RSS figures are exact to the page) and for
+# fan-out and poll (long, stable loops; fan-out is the most expensive
+# group of every program).
+GROUPS = ("memory", "check", "fanout", "chain", "churn", "wake", "poll")
+SUBRUNS = {"memory": 1, "check": 3, "fanout": 1, "chain": 3, "churn": 3,
+           "wake": 3, "poll": 1}
 
 # ---------------------------------------------------------------------------
 
@@ -331,9 +368,10 @@ def median(xs):
 
 
 def pairwise(ours, peer, prog):
-    """The ratio of a row: ours / peer for each pair of adjacent runs (our
-    run next to that peer's in one repetition; for a baseline, the same
-    process), then the median, min and max of those ratios.  A slow drift
+    """The ratio of a row: ours / peer for each repetition (the median of
+    our sub-runs next to that peer's against the median of the peer's; for
+    a baseline, of the same processes), then the median, min and max of
+    those ratios.  A slow drift
     of the machine moves both figures of a pair alike and cancels out of
     their ratio, where the ratio of two medians could set a figure from a
     quiet minute against one from a busy one.  None when no pair has
@@ -443,6 +481,10 @@ def main():
     ap.add_argument("--only", default=None,
                     help="workload groups, comma-separated: memory check "
                          "fanout chain churn wake poll")
+    ap.add_argument("--subruns", type=int, default=0,
+                    help="runs of each side per repetition and group, "
+                         "alternating (default: per group, see SUBRUNS; "
+                         "quick: 1)")
     ap.add_argument("--timeout", type=int, default=0,
                     help="timeout of one program run, in seconds")
     a = ap.parse_args()
@@ -466,8 +508,13 @@ def main():
     bargs = ["--reps", "1"]
     if a.quick:
         bargs.append("--quick")
-    if a.only:
-        bargs += ["--only", a.only]
+    groups = a.only.split(",") if a.only else list(GROUPS)
+    bad = [g for g in groups if g not in GROUPS]
+    if bad:
+        ap.error("--only: unknown group(s) %s (groups: %s)"
+                 % (",".join(bad), " ".join(GROUPS)))
+    subruns = {g: (a.subruns if a.subruns > 0 else
+                   1 if a.quick else SUBRUNS[g]) for g in groups}
 
     progs = find_programs(a)
     order = [p for p in ("ct", "cpp", "glib", "go", "rust", "node")
@@ -475,54 +522,87 @@ def main():
     status = {p: ("ok" if progs[p][0] else "unavailable: " + progs[p][1])
               for p in progs}
     comments = {p: [] for p in progs}
-    samples = {p: {} for p in progs}  # prog -> key -> [one result per rep]
+    # prog -> key -> [one value per run, with its tag and sub-run]
+    samples = {p: {} for p in progs}
+    # (prog, group) whose first run printed no figure: that peer has no
+    # such workload (Go and tokio have no poll, Node no wake-up), so that
+    # pair is not run again.
+    empty = set()
+    spent = {}  # (prog, group) -> seconds of its runs, for the run's meta
 
     load_before = loadavg()
     busy_before = cpu_busy()
     started = datetime.datetime.now(datetime.timezone.utc)
-    # Every repetition runs each peer once, each right next to a run of
-    # ours: (ct, peer) in even repetitions and (peer, ct) in odd ones, so
-    # that for every peer the runs go A B B A A B ... and each pair shares
-    # the same minute of the machine.  The peers' order rotates from one
-    # repetition to the next.  A sample is tagged (repetition, partner).
+    # Repetition r, group g, peer p: `subruns[g]` runs of ours and as many
+    # of p's, each a fresh process running group g alone, alternating
+    # (ours, p), (p, ours), (ours, p) ... and continuing the alternation
+    # from one repetition to the next, so that the two members of a pair
+    # run seconds apart, never minutes.  The peers' order rotates from one
+    # repetition to the next.  A run's values are tagged (repetition,
+    # partner); the repetition's figure of each side is the median of its
+    # sub-runs (see the docstring).
     peers_order = [p for p in order if p != "ct"] or [None]
+    flip = 0
     for r in range(reps):
         k = r % len(peers_order)
-        for peer in peers_order[k:] + peers_order[:k]:
-            pair = [p for p in (("ct", peer) if r % 2 == 0 else (peer, "ct"))
-                    if p is not None]
-            for name in pair:
-                if status[name] != "ok":
-                    continue  # a program that failed once is not run again
-                text, st = run(progs[name][0] + bargs, timeout)
-                res, com = parse(text)
-                if st != "ok":
-                    status[name] = "%s (in repetition %d)" % (st, r + 1)
-                    if name not in REQUIRED:
-                        status[name] = "unavailable: " + status[name]
-                if not comments[name]:
-                    comments[name] = com
-                for key, val in res.items():
-                    val["tag"] = (r, peer if name == "ct" else "ct")
-                    samples[name].setdefault(key, []).append(val)
+        for g in groups:
+            for peer in peers_order[k:] + peers_order[:k]:
+                if (peer, g) in empty:
+                    continue
+                for s_ in range(subruns[g]):
+                    pair = [p for p in (("ct", peer) if flip % 2 == 0
+                                        else (peer, "ct")) if p is not None]
+                    flip += 1
+                    for name in pair:
+                        if status[name] != "ok":
+                            continue  # a program that failed is not rerun
+                        t_run = time.monotonic()
+                        text, st = run(progs[name][0] + bargs +
+                                       ["--only", g], timeout)
+                        spent[(name, g)] = (spent.get((name, g), 0.0) +
+                                            time.monotonic() - t_run)
+                        res, com = parse(text)
+                        if st != "ok":
+                            status[name] = "%s (in repetition %d)" % (
+                                st, r + 1)
+                            if name not in REQUIRED:
+                                status[name] = ("unavailable: " +
+                                                status[name])
+                        elif not res and name != "ct":
+                            empty.add((name, g))
+                            break  # nothing to pair ours with
+                        if not comments[name]:
+                            comments[name] = com
+                        for key, val in res.items():
+                            val["tag"] = (r, peer if name == "ct" else "ct")
+                            val["sub"] = s_
+                            samples[name].setdefault(key, []).append(val)
+                    if (peer, g) in empty:
+                        break
     elapsed = (datetime.datetime.now(datetime.timezone.utc) -
                started).total_seconds()
     load_after = loadavg()
 
-    # median, min and max over the repetitions of each figure
+    # A repetition's figure of one side: the median of its sub-runs.  A
+    # figure's cell: the median, min and max of those per-repetition
+    # figures (ours: over every repetition next to every peer).
     figs = {}
     for name, keys in samples.items():
         figs[name] = {}
         for key, vals in keys.items():
-            xs = sorted(v["median"] for v in vals)
-            n = len(xs)
-            med = xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-            figs[name][key] = {"unit": vals[0]["unit"], "median": med,
-                               "min": xs[0], "max": xs[-1], "reps": n,
-                               "samples": [v["median"] for v in vals],
-                               "sample_tags": [v["tag"] for v in vals],
+            per = {}
+            for v in vals:
+                per.setdefault(tuple(v["tag"]), []).append(v["median"])
+            tags = sorted(per)
+            reps_v = [median(per[t]) for t in tags]
+            xs = sorted(reps_v)
+            figs[name][key] = {"unit": vals[0]["unit"], "median": median(xs),
+                               "min": xs[0], "max": xs[-1], "reps": len(xs),
+                               "samples": reps_v,
+                               "sample_tags": tags,
+                               "subsamples": [per[t] for t in tags],
                                "note": vals[0]["note"]}
-            for v in vals:  # keep a warning printed by any repetition
+            for v in vals:  # keep a warning printed by any run
                 if "WARNING" in v["note"]:
                     figs[name][key]["note"] = v["note"]
     figs["base"] = figs["ct"]  # baselines are measured by ct_bench
@@ -614,6 +694,9 @@ def main():
                        for p in comments},
             "versions": versions,
             "status": {p: s for p, s in status.items() if p != "base"},
+            "method": {"groups": groups, "subruns": subruns,
+                       "seconds": {"%s/%s" % k: round(v, 2)
+                                   for k, v in sorted(spent.items())}},
             "extras": extras}
     print_table(rows, meta, busy_before)
     write_files(rows, figs, meta, csv_path, json_path, md_path)
