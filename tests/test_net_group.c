@@ -6,7 +6,9 @@
  * as over Unix sockets, and the client library names one group per
  * process (src/remote/client_io.c, client_group()); and where a notice's
  * sends are cut between the server's sending threads (server_fanout.c,
- * net_fanout_cut(): at a change of group).
+ * net_fanout_cut(): at a change of group); and the sort that puts a
+ * notice's subscribers in group order (net_group_sort(), a radix sort,
+ * against qsort()).
  *
  * How the order is seen.  The test holds raw connections that speak the
  * protocol by hand, each with the group it is told to name, all in one
@@ -29,7 +31,7 @@
  */
 #include "net_test_util.h"
 
-#include "net_internal.h" /* net_fanout_cut(): a testing hook */
+#include "net_internal.h" /* net_fanout_cut(), net_group_sort(): hooks */
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -384,6 +386,68 @@ static void test_client_names_one_group_per_process(void **state) {
   t_rmdir(dir, path);
 }
 
+/* The reference order: keys are group << 32 | index with the index
+ * rising in input order, so sorting whole keys is the stable sort by
+ * group that net_group_sort() must produce. */
+static int by_whole_key(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+static uint64_t rnd_state = UINT64_C(0x9e3779b97f4a7c15);
+static uint32_t rnd32(void) { /* xorshift64: reproducible */
+  rnd_state ^= rnd_state << 13;
+  rnd_state ^= rnd_state >> 7;
+  rnd_state ^= rnd_state << 17;
+  return (uint32_t)(rnd_state >> 32);
+}
+
+/* Sort n keys whose groups are drawn from `groups` values (each masked
+ * with `mask`, which picks the bytes that may differ) and check the result
+ * against qsort(). */
+static void check_group_sort(size_t n, size_t groups, uint32_t mask) {
+  uint32_t *g = calloc(groups, sizeof *g);
+  uint64_t *key = calloc(n + 1, sizeof *key);
+  uint64_t *tmp = calloc(n + 1, sizeof *tmp);
+  uint64_t *want = calloc(n + 1, sizeof *want);
+  assert_non_null(g);
+  assert_non_null(key);
+  assert_non_null(tmp);
+  assert_non_null(want);
+  for (size_t i = 0; i < groups; i++)
+    g[i] = rnd32() & mask;
+  for (size_t i = 0; i < n; i++)
+    key[i] = want[i] = (uint64_t)g[rnd32() % groups] << 32 | i;
+  qsort(want, n, sizeof *want, by_whole_key);
+  net_group_sort(key, tmp, n);
+  for (size_t i = 0; i < n; i++)
+    if (key[i] != want[i])
+      fail_msg("n %zu, %zu groups, mask %08x: key %zu is %016llx, not "
+               "%016llx", n, groups, (unsigned)mask, i,
+               (unsigned long long)key[i], (unsigned long long)want[i]);
+  free(g), free(key), free(tmp), free(want);
+}
+
+/* The sort that groups a notice's subscribers (server_proto.c) is a radix
+ * sort of the group half: stable (each group keeps its subscription
+ * order), whichever of its four byte passes are skipped because every key
+ * has the same byte there (an odd number of passes leaves the result in
+ * the scratch array, from where it must be copied back). */
+static void test_group_sort_is_a_stable_sort_by_group(void **state) {
+  (void)state;
+  check_group_sort(0, 1, 0);
+  check_group_sort(1, 1, UINT32_MAX);
+  check_group_sort(2, 2, UINT32_MAX);
+  check_group_sort(1000, 10, UINT32_MAX); /* 10 processes of a bench */
+  check_group_sort(10000, 20, UINT32_MAX);
+  check_group_sort(10000, 10000, UINT32_MAX); /* every peer its own */
+  check_group_sort(5000, 1, UINT32_MAX);      /* one group: no pass */
+  check_group_sort(5000, 50, 0x000000ffu);    /* one pass */
+  check_group_sort(5000, 50, 0x00ff00ffu);    /* two */
+  check_group_sort(5000, 50, 0xff00ff00u | 0x0000ff00u); /* three */
+  check_group_sort(70000, 300, UINT32_MAX); /* indices past 16 bits */
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -396,6 +460,7 @@ int main(void) {
       cmocka_unit_test(test_a_client_cannot_name_a_group_that_goes_first),
       cmocka_unit_test(
           test_sends_are_cut_between_threads_where_the_group_changes),
+      cmocka_unit_test(test_group_sort_is_a_stable_sort_by_group),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -77,6 +77,11 @@ NET_HIDDEN int net_server_run_once(ct_net_server *s, int timeout_ms);
 NET_HIDDEN void net_fanout_cut(size_t n, size_t parts,
                                bool (*same)(const void *arg, size_t i),
                                const void *arg, size_t *cut);
+/* Sort n keys by their high 32 bits (a notice's subscribers: group << 32 |
+ * index, server_proto.c), stably, so that keys with the same high half
+ * keep their order; in O(n) (a radix sort), using tmp (room for n keys) as
+ * scratch.  The result is in key. */
+NET_HIDDEN void net_group_sort(uint64_t *key, uint64_t *tmp, size_t n);
 
 /* ---- options structs with a leading size (util.c) ---- */
 /* Copy the caller's options struct src (NULL: all defaults) into dst

@@ -32,11 +32,16 @@ struct entry;
 struct conn;
 
 /* One subscription: connection c holds a proxy of entry e.  It sits in
- * both c->subs and e->subs[eidx]; loop thread only. */
+ * both c->subs and e->subs[eidx]; loop thread only.  gkey: c's
+ * group_key(), copied when the subscription is made (a connection's key is
+ * set at accept and at HELLO, both before it can subscribe, and never
+ * changes after), so that grouping a notice's sends reads the subscription
+ * records alone, not the connections too (server_proto.c). */
 struct sub {
   struct conn *c;
   struct entry *e;
   size_t eidx;
+  uint32_t gkey;
 };
 
 struct conn {

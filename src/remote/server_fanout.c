@@ -87,7 +87,7 @@ void net_fanout_cut(size_t n, size_t parts,
 
 static bool same_group(const void *arg, size_t i) {
   struct sub *const *subs = arg;
-  return group_key(subs[i]->c) == group_key(subs[i - 1]->c);
+  return subs[i]->gkey == subs[i - 1]->gkey;
 }
 
 /* Send the frame to share k: a contiguous run of subscribers (above). */

