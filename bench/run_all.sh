@@ -21,7 +21,7 @@
 #   --out-dir     default: the build's bench/ directory
 # The peers' Debian packages are installed first when missing (with
 # `scripts/deps.sh build bench` when that script has a bench set, and
-# apt-get for anything still missing; root or sudo needed).  Full mode takes about ten minutes on two
+# apt-get for anything still missing; root or sudo needed).  Full mode takes about fifteen minutes on two
 # cores; run it on a quiet machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
