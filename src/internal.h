@@ -53,20 +53,43 @@
  *  on no list) or a child on its children list (`kids`: one inline link,
  *  or an array, struct ct_kids).  A child on that list holds NO counted
  *  reference: linking and unlinking it cost the parent's lock only.
- *  The handshake between the two:
- *   - refs is a count in bits 0..30 and CT_REFS_ORPHAN in bit 31.  The
- *     last counted reference of a token that has (or had) children, i.e.
- *     with INTEREST, is dropped under its lock (ref_put in token.c), by
- *     one CAS from count 1 to CT_REFS_ORPHAN if the list is not empty, or
- *     to 0 (dead) if it is.  The count never passes through 0 on the way
- *     to ORPHAN, so a walker never mistakes an orphan for a dying token.
+ *  The handshake between the two lives in the token's lock word (below,
+ *  "Locks"), whose bits above the lock state are two flags:
+ *    CT_LOCK_KIDS    the children list is not empty;
+ *    CT_LOCK_ORPHAN  the token is an orphan: its last counted reference
+ *                    went while it had children, and `refs` counts one
+ *                    more than its holders, the one its children own.
+ *  Both are changed only by the lock's holder, in the value its unlock
+ *  writes (so they are exact whenever the lock is free), and by the one
+ *  lock-free step of the handshake, which needs the lock free:
+ *   - refs is a plain count.  The last counted reference of a token that
+ *     has (or had) children, i.e. with INTEREST, is dropped (ref_put in
+ *     token.c) by a CAS of the free lock word from KIDS to KIDS | ORPHAN:
+ *     "the lock is free and the list is not empty" is decided and the
+ *     reference handed to the children in one RMW, and refs is not
+ *     touched: it stays at 1 (or more, if a walker counted one
+ *     meanwhile), and walkers keep seeing a live token.  If that CAS
+ *     fails (the lock is held, or the list is empty) the drop takes the
+ *     lock and decides under it: count 1 and children -> ORPHAN (in the
+ *     unlock's value), count 1 and none -> a CAS of refs from 1 to 0
+ *     (dead), else a decrement.
  *   - An orphan is alive: ct__ref_unless_zero() and ct_token_ref() may
- *     count references on it again (ORPHAN | k), and their last one is
- *     dropped as above.
+ *     count references on it again; their drops are plain decrements
+ *     until the children's one is all that is left.
  *   - A child leaving its parent's list (under the parent's lock) that
- *     leaves it empty, and finds refs == CT_REFS_ORPHAN, frees the parent
- *     with a CAS from ORPHAN to 0; a failed CAS means a walker counted a
- *     reference meanwhile, and that reference's drop frees it instead.
+ *     leaves it empty clears KIDS, and if ORPHAN was set clears it and
+ *     drops the children's reference (a decrement of refs): if that was
+ *     the last, it frees the parent after the unlock; if not, a walker
+ *     holds one, and its drop (the list is empty now) frees it.
+ *   Why no handshake is lost: the orphaning CAS and every critical
+ *   section are RMWs on the one lock word, so they are totally ordered;
+ *   the CAS succeeds only between critical sections, when KIDS says
+ *   exactly whether the list is empty, and every critical section after
+ *   it sees ORPHAN (ORPHAN implies KIDS).  The orphaner touches the token
+ *   no more after its CAS: from then on only the last child may free it.
+ *   The CAS is a release, and the last child's lock an acquire RMW on the
+ *   same word, later in its modification order: so the orphaner's uses
+ *   of the token happen before that free.
  *   So refs == 0 means dead, final, with an empty list, as before.
  *  A token with no INTEREST never had children, so its count is plain.
  *  A child whose count reaches zero removes itself under the parent's lock
@@ -87,8 +110,13 @@
  *
  *  Locks.  Each token has a 4-byte futex lock guarding its children (and
  *  every child link's `slot`), its callbacks list and the creation of its
- *  descriptor.  No allocation is made under it: a children array is
- *  allocated unlocked and installed under the lock.  LOCK ORDER: no
+ *  descriptor.  Its word holds the lock state in bits 0..1 (0 free, 1
+ *  held, 2 held with sleepers) and the two lifetime flags above it
+ *  (CT_LOCK_KIDS, CT_LOCK_ORPHAN): ct__lock() keeps the flags and returns
+ *  them, ct__unlock() writes them back unchanged, and ct__unlock_flags()
+ *  writes the ones token.c computed under the lock.  No allocation is
+ *  made under it: a children array is allocated unlocked and installed
+ *  under the lock.  LOCK ORDER: no
  *  thread ever holds two token locks at once.  The deadline heap's mutex is
  *  never held together with a token lock either.  Callbacks run with no
  *  lock held.  Hence no lock-order deadlock is possible inside the library.
@@ -119,41 +147,70 @@
 #define CT_ST_NAMELEN_SHIFT 24
 #define CT_ST_NAMELEN_LONG 255u /* the length is 255 or more: strlen */
 
-/* refs: the counted references in bits 0..30; the orphan flag in bit 31
- * (see "Lifetime" above). */
-#define CT_REFS_ORPHAN 0x80000000u
-#define CT_REFS_COUNT 0x7fffffffu
+/* The lock word (see "Locks" and "Lifetime" above): the lock state in
+ * bits 0..1, then the two lifetime flags. */
+#define CT_LOCK_STATE 0x3u
+#define CT_LOCK_KIDS 0x4u
+#define CT_LOCK_ORPHAN 0x8u
+/* At most this many counted references at once (ct_token_ref's header). */
+#define CT_REFS_MAX 0x7fffffffu
 
 #define CT_HIDDEN __attribute__((visibility("hidden")))
 #define CT_LIKELY(x) __builtin_expect(!!(x), 1)
 #define CT_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 /* ---- futex lock: 0 free, 1 held, 2 held with sleepers (Drepper's
- * "Futexes Are Tricky", mutex #2).  4 bytes instead of pthread's 40, which
- * matters at a million tokens. */
+ * "Futexes Are Tricky", mutex #2) in bits 0..1, flags above them (see
+ * "Locks").  4 bytes instead of pthread's 40, which matters at a million
+ * tokens. */
 typedef _Atomic uint32_t ct_lock;
 
-CT_HIDDEN void ct__lock_slow(ct_lock *l);
+CT_HIDDEN uint32_t ct__lock_slow(ct_lock *l);
 CT_HIDDEN long ct__futex_wait(_Atomic uint32_t *addr, uint32_t val,
                               int64_t deadline);
 CT_HIDDEN void ct__futex_wake(_Atomic uint32_t *addr, int n);
 
-static inline void ct__lock(ct_lock *l) {
-  uint32_t c = 0;
-  /* acquire: everything the previous holder wrote before releasing is
-   * visible to us. */
+/* Take the lock; returns the flags the word held (bits 2 and up). */
+static inline uint32_t ct__lock(ct_lock *l) {
+  /* relaxed load: only a guess of the flags, which the CAS checks.
+   * acquire on the CAS: everything the previous holder wrote before
+   * releasing (and an orphaning CAS's writer before it, see "Lifetime")
+   * is visible to us. */
+  uint32_t c = atomic_load_explicit(l, memory_order_relaxed) & ~CT_LOCK_STATE;
   if (CT_LIKELY(atomic_compare_exchange_strong_explicit(
-          l, &c, 1, memory_order_acquire, memory_order_relaxed)))
-    return;
-  ct__lock_slow(l);
+          l, &c, c | 1, memory_order_acquire, memory_order_relaxed)))
+    return c;
+  return ct__lock_slow(l);
 }
 
+/* ct__lock() for a caller that knows which flags the word most likely
+ * holds (f): no load first.  Returns the flags it really held. */
+static inline uint32_t ct__lock_expect(ct_lock *l, uint32_t f) {
+  uint32_t c = f;
+  /* acquire: as in ct__lock().  A wrong guess only costs the slow path. */
+  if (CT_LIKELY(atomic_compare_exchange_strong_explicit(
+          l, &c, f | 1, memory_order_acquire, memory_order_relaxed)))
+    return f;
+  return ct__lock_slow(l);
+}
+
+/* Drop the lock, leaving flags f (bits 2 and up) in the word. */
+static inline void ct__unlock_flags(ct_lock *l, uint32_t f) {
+  /* release: publishes our writes to the next holder (and, with ORPHAN,
+   * to the last child that frees the token).  A 2 means somebody sleeps
+   * (or is about to: it set 2 before sleeping, and FUTEX_WAIT rechecks
+   * the value), so wake one. */
+  if (atomic_exchange_explicit(l, f, memory_order_release) & 2)
+    ct__futex_wake(l, 1); /* the state is 0, 1 or 2: bit 1 is "2" */
+}
+
+/* Drop the lock, leaving its flags as they are. */
 static inline void ct__unlock(ct_lock *l) {
-  /* release: publishes our writes to the next holder.  A 2 means somebody
-   * sleeps (or is about to: it set 2 before sleeping, and FUTEX_WAIT
-   * rechecks the value), so wake one. */
-  if (atomic_exchange_explicit(l, 0, memory_order_release) == 2)
-    ct__futex_wake(l, 1);
+  /* relaxed: while we hold the lock nobody else changes the flags (the
+   * orphaning CAS needs the lock free), so this load reads them exactly;
+   * sleepers change only the state bits, which the exchange reads. */
+  ct__unlock_flags(l, atomic_load_explicit(l, memory_order_relaxed) &
+                          ~CT_LOCK_STATE);
 }
 
 /* ---- the token ---- */
@@ -190,8 +247,9 @@ struct ct_ext; /* rarely used parts, allocated on demand: see token.c */
 
 struct ct_token {
   _Atomic uint32_t state; /* MUST stay first: ct_token_triggered() reads it */
-  _Atomic uint32_t refs;         /* count | CT_REFS_ORPHAN: see Lifetime */
-  ct_lock lock;
+  _Atomic uint32_t refs;         /* counted references (+1 for the
+                                    children of an orphan): see Lifetime */
+  ct_lock lock;                  /* and the KIDS, ORPHAN flags */
   uint32_t nlinks;               /* immutable */
   _Atomic(ct_token *) cause;     /* stored once, by the claimer */
   uintptr_t kids;                /* guarded by lock: 0 none; a struct ct_link *
@@ -289,8 +347,8 @@ static inline void ct__ref_get(ct_token *t) {
    * holds one (or the parent's lock), which orders everything else. */
   uint32_t old = atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
   assert(old > 0 && "ct_token_ref on a token after its last unref");
-  /* The count has 31 bits; the 32nd is CT_REFS_ORPHAN. */
-  assert((old & CT_REFS_COUNT) != CT_REFS_COUNT &&
+  /* The header promises 2^31 - 1 references at most. */
+  assert(old < CT_REFS_MAX &&
          "more than 2^31 - 1 references on one token");
   (void)old;
 }

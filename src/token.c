@@ -13,9 +13,10 @@
  *    (see "Lifetime" in internal.h): linking and unlinking a child cost
  *    the parent's lock and nothing more, which is the whole of what the
  *    churn of short-lived children pays.  The handshake that keeps such a
- *    parent alive is in ref_put() (its last counted reference, taken
- *    under its lock, turns into CT_REFS_ORPHAN while it has children) and
- *    in unlink_parent() (the last child of an orphan frees it).
+ *    parent alive is in ref_put() (its last counted reference is handed
+ *    to its children, CT_LOCK_ORPHAN, while it has any: one CAS on its
+ *    free lock word, or under its lock) and in unlink_parent() (the last
+ *    child of an orphan drops that reference, which frees it).
  *  - Destruction is a loop too: the last unref of a child unlinks it from
  *    its parents, which frees each one that was an orphan with no other
  *    child left (or drops the counted reference of a child born
@@ -39,8 +40,8 @@ bool ct__ref_unless_zero(ct_token *t) {
   /* relaxed throughout: the caller reaches t under a lock (a parent's, or
    * the deadline mutex) that orders everything else; the CAS only has to
    * be atomic, so that a count that reached zero never comes back.  An
-   * orphan (CT_REFS_ORPHAN, count 0) is alive, kept by its children, and
-   * may be counted again: only 0 itself means dying. */
+   * orphan (CT_LOCK_ORPHAN) counts one reference for its children, so it
+   * is never at 0 and may be counted again: only 0 means dying. */
   uint32_t r = atomic_load_explicit(&t->refs, memory_order_relaxed);
   do {
     if (r == 0)
@@ -96,6 +97,28 @@ struct ct_ext *ct__ext(ct_token *t) {
   return e;
 }
 
+/* Copy n bytes (a name and its NUL) from src to dst.  Most names are
+ * short, and a call to memcpy() for them costs more than the copy: for 4
+ * to 16 bytes, two loads that may overlap and two stores (every byte read
+ * lies inside src[0..n), the stores inside dst[0..n)). */
+static inline void copy_name(char *dst, const char *src, size_t n) {
+  if (n >= 8 && n <= 16) {
+    uint64_t a, b;
+    memcpy(&a, src, 8);
+    memcpy(&b, src + n - 8, 8);
+    memcpy(dst, &a, 8);
+    memcpy(dst + n - 8, &b, 8);
+  } else if (n >= 4 && n < 8) {
+    uint32_t a, b;
+    memcpy(&a, src, 4);
+    memcpy(&b, src + n - 4, 4);
+    memcpy(dst, &a, 4);
+    memcpy(dst + n - 4, &b, 4);
+  } else {
+    memcpy(dst, src, n);
+  }
+}
+
 /* Allocate and initialise a token with room for nlinks parent links. */
 static ct_token *token_alloc(uint32_t nlinks, const char *name,
                              size_t namelen) {
@@ -118,7 +141,7 @@ static ct_token *token_alloc(uint32_t nlinks, const char *name,
   for (uint32_t i = 0; i < nlinks; i++)
     t->links[i] = (struct ct_link){.slot = CT_SLOT_NONE, .self = i};
   if (named)
-    memcpy((char *)stored_name(t), name, namelen + 1);
+    copy_name((char *)stored_name(t), name, namelen + 1);
   return t;
 }
 
@@ -168,7 +191,7 @@ static int link_parents(ct_token *c, ct_token *const *parents) {
       continue;
     }
     for (;;) {
-      ct__lock(&p->lock);
+      uint32_t f = ct__lock(&p->lock);
       /* Under p's lock.  INTEREST is set with an RMW on the state word, so
        * p's trigger either sees it (and then reads p's children under
        * this lock, after us) or we see TRIGGERED here.  Skip the RMW when
@@ -180,7 +203,7 @@ static int link_parents(ct_token *c, ct_token *const *parents) {
         s = atomic_fetch_or_explicit(&p->state, CT_ST_INTEREST,
                                      memory_order_acq_rel);
       if (s & CT_ST_TRIGGERED) {
-        ct__unlock(&p->lock);
+        ct__unlock_flags(&p->lock, f);
         bool interest;
         ct__claim(c, ct__cause(p), s & CT_ST_CAUSE_MASK, &interest);
         born_triggered = true;
@@ -189,7 +212,9 @@ static int link_parents(ct_token *c, ct_token *const *parents) {
         break;
       }
       uint32_t need = kids_add(p, l, &spare);
-      ct__unlock(&p->lock);
+      /* p's list is not empty now (KIDS is exact whenever the lock is
+       * free: see "Lifetime" in internal.h). */
+      ct__unlock_flags(&p->lock, need == 0 ? f | CT_LOCK_KIDS : f);
       if (need == 0) {
         /* On p's list: that keeps p alive, with no counted reference
          * (see "Lifetime" in internal.h). */
@@ -225,14 +250,14 @@ static int link_parents(ct_token *c, ct_token *const *parents) {
 static inline bool link_sole_fast(ct_token *t, ct_token *p) {
   struct ct_link *l = &t->links[0];
   struct ct_kids *spare = NULL;
-  ct__lock(&p->lock);
+  uint32_t f = ct__lock(&p->lock);
   /* acquire / acq_rel: as in link_parents. */
   uint32_t s = atomic_load_explicit(&p->state, memory_order_acquire);
   if (!(s & CT_ST_INTEREST))
     s = atomic_fetch_or_explicit(&p->state, CT_ST_INTEREST,
                                  memory_order_acq_rel);
   bool done = !(s & CT_ST_TRIGGERED) && kids_add(p, l, &spare) == 0;
-  ct__unlock(&p->lock);
+  ct__unlock_flags(&p->lock, done ? f | CT_LOCK_KIDS : f); /* as there */
   /* With no spare block kids_add() either added l in place or changed
    * nothing; it has no block for us to free. */
   assert(spare == NULL);
@@ -348,20 +373,21 @@ ct_token *ct_token_ref(ct_token *t) {
 }
 
 /* ref_put: drop one counted reference of t (the rare last-reference cases
- * in ref_put_slow).  Returns true if t is now dead (refs
- * 0, no children): the caller destroys it.  Takes t's lock, and no other,
- * only to drop the last counted reference of a token with INTEREST (one
- * that may have children): so the caller holds no token lock.
+ * in ref_put_slow).  Returns true if t is now dead (refs 0, no children):
+ * the caller destroys it.  The caller holds no token lock: the last
+ * counted reference of a token with INTEREST (one that may have children)
+ * may take t's lock, and no other.
  *
- * The last one is dropped under t's lock so that "has children" and the
- * new count are decided together with every unlink_parent() (which reads
- * refs under the same lock after emptying the list): by one CAS from
- * count 1 to CT_REFS_ORPHAN (children left: the last of them frees t) or
- * to 0.  After our unlock the last child may free t at once; our unlock's
- * FUTEX_WAKE, if it has to wake somebody, may then name a freed address.
- * That is harmless: a private FUTEX_WAKE reads no memory, and every
- * waiter of this library re-checks its word after waking (as glibc's
- * mutexes, which may be freed by the next owner, rely on too). */
+ * That last one is handed to t's children, if it has any, by the
+ * orphaning CAS on t's free lock word (KIDS -> KIDS | ORPHAN), or, when
+ * that fails (t's lock is held, or t has no children), decided under t's
+ * lock; see "Lifetime" in internal.h for why neither can miss the last
+ * child's unlink_parent().  After either, the last child may free t at
+ * once.  Then the FUTEX_WAKE of our unlock, if it has to wake somebody,
+ * may name a freed address.  That is harmless: a private FUTEX_WAKE reads
+ * no memory, and every waiter of this library re-checks its word after
+ * waking (as glibc's mutexes, which may be freed by the next owner, rely
+ * on too). */
 static bool ref_put_slow(ct_token *t);
 
 static inline bool ref_put(ct_token *t) {
@@ -371,7 +397,7 @@ static inline bool ref_put(ct_token *t) {
    * choice of path in ref_put_slow().  release on the CAS: orders our uses
    * of t before the drop of the last one. */
   uint32_t r = atomic_load_explicit(&t->refs, memory_order_acquire);
-  if (CT_LIKELY((r & CT_REFS_COUNT) > 1) &&
+  if (CT_LIKELY(r > 1) &&
       atomic_compare_exchange_strong_explicit(&t->refs, &r, r - 1,
                                               memory_order_release,
                                               memory_order_acquire))
@@ -382,9 +408,8 @@ static inline bool ref_put(ct_token *t) {
 __attribute__((noinline)) static bool ref_put_slow(ct_token *t) {
   uint32_t r = atomic_load_explicit(&t->refs, memory_order_acquire);
   for (;;) {
-    assert((r & CT_REFS_COUNT) > 0 &&
-           "ct_token_unref on a token after its last unref");
-    if ((r & CT_REFS_COUNT) == 1)
+    assert(r > 0 && "ct_token_unref on a token after its last unref");
+    if (r == 1)
       break;
     /* release / acquire: as in ref_put(). */
     if (atomic_compare_exchange_weak_explicit(&t->refs, &r, r - 1,
@@ -392,53 +417,91 @@ __attribute__((noinline)) static bool ref_put_slow(ct_token *t) {
                                               memory_order_acquire))
       return false;
   }
-  /* acquire: see above. */
+  /* We hold the only counted reference.  t is not an orphan (an orphan's
+   * count has one more, its children's).  acquire: see above. */
   uint32_t s = atomic_load_explicit(&t->state, memory_order_acquire);
   if (!(s & CT_ST_INTEREST)) {
     /* t never had a child (INTEREST is set, under t's lock, before the
-     * first is linked, by a holder of a reference), so it is not an
-     * orphan and no child keeps it: a plain count.  A reference counted
-     * since our read (a walker's) just makes us not the last.  acq_rel:
-     * release our uses of t; acquire everyone's if we free it. */
+     * first is linked, by a holder of a reference), so no child keeps it:
+     * a plain count.  A reference counted since our read (a walker's)
+     * just makes us not the last.  acq_rel: release our uses of t;
+     * acquire everyone's if we free it. */
     uint32_t old =
         atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel);
     assert(old > 0 && "ct_token_unref on a token after its last unref");
     return old == 1;
   }
-  ct__lock(&t->lock);
-  /* Under t's lock: t->kids cannot change, and ORPHAN is set and cleared
-   * only under it; the CAS only has to cope with walkers counting
-   * references (ct__ref_unless_zero) and holders dropping theirs. */
+  /* The orphaning CAS: succeeds only if t's lock is free and t has
+   * children (KIDS, exact while the lock is free), and hands our
+   * reference to them, refs unchanged; a walker that counts one
+   * meanwhile just adds to it.  release: our uses of t happen before the
+   * free by the last child, whose lock acquires this word.  relaxed on
+   * failure: we then take the lock, which acquires.  After it we touch t
+   * no more. */
+  uint32_t k = CT_LOCK_KIDS;
+  if (CT_LIKELY(atomic_compare_exchange_strong_explicit(
+          &t->lock, &k, CT_LOCK_KIDS | CT_LOCK_ORPHAN, memory_order_release,
+          memory_order_relaxed)))
+    return false;
+  uint32_t f = ct__lock(&t->lock);
+  /* Under t's lock: t->kids cannot change, the flags are ours to write
+   * (KIDS matches the list), and only walkers counting references
+   * (ct__ref_unless_zero) and holders dropping theirs change refs. */
+  assert(!(f & CT_LOCK_ORPHAN) && "a holder's reference on an orphan");
+  assert(!(f & CT_LOCK_KIDS) == !t->kids);
+  bool dead = false;
   r = atomic_load_explicit(&t->refs, memory_order_acquire);
-  uint32_t n;
-  do {
-    assert((r & CT_REFS_COUNT) > 0 &&
-           "ct_token_unref on a token after its last unref");
-    n = (r & CT_REFS_COUNT) > 1 ? r - 1 : t->kids ? CT_REFS_ORPHAN : 0;
-    /* acq_rel: release our uses; acquire everyone's if n is 0 (we free
-     * t), and for the last child's unlink_parent if it is ORPHAN. */
-  } while (!atomic_compare_exchange_weak_explicit(
-      &t->refs, &r, n, memory_order_acq_rel, memory_order_acquire));
-  ct__unlock(&t->lock);
-  return n == 0;
+  for (;;) {
+    assert(r > 0 && "ct_token_unref on a token after its last unref");
+    if (r == 1 && t->kids) {
+      /* Children left: ours becomes theirs (ORPHAN, written by the
+       * unlock, whose release orders our uses before the free). */
+      f |= CT_LOCK_ORPHAN;
+      break;
+    }
+    /* acq_rel: release our uses; acquire everyone's if we reach 0 (we
+     * free t).  A failure means a walker counted a reference: retry. */
+    if (atomic_compare_exchange_weak_explicit(&t->refs, &r, r - 1,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire)) {
+      dead = r == 1;
+      break;
+    }
+  }
+  ct__unlock_flags(&t->lock, f);
+  return dead;
+}
+
+/* Under p's lock, with the flags f ct__lock() returned: p's list has just
+ * become empty.  Returns the flags to unlock with, and sets *dead if p is
+ * to be freed (after the unlock): an orphan's children's reference is
+ * ours to drop now.  acq_rel: acquire every holder's uses of p (their
+ * release decrements, the orphaner's release on the lock word, which our
+ * lock acquired) before we free it.  If the count does not reach 0, a
+ * walker counted a reference meanwhile: its ref_put() finds the list
+ * empty and frees p. */
+static inline uint32_t kids_emptied(ct_token *p, uint32_t f, bool *dead) {
+  if (f & CT_LOCK_ORPHAN)
+    *dead = atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1;
+  return f & ~(CT_LOCK_KIDS | CT_LOCK_ORPHAN);
 }
 
 /* Remove t's link l from its parent p, which may put p on *dying: p is
  * freed with its last child when it is an orphan, and a child born
  * triggered (on no list) drops the counted reference it holds instead.
- * With locked, the caller already holds p's lock (and it is dropped
- * here); otherwise it is taken. */
+ * With locked, the caller already holds p's lock, which ct__lock()
+ * returned flags f for (and it is dropped here); otherwise it is taken. */
 static void unlink_parent(ct_token *p, struct ct_link *l, bool locked,
-                          ct_token **dying) {
+                          uint32_t f, ct_token **dying) {
   /* Under p's lock: p's trigger reads its children under it, and the
    * slot (where p keeps l) is guarded by it. */
   uint32_t cap = 0, n = 0;
   bool dead = false;
   if (!locked)
-    ct__lock(&p->lock);
+    f = ct__lock(&p->lock);
   if (CT_UNLIKELY(l->slot == CT_SLOT_NONE)) {
     /* Born triggered: never on p's list, holds a counted reference. */
-    ct__unlock(&p->lock);
+    ct__unlock_flags(&p->lock, f);
     if (ref_put(p)) {
       p->work_next = *dying;
       *dying = p;
@@ -455,24 +518,15 @@ static void unlink_parent(ct_token *p, struct ct_link *l, bool locked,
     else
       cap = 0;
   } else if (!p->kids) {
-    /* We were p's last child.  If p is an orphan (its last counted
+    /* We were p's last child: if p is an orphan (its last counted
      * reference went while it had children, see ref_put) it dies with
-     * us.  acq_rel: acquire every holder's uses of p before we free it.
-     * A failed CAS means a walker counted a reference meanwhile: its
-     * ref_put() finds the list empty and frees p. */
-    uint32_t r = CT_REFS_ORPHAN;
-    /* The plain load first: a CAS is an RMW even when it fails, and p
-     * is an orphan only at the end of a parent's life.  relaxed: ORPHAN
-     * is set under this lock, so a load under it sees it; a miss of a
-     * walker's increment is caught by the CAS. */
-    dead = atomic_load_explicit(&p->refs, memory_order_relaxed) == r &&
-           atomic_compare_exchange_strong_explicit(
-               &p->refs, &r, 0, memory_order_acq_rel, memory_order_relaxed);
+     * us. */
+    f = kids_emptied(p, f, &dead);
   }
   /* If p is not dead, it may be freed by another thread as soon as we
    * unlock (see ref_put on the FUTEX_WAKE after the unlock): we touch it
    * no more unless we hold a reference (cap != 0). */
-  ct__unlock(&p->lock);
+  ct__unlock_flags(&p->lock, f);
   if (gone)
     ct__free(gone, kids_size(gone->cap));
   if (cap) {
@@ -489,10 +543,14 @@ static void unlink_parent(ct_token *p, struct ct_link *l, bool locked,
  * (links[first..]: the caller has done the ones before). */
 static void destroy_one(ct_token *t, ct_token **dying, uint32_t first) {
   assert(t->kids == 0 && "a live child keeps us alive");
+  /* relaxed: a check only.  Dead means an empty list, so KIDS and ORPHAN
+   * were cleared by whoever emptied it, and nobody holds the lock. */
+  assert(atomic_load_explicit(&t->lock, memory_order_relaxed) == 0 &&
+         "a token freed with its lock held or its flags set");
   for (uint32_t i = first; i < t->nlinks; i++) {
     struct ct_link *l = &t->links[i];
     if (l->parent)
-      unlink_parent(l->parent, l, false, dying);
+      unlink_parent(l->parent, l, false, 0, dying);
   }
   /* The last reference is gone: the acq_rel decrement that got us here
    * ordered every other thread's writes before these loads, so the orders
@@ -542,7 +600,7 @@ static void destroy_list(ct_token *dying) {
  * false, changing nothing, if the count was not 1 by then (a walker took
  * a reference) or t has INTEREST by then: the caller drops it with
  * ref_put(). */
-static bool unref_sole_child(ct_token *t) {
+static bool unref_sole_child(ct_token *t, uint32_t s0) {
   struct ct_link *l = &t->links[0];
   ct_token *p = l->parent;
   /* Hints only (a prefetch never faults nor changes anything): when t
@@ -551,21 +609,24 @@ static bool unref_sole_child(ct_token *t) {
    * destroyed in random order those lines are misses of their own, taken
    * one after the other past our unlock; started here they overlap with
    * the miss on t itself and the write to t's slot in p's array. */
-  /* relaxed: NAMED and the name's length are immutable. */
-  size_t bytes =
-      token_bytes(t, atomic_load_explicit(&t->state, memory_order_relaxed));
+  /* s0, the caller's load of t's state: NAMED and the name's length are
+   * immutable. */
+  size_t bytes = token_bytes(t, s0);
   __builtin_prefetch((const char *)t - sizeof(size_t));
   __builtin_prefetch((const char *)t + bytes);
-  ct__lock(&p->lock);
+  /* p has a child (t), so KIDS is set, and p is not an orphan unless its
+   * owners have gone: expect just KIDS. */
+  uint32_t f = ct__lock_expect(&p->lock, CT_LOCK_KIDS);
   /* acquire: a walker that took a reference and has dropped it since did
    * so with a release decrement outside the lock; reading its 1 orders
    * its uses of t before our free, and (with the acquire load of state)
    * anything another holder did before dropping its reference, such as
    * linking a child to t, which sets INTEREST first. */
+  uint32_t s;
   if (atomic_load_explicit(&t->refs, memory_order_acquire) != 1 ||
-      (atomic_load_explicit(&t->state, memory_order_acquire) &
+      ((s = atomic_load_explicit(&t->state, memory_order_acquire)) &
        CT_ST_INTEREST)) {
-    ct__unlock(&p->lock);
+    ct__unlock_flags(&p->lock, f);
     return false;
   }
   /* relaxed: every reader that could still find t reads the count under
@@ -579,21 +640,21 @@ static bool unref_sole_child(ct_token *t) {
     assert(p->kids == (uintptr_t)l);
     p->kids = 0;
     l->slot = CT_SLOT_NONE;
-    uint32_t r = CT_REFS_ORPHAN;
-    bool dead =
-        atomic_load_explicit(&p->refs, memory_order_relaxed) == r &&
-        atomic_compare_exchange_strong_explicit(
-            &p->refs, &r, 0, memory_order_acq_rel, memory_order_relaxed);
-    ct__unlock(&p->lock);
+    bool dead = false;
+    /* f is KIDS alone unless p is an orphan (or the guess missed). */
+    ct__unlock_flags(&p->lock, CT_LIKELY(f == CT_LOCK_KIDS)
+                                   ? 0
+                                   : kids_emptied(p, f, &dead));
     if (dead) {
       p->work_next = NULL;
       dying = p;
     }
   } else {
-    unlink_parent(p, l, true, &dying); /* drops p's lock */
+    unlink_parent(p, l, true, f, &dying); /* drops p's lock */
   }
-  /* relaxed: our acquire load of the count ordered every earlier write. */
-  uint32_t s = atomic_load_explicit(&t->state, memory_order_relaxed);
+  /* s is final: nobody can claim t any more (a claim needs a reference,
+   * and ours is the only one, or p's lock while t is on its list, or an
+   * ext for the deadline thread), so OWNS_CAUSE is as we read it. */
   if (CT_UNLIKELY(s & CT_ST_OWNS_CAUSE)) {
     destroy_one(t, &dying, 1);
   } else {
@@ -614,14 +675,15 @@ void ct_token_unref(ct_token *t) {
    * (release) are ordered before what unref_sole_child() does.  Plain
    * loads first cost nothing next to the RMW they can save; INTEREST is
    * re-checked under the parent's lock. */
+  uint32_t s;
   if (atomic_load_explicit(&t->refs, memory_order_acquire) == 1 &&
       t->nlinks == 1 && t->links[0].parent &&
-      !(atomic_load_explicit(&t->state, memory_order_relaxed) &
+      !((s = atomic_load_explicit(&t->state, memory_order_relaxed)) &
         CT_ST_INTEREST) &&
       /* acquire: pairs with the release CAS that published ext (only a
        * holder of a reference creates it, and we hold the only one). */
       !atomic_load_explicit(&t->ext, memory_order_acquire) &&
-      unref_sole_child(t))
+      unref_sole_child(t, s))
     return;
   if (!ref_put(t))
     return;

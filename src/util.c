@@ -219,20 +219,43 @@ void ct__futex_wake(_Atomic uint32_t *addr, int n) {
   syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
-void ct__lock_slow(ct_lock *l) {
-  /* Spin briefly: critical sections are a few dozen instructions, except a
-   * fan-out walk, for which we then sleep. */
+uint32_t ct__lock_slow(ct_lock *l) {
+  /* The flags in bits 2 and up (internal.h, "Locks") are kept as they
+   * are: every CAS below changes the state bits only, and a failed one
+   * (a flag changed by an orphaning CAS, or the state by another thread)
+   * just reloads.  Spin briefly: critical sections are a few dozen
+   * instructions, except a fan-out walk, for which we then sleep. */
+  uint32_t c = atomic_load_explicit(l, memory_order_relaxed);
   for (int i = 0; i < 100; i++) {
-    uint32_t c = 0;
-    if (atomic_load_explicit(l, memory_order_relaxed) == 0 &&
-        atomic_compare_exchange_weak_explicit(l, &c, 1, memory_order_acquire,
+    /* acquire on success: as in ct__lock(); relaxed on failure: we only
+     * retry. */
+    if ((c & CT_LOCK_STATE) == 0 &&
+        atomic_compare_exchange_weak_explicit(l, &c, c | 1,
+                                              memory_order_acquire,
                                               memory_order_relaxed))
-      return;
+      return c & ~CT_LOCK_STATE;
     ct__cpu_relax();
+    c = atomic_load_explicit(l, memory_order_relaxed);
   }
   /* Mark contended (2) before sleeping so the holder's unlock wakes us.
-   * Having set 2 ourselves we must keep 2 when we win, since another sleeper
-   * may still be queued. */
-  while (atomic_exchange_explicit(l, 2, memory_order_acquire) != 0)
-    ct__futex_wait(l, 2, CT_FOREVER);
+   * Having set 2 ourselves we must keep 2 when we win, since another
+   * sleeper may still be queued. */
+  for (;;) {
+    if ((c & CT_LOCK_STATE) == 0) {
+      /* acquire: as in ct__lock(). */
+      if (atomic_compare_exchange_weak_explicit(l, &c, c | 2,
+                                                memory_order_acquire,
+                                                memory_order_relaxed))
+        return c & ~CT_LOCK_STATE;
+      continue;
+    }
+    /* relaxed: the 2 only tells the holder to wake us; the FUTEX_WAIT
+     * below rechecks the whole word, so an unlock in between is seen. */
+    uint32_t w = (c & ~CT_LOCK_STATE) | 2;
+    if (c != w && !atomic_compare_exchange_weak_explicit(
+                      l, &c, w, memory_order_relaxed, memory_order_relaxed))
+      continue;
+    ct__futex_wait(l, w, CT_FOREVER);
+    c = atomic_load_explicit(l, memory_order_relaxed);
+  }
 }

@@ -8,7 +8,9 @@
  * build: the library's live bytes return to what they were before the
  * case, and a parent freed too early is a use after free that ASan and
  * valgrind report.  The thread cases race the last child's unref against a
- * trigger walking through the orphan, a new child, and the owner's unref.
+ * trigger walking through the orphan, a new child, and the owner's unref;
+ * the last ones race the orphaning CAS on the parent's lock word against
+ * each of those.
  */
 #include "test_util.h"
 
@@ -309,6 +311,188 @@ static void test_race_churn_owner_trigger(void **state) {
   }
 }
 
+/* ---- races of the orphaning CAS (src/token.c ref_put_slow) ----
+ *
+ * A parent's last counted reference is handed to its children by one CAS
+ * on its free lock word, or under its lock when that fails (the lock is
+ * held: a child unlinking, a trigger walking); the last child's unlink
+ * drops it.  These races put every one of those at the same instant, on
+ * the inline sole-child path and on a chain where every link does both. */
+
+enum { SOLE_N = 512 };
+
+struct sole {
+  ct_token *root, *x, *p[SOLE_N], *k[SOLE_N];
+  pthread_barrier_t go;
+};
+
+static void *sole_owner(void *arg) {
+  struct sole *s = arg;
+  pthread_barrier_wait(&s->go);
+  for (int i = 0; i < SOLE_N; i++)
+    ct_token_unref(s->p[i]); /* the last counted reference: orphaning */
+  return NULL;
+}
+
+static void *sole_kid(void *arg) {
+  struct sole *s = arg;
+  pthread_barrier_wait(&s->go);
+  for (int i = 0; i < SOLE_N; i++)
+    ct_token_unref(s->k[i]); /* p[i]'s only child: its unlink */
+  return NULL;
+}
+
+static void *sole_trigger(void *arg) {
+  struct sole *s = arg;
+  pthread_barrier_wait(&s->go);
+  assert_true(ct_token_trigger(s->root) >= 0); /* walks into every p[i] */
+  return NULL;
+}
+
+/* The owner's last unref of parents with one child each (inline link),
+ * and the unref of those children, from two threads running down the
+ * same list at once (so that many pairs meet within a few instructions),
+ * and every other round a trigger walking through the parents from their
+ * own parent: each parent is freed exactly once, by whichever of its two
+ * goes last.  The children are made by new_child, by chain_n(1), and by a
+ * two-parent chain (the general unlink), in turn. */
+static void test_race_sole_child_vs_owner(void **state) {
+  (void)state;
+  static struct sole s;
+  for (int round = 0; round < 60; round++) {
+    bool trig = round % 2;
+    ASSERT_OK(ct_token_new(&s.root, "root"));
+    ASSERT_OK(ct_token_new(&s.x, "other"));
+    for (int i = 0; i < SOLE_N; i++) {
+      ASSERT_OK(ct_token_new_child(&s.p[i], "p", s.root));
+      switch ((round + i) % 3) {
+      case 0:
+        ASSERT_OK(ct_token_new_child(&s.k[i], "k", s.p[i]));
+        break;
+      case 1:
+        ASSERT_OK(ct_token_chain_n(&s.k[i], &s.p[i], 1));
+        break;
+      default:
+        ASSERT_OK(ct_token_chain(&s.k[i], s.p[i], s.x));
+        break;
+      }
+    }
+    pthread_barrier_init(&s.go, NULL, trig ? 3 : 2);
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, sole_kid, &s), 0);
+    if (trig)
+      assert_int_equal(pthread_create(&b, NULL, sole_trigger, &s), 0);
+    sole_owner(&s);
+    pthread_join(a, NULL);
+    if (trig)
+      pthread_join(b, NULL);
+    pthread_barrier_destroy(&s.go);
+    ct_token_unref(s.x);
+    ct_token_unref(s.root);
+    assert_all_freed();
+  }
+}
+
+enum { CHAINS = 256 };
+
+struct chain_race {
+  ct_token *l[CHAINS][4];
+  pthread_barrier_t go;
+  _Atomic int next;
+  int leaf_first;
+};
+
+static void *chain_dropper(void *arg) {
+  struct chain_race *c = arg;
+  int j = atomic_fetch_add(&c->next, 1); /* this thread's link depth */
+  if (c->leaf_first)
+    j = 3 - j;
+  pthread_barrier_wait(&c->go);
+  for (int i = 0; i < CHAINS; i++)
+    ct_token_unref(c->l[i][j]);
+  return NULL;
+}
+
+/* Chains of four links, each link depth dropped by a thread of its own,
+ * the four running down the chains at once: a middle link's last unref
+ * (orphaning, lock-free or locked) races both its child's unlink from it
+ * and its own unlink from its parent, which may free that parent.  Which
+ * depth a thread drops varies from round to round.  Every link is freed
+ * exactly once. */
+static void test_race_chain_links_dropped_at_once(void **state) {
+  (void)state;
+  static struct chain_race c;
+  for (int round = 0; round < 40; round++) {
+    for (int i = 0; i < CHAINS; i++) {
+      ASSERT_OK(ct_token_new(&c.l[i][0], "l0"));
+      for (int k = 1; k < 4; k++)
+        ASSERT_OK(ct_token_new_child(&c.l[i][k], "link", c.l[i][k - 1]));
+    }
+    c.leaf_first = round % 2;
+    atomic_init(&c.next, 0);
+    pthread_barrier_init(&c.go, NULL, 4);
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+      assert_int_equal(pthread_create(&th[i], NULL, chain_dropper, &c), 0);
+    chain_dropper(&c);
+    for (int i = 0; i < 3; i++)
+      pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&c.go);
+    assert_all_freed();
+  }
+}
+
+struct chain_churn {
+  ct_token *p, *k, *x;
+  pthread_barrier_t go;
+};
+
+static void *chainer(void *arg) {
+  struct chain_churn *c = arg;
+  ct_token *mine = ct_token_ref(c->p); /* this thread's own reference */
+  pthread_barrier_wait(&c->go);
+  for (int i = 0; i < 50; i++) {
+    ct_token *t;
+    ASSERT_OK(ct_token_chain(&t, mine, c->x));
+    ct_token_unref(t);
+  }
+  ct_token_unref(mine); /* may be p's last counted reference */
+  return NULL;
+}
+
+static void *chain_kid(void *arg) {
+  struct chain_churn *c = arg;
+  pthread_barrier_wait(&c->go);
+  ct_token_unref(c->k);
+  return NULL;
+}
+
+/* ct_token_chain() children made and dropped on p by a thread holding its
+ * own reference (which it drops last), while the owner drops its reference
+ * and p's one long-lived child is dropped: p's list goes empty and
+ * non-empty under the chainer while either of the others may be the one
+ * that orphans p or frees it. */
+static void test_race_chain_vs_owner_and_last_child(void **state) {
+  (void)state;
+  for (int round = 0; round < 1000; round++) {
+    struct chain_churn c;
+    ASSERT_OK(ct_token_new(&c.p, "p"));
+    ASSERT_OK(ct_token_new(&c.x, "x"));
+    ASSERT_OK(ct_token_new_child(&c.k, "k", c.p));
+    pthread_barrier_init(&c.go, NULL, 3);
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, chainer, &c), 0);
+    assert_int_equal(pthread_create(&b, NULL, chain_kid, &c), 0);
+    pthread_barrier_wait(&c.go);
+    ct_token_unref(c.p);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    pthread_barrier_destroy(&c.go);
+    ct_token_unref(c.x);
+    assert_all_freed();
+  }
+}
+
 int main(void) {
   /* Before any other ct_ call (ct_set_allocator is not thread-safe). */
   t_use_counting_allocator();
@@ -321,6 +505,9 @@ int main(void) {
       cmocka_unit_test_setup(test_chain_of_orphans, setup),
       cmocka_unit_test_setup(test_race_orphan_last_child_trigger, setup),
       cmocka_unit_test_setup(test_race_churn_owner_trigger, setup),
+      cmocka_unit_test_setup(test_race_sole_child_vs_owner, setup),
+      cmocka_unit_test_setup(test_race_chain_links_dropped_at_once, setup),
+      cmocka_unit_test_setup(test_race_chain_vs_owner_and_last_child, setup),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
