@@ -7,8 +7,9 @@
  *
  * Design notes:
  *
- *  Requests.  A blocking request lives on its caller's stack, linked on
- *  `reqs` under `mu`, with a completion token the caller waits on.  The
+ *  Requests.  A blocking request lives on its caller's stack, linked in
+ *  `reqs` (an index by id) under `mu`, with a completion token the caller
+ *  waits on.  The
  *  I/O thread fills in the result and unlinks it under `mu`, takes its own
  *  reference on the completion token, and triggers it after unlocking: it
  *  never touches the request after `mu` is released.  A caller that times
@@ -36,24 +37,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* The next request id: never 0 ("no reply wanted") and never one still
+ * pending (after the 32-bit counter wraps), so that each reply names one
+ * request.  Fewer than 2^32 requests can be pending (each holds memory),
+ * so the loop ends. */
 static uint32_t next_id_locked(ct_net_client *c) {
-  if (++c->next_id == 0) /* 0 means "no reply wanted" */
-    c->next_id = 1;
+  do
+    if (++c->next_id == 0)
+      c->next_id = 1;
+  while (net_map_get(&c->reqs, c->next_id));
   return c->next_id;
 }
 
 static struct cproxy *find_by_token_locked(ct_net_client *c, const ct_token *t) {
-  for (size_t i = 0; i < c->nproxies; i++)
-    if (c->proxies[i]->base.tok == t)
-      return c->proxies[i];
-  return NULL;
+  return net_map_get(&c->by_token, (uint64_t)(uintptr_t)t);
 }
 
 static struct cproxy *find_by_handle_locked(ct_net_client *c, uint32_t h) {
-  for (size_t i = 0; i < c->nproxies; i++)
-    if (c->handles[i] == h)
-      return c->proxies[i];
-  return NULL;
+  return net_map_get(&c->by_handle, h);
 }
 
 /* Is the pending request `id` waiting for another type of reply than
@@ -62,20 +63,17 @@ static struct cproxy *find_by_handle_locked(ct_net_client *c, uint32_t h) {
  * no payload or no proxy.  Found by fuzz/fuzz_decoder.c. */
 static bool reply_mismatch_locked(ct_net_client *c, uint32_t id,
                                   uint8_t type) {
-  for (struct req *q = c->reqs; q; q = q->next)
-    if (q->id == id)
-      return q->want != type;
-  return false;
+  const struct req *q = net_map_get(&c->reqs, id);
+  return q && q->want != type;
 }
 
 static struct req *take_req_locked(ct_net_client *c, uint32_t id) {
-  for (struct req **pp = &c->reqs; *pp; pp = &(*pp)->next)
-    if ((*pp)->id == id) {
-      struct req *q = *pp;
-      *pp = q->next;
-      return q;
-    }
-  return NULL;
+  return net_map_del(&c->reqs, id);
+}
+
+/* Link q (its id set) as pending: 0 or -ENOMEM. */
+static int link_req_locked(ct_net_client *c, struct req *q) {
+  return net_map_put(&c->reqs, q->id, q);
 }
 
 /* Deliver a request's result; called without mu, on a request already
@@ -130,15 +128,9 @@ static void forward(struct ct_proxy *base, ct_reason r, int detail) {
 static struct cproxy *new_proxy_locked(ct_net_client *c, uint32_t h,
                                        const char *name) {
   if (c->nproxies == c->capproxies) {
-    /* Both arrays grow to the same capacity; a failure leaves the old
-     * ones in place (the larger of the two is harmless). */
     size_t cap = c->capproxies ? c->capproxies * 2 : 8;
-    if (cap < c->capproxies)
+    if (cap < c->capproxies || cap > SIZE_MAX / sizeof *c->proxies)
       return NULL;
-    uint32_t *h2 = net_realloc(c->handles, cap * sizeof *h2);
-    if (!h2)
-      return NULL;
-    c->handles = h2;
     struct cproxy **p2 = net_realloc(c->proxies, cap * sizeof *p2);
     if (!p2)
       return NULL;
@@ -155,7 +147,18 @@ static struct cproxy *new_proxy_locked(ct_net_client *c, uint32_t h,
   }
   p->c = c;
   p->handle = h;
-  c->handles[c->nproxies] = h;
+  /* Both indexes or neither: a failure leaves the client as it was. */
+  if (net_map_put(&c->by_handle, h, p) < 0) {
+    ct_proxy_fini(&p->base);
+    net_free(p);
+    return NULL;
+  }
+  if (net_map_put(&c->by_token, (uint64_t)(uintptr_t)p->base.tok, p) < 0) {
+    net_map_del(&c->by_handle, h);
+    ct_proxy_fini(&p->base);
+    net_free(p);
+    return NULL;
+  }
   c->proxies[c->nproxies++] = p;
   return p;
 }
@@ -166,10 +169,11 @@ void client_free_proxies(ct_net_client *c) {
     net_free(c->proxies[i]);
   }
   net_free(c->proxies);
-  net_free(c->handles);
   c->proxies = NULL;
-  c->handles = NULL;
   c->nproxies = c->capproxies = 0;
+  net_map_free(&c->by_handle);
+  net_map_free(&c->by_token);
+  net_map_free(&c->reqs); /* empty: every request completed or unlinked */
 }
 
 /* ---- losing the connection ---- */
@@ -188,23 +192,25 @@ void client_lose(ct_net_client *c, int err, ct_reason reason) {
    * re-enter mu; we hold a reference while we do.  Asynchronous ones are
    * ours once unlinked, and complete after unlocking. */
   struct req *async = NULL;
-  for (struct req *q = c->reqs, *next; q; q = next) {
-    next = q->next;
+  for (size_t i = 0; i < c->reqs.cap; i++) {
+    struct req *q = c->reqs.slot[i].val;
+    if (!q)
+      continue;
     q->result = err;
     if (q->done) {
       ct_token *done = ct_token_ref(q->done);
       ct_token_trigger(done);
       ct_token_unref(done);
     } else {
-      q->next = async;
+      q->next_async = async;
       async = q;
     }
   }
-  c->reqs = NULL;
+  net_map_free(&c->reqs); /* nothing is linked once dead */
   pthread_mutex_unlock(&c->mu);
   while (async) {
     struct req *q = async;
-    async = q->next;
+    async = q->next_async;
     deliver(q, NULL, err);
   }
   /* The lost token first: whoever sees a proxy triggered for the loss
@@ -411,13 +417,17 @@ static int request(ct_net_client *c, struct req *q, const struct req_body *rb,
   }
   q->id = next_id_locked(c);
   q->want = reply_type(rb->type);
-  if (encode_locked(c, rb, q->id) < 0) {
+  if (link_req_locked(c, q) < 0) {
     pthread_mutex_unlock(&c->mu);
     ct_token_unref(q->done);
     return -ENOMEM;
   }
-  q->next = c->reqs;
-  c->reqs = q;
+  if (encode_locked(c, rb, q->id) < 0) {
+    take_req_locked(c, q->id);
+    pthread_mutex_unlock(&c->mu);
+    ct_token_unref(q->done);
+    return -ENOMEM;
+  }
   client_flush_locked(c);
   pthread_mutex_unlock(&c->mu);
 
@@ -505,13 +515,13 @@ int ct_net_client_trigger_async(ct_net_client *c, ct_token *proxy,
   if (c->dead) {
     r = atomic_load_explicit(&c->error, memory_order_acquire);
   } else {
-    uint32_t id = next_id_locked(c);
-    if (encode_locked(c, &rb, id) < 0) {
+    q->id = next_id_locked(c);
+    if (link_req_locked(c, q) < 0) {
+      r = -ENOMEM;
+    } else if (encode_locked(c, &rb, q->id) < 0) {
+      take_req_locked(c, q->id);
       r = -ENOMEM;
     } else {
-      q->id = id;
-      q->next = c->reqs;
-      c->reqs = q;
       client_flush_locked(c);
     }
   }

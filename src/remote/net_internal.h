@@ -19,6 +19,7 @@
 #include "alloc.h"
 #include "codec.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -82,6 +83,108 @@ NET_HIDDEN void net_fanout_cut(size_t n, size_t parts,
  * keep their order; in O(n) (a radix sort), using tmp (room for n keys) as
  * scratch.  The result is in key. */
 NET_HIDDEN void net_group_sort(uint64_t *key, uint64_t *tmp, size_t n);
+
+/* ---- a hash index (client*.c, server*.c) ----
+ * Open addressing with linear probing, keys 64-bit, values non-NULL
+ * pointers (NULL marks an empty slot), at most half full, deletion by
+ * backward shift (no tombstones: a lookup never walks more than the run
+ * its key hashes into).  It finds a record by what a frame names -- a
+ * proxy by its handle, a request by its id, a subscription by its token's
+ * handle -- in O(1) expected where a scan of every record cost O(records)
+ * per frame.  The keys are handles and ids the server or the client
+ * numbers itself (and, on the client, token pointers), mixed by a 64-bit
+ * finaliser so that consecutive keys spread over the table.  An index is
+ * owned by the structure it sits in and guarded as that is; zeroed, it is
+ * empty and needs no allocation.  No function blocks. */
+struct net_map_slot {
+  uint64_t key;
+  void *val;
+};
+struct net_map {
+  struct net_map_slot *slot; /* cap slots, cap a power of two (or 0) */
+  size_t cap, n;
+};
+
+static inline size_t net_map_hash(uint64_t k, size_t cap) {
+  k ^= k >> 33; /* MurmurHash3's fmix64 constants (a well-known mixer) */
+  k *= UINT64_C(0xff51afd7ed558ccd);
+  k ^= k >> 33;
+  k *= UINT64_C(0xc4ceb9fe1a85ec53);
+  k ^= k >> 33;
+  return (size_t)k & (cap - 1);
+}
+
+/* The value stored under key, or NULL. */
+static inline void *net_map_get(const struct net_map *m, uint64_t key) {
+  if (m->n == 0)
+    return NULL;
+  for (size_t i = net_map_hash(key, m->cap);; i = (i + 1) & (m->cap - 1)) {
+    if (!m->slot[i].val)
+      return NULL;
+    if (m->slot[i].key == key)
+      return m->slot[i].val;
+  }
+}
+
+/* Store val (non-NULL) under key, replacing what was there.  0, or
+ * -ENOMEM (the index is unchanged) if it had to grow and could not. */
+static inline int net_map_put(struct net_map *m, uint64_t key, void *val) {
+  if (2 * (m->n + 1) > m->cap) {
+    size_t cap = m->cap ? 2 * m->cap : 16;
+    if (cap < m->cap || cap > SIZE_MAX / sizeof *m->slot)
+      return -ENOMEM;
+    struct net_map_slot *t = net_calloc(cap, sizeof *t);
+    if (!t)
+      return -ENOMEM;
+    for (size_t j = 0; j < m->cap; j++)
+      if (m->slot[j].val) {
+        size_t i = net_map_hash(m->slot[j].key, cap);
+        while (t[i].val)
+          i = (i + 1) & (cap - 1);
+        t[i] = m->slot[j];
+      }
+    net_free(m->slot);
+    m->slot = t;
+    m->cap = cap;
+  }
+  size_t i = net_map_hash(key, m->cap);
+  while (m->slot[i].val && m->slot[i].key != key)
+    i = (i + 1) & (m->cap - 1);
+  if (!m->slot[i].val)
+    m->n++;
+  m->slot[i] = (struct net_map_slot){key, val};
+  return 0;
+}
+
+/* Remove key; returns its value, or NULL if it was not there. */
+static inline void *net_map_del(struct net_map *m, uint64_t key) {
+  if (m->n == 0)
+    return NULL;
+  size_t mask = m->cap - 1, i = net_map_hash(key, m->cap);
+  while (m->slot[i].key != key || !m->slot[i].val) {
+    if (!m->slot[i].val)
+      return NULL;
+    i = (i + 1) & mask;
+  }
+  void *val = m->slot[i].val;
+  m->n--;
+  /* Backward shift: move later members of the run into the hole when
+   * their home slot is not cyclically in (hole, their slot]. */
+  for (size_t j = (i + 1) & mask; m->slot[j].val; j = (j + 1) & mask) {
+    size_t home = net_map_hash(m->slot[j].key, m->cap);
+    if (((j - home) & mask) >= ((j - i) & mask)) {
+      m->slot[i] = m->slot[j];
+      i = j;
+    }
+  }
+  m->slot[i].val = NULL;
+  return val;
+}
+
+static inline void net_map_free(struct net_map *m) {
+  net_free(m->slot);
+  *m = (struct net_map){0};
+}
 
 /* ---- options structs with a leading size (util.c) ---- */
 /* Copy the caller's options struct src (NULL: all defaults) into dst

@@ -55,13 +55,17 @@ struct conn {
   uint32_t frame_reads;  /* reads spent on the unfinished frame */
   uint8_t cnonce[NET_NONCE], snonce[NET_NONCE];
   struct net_buf in, out;
-  struct sub **subs;
+  struct sub **subs; /* in subscription order; freed with the connection */
   size_t nsubs, capsubs;
-  /* Handles of tokens that were already triggered when this connection
-   * got them from GET (so not subscribed): with the subscriptions, the
-   * handles it may TRIGGER.  Sorted by nothing; at most one per entry. */
-  uint32_t *granted;
-  size_t ngranted, capgranted;
+  /* The handles this connection got from GET, the ones it may TRIGGER:
+   * handle -> its struct sub, or -> HELD_GRANTED for a token that was
+   * already triggered when it got it (so not subscribed).  An index
+   * (net_internal.h), so that a GET or TRIGGER checks it in O(1)
+   * expected, not in a scan of every subscription (up to
+   * max_proxies_per_client, which the server's owner may set to
+   * anything) and every grant (one per triggered token it asked for,
+   * bounded only by the tokens served). */
+  struct net_map held;
   int64_t hs_deadline;   /* handshake must end by then */
   int64_t partial_since; /* an unfinished frame started then (0: none) */
   int64_t out_since;     /* output pending and no progress since (0) */

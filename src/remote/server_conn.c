@@ -89,7 +89,7 @@ void conn_free(ct_net_server *s, struct conn *c) {
     net_free(u);
   }
   net_free(c->subs);
-  net_free(c->granted);
+  net_map_free(&c->held);
   net_buf_free(&c->in);
   net_buf_free(&c->out);
   net_free(c);

@@ -14,8 +14,9 @@
  *  the handshake"), as are the types only a server sends.
  *
  *  Handles are per connection.  A TRIGGER names a handle this connection
- *  got from GET (a subscription, or `granted` for a token that was
- *  triggered already), else BAD_HANDLE: a peer cannot fire a token whose
+ *  got from GET (a subscription, or a grant for a token that was
+ *  triggered already; both in the connection's index `held`, found in
+ *  O(1) expected), else BAD_HANDLE: a peer cannot fire a token whose
  *  name it never gave.  The reason must be one a peer may send
  *  (ct_proxy_reason_sendable(): not owner lost, unreachable or shutdown),
  *  else MALFORMED.
@@ -266,11 +267,16 @@ static void on_auth(ct_net_server *s, struct conn *c, const uint8_t *b,
 
 /* ---- requests ---- */
 
+/* c->held's value for a handle granted without a subscription: the
+ * address of this byte, which is no struct sub's. */
+static char held_granted;
+#define HELD_GRANTED ((void *)&held_granted)
+
 static int subscribe(ct_net_server *s, struct conn *c, struct entry *e,
                      size_t limit) {
-  for (size_t i = 0; i < c->nsubs; i++)
-    if (c->subs[i]->e == e)
-      return 0; /* already */
+  void *h = net_map_get(&c->held, e->id);
+  if (h && h != HELD_GRANTED)
+    return 0; /* already */
   if (c->nsubs >= limit)
     return -ENOSPC;
   if (net_grow(&c->subs, &c->capsubs, c->nsubs, sizeof *c->subs, 4) < 0 ||
@@ -279,6 +285,10 @@ static int subscribe(ct_net_server *s, struct conn *c, struct entry *e,
   struct sub *u = net_malloc(sizeof *u);
   if (!u)
     return -ENOMEM;
+  if (net_map_put(&c->held, e->id, u) < 0) {
+    net_free(u);
+    return -ENOMEM;
+  }
   *u = (struct sub){c, e, e->nsubs, group_key(c)};
   e->subs[e->nsubs++] = u;
   c->subs[c->nsubs++] = u;
@@ -289,26 +299,15 @@ static int subscribe(ct_net_server *s, struct conn *c, struct entry *e,
 /* Did this connection get handle id from GET (issue 13, 15: handles are
  * per connection, as PROTOCOL.md says)? */
 static bool holds(const struct conn *c, uint32_t id) {
-  for (size_t i = 0; i < c->nsubs; i++)
-    if (c->subs[i]->e->id == id)
-      return true;
-  for (size_t i = 0; i < c->ngranted; i++)
-    if (c->granted[i] == id)
-      return true;
-  return false;
+  return net_map_get(&c->held, id) != NULL;
 }
 
 /* Record that c got handle id without a subscription (a token already
  * triggered); 0 or -ENOMEM. */
 static int grant(struct conn *c, uint32_t id) {
-  for (size_t i = 0; i < c->ngranted; i++)
-    if (c->granted[i] == id)
-      return 0;
-  if (net_grow(&c->granted, &c->capgranted, c->ngranted, sizeof *c->granted,
-               4) < 0)
-    return -ENOMEM;
-  c->granted[c->ngranted++] = id;
-  return 0;
+  if (net_map_get(&c->held, id))
+    return 0; /* subscribed or granted already: keep what is there */
+  return net_map_put(&c->held, id, HELD_GRANTED);
 }
 
 static void on_get(ct_net_server *s, struct conn *c, const uint8_t *b,
