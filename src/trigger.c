@@ -21,6 +21,7 @@
 #include "internal.h"
 
 #include <sched.h>
+#include <string.h>
 #include <unistd.h>
 
 /* Try to trigger t on behalf of src with the given state bits (TRIGGERED,
@@ -85,6 +86,118 @@ static inline void claim_child(ct_token *c, ct_token *src, uint32_t bits,
   }
 }
 
+/* Claiming the children of a kids array.  Every claim is a locked CAS on a
+ * child's state word, and a locked instruction waits for every earlier
+ * load and makes later loads wait for it: with scattered children, one
+ * demand miss per claim would be paid in full, one after another.  So what
+ * a claim touches -- the link (its `self` gives the child) and the child's
+ * header -- is asked for well before, in one of two ways:
+ *
+ *  - Children linked by their first link (ct_token_new_child(),
+ *    ct_token_chain_n() with one parent: the usual case) have their header
+ *    just before the link, at an address known from the link pointer
+ *    alone: one pass, prefetching the link and that header PREFETCH
+ *    children ahead (claim_array_first).
+ *  - Otherwise (a two-parent chain is linked under its second parent by
+ *    its second link: a.chain(b) in Python, under b) the header's address
+ *    needs the link's `self` first (a guess from the link pointer alone
+ *    lands on the header's line only some of the time), and the link and
+ *    the header are on two lines.  Then the children go in batches of
+ *    BATCH in three overlapping stages (claim_array_batched): while batch
+ *    k is claimed, the links of batch k+1 are read and their children's
+ *    headers prefetched at their exact addresses, and the links of batch
+ *    k+2 are prefetched.  The link reads of a batch are plain loads with
+ *    no locked instruction between them, which the CPU overlaps.
+ *
+ * Which way is decided by the first child's link (any mix is claimed
+ * correctly either way; only the speed differs).  Measured (CPU time of
+ * the trigger, 100,000 children, interleaved runs): for two-parent chains
+ * made as Python's benchmark makes them the batches took 15-20% less time
+ * than the one pass; for first-link children over a scattered heap the
+ * one pass was faster (the batches about 25% slower: their link reads
+ * then stand between the claims). */
+enum { PREFETCH = 16, BATCH = 16 };
+
+/* Prefetch the link l and the header of its token if l is its first. */
+static inline void prefetch_first(const struct ct_link *l) {
+  __builtin_prefetch(l);
+  __builtin_prefetch((const char *)l - offsetof(struct ct_token, links), 1);
+}
+
+static void claim_array_first(struct ct_link *const *v, uint32_t n,
+                              ct_token *src, uint32_t bits, ct_token **work) {
+  /* Holes (NULL: removed children, see kids_remove) are skipped. */
+  for (uint32_t i = 0; i < n && i < PREFETCH; i++)
+    if (v[i])
+      prefetch_first(v[i]);
+  for (uint32_t i = 0; i < n; i++) {
+    if (i + PREFETCH < n && v[i + PREFETCH])
+      prefetch_first(v[i + PREFETCH]);
+    if (v[i])
+      claim_child(ct__link_child(v[i]), src, bits, work);
+  }
+}
+
+/* Prefetch the links v[from..from+BATCH) (those below n; holes skipped). */
+static inline void prefetch_links(struct ct_link *const *v, uint32_t from,
+                                  uint32_t n) {
+  uint32_t end = n - from > BATCH ? from + BATCH : n;
+  for (uint32_t i = from; i < end; i++)
+    if (v[i])
+      __builtin_prefetch(v[i]);
+}
+
+/* The tokens of links v[from..from+BATCH) (those below n) into out, NULL
+ * for holes, each one's header prefetched for writing (the claim is a CAS
+ * on its state word).  Returns how many were written. */
+static inline uint32_t resolve_batch(struct ct_link *const *v, uint32_t from,
+                                     uint32_t n, ct_token **out) {
+  uint32_t m = n - from > BATCH ? BATCH : n - from;
+  for (uint32_t j = 0; j < m; j++) {
+    struct ct_link *l = v[from + j];
+    out[j] = l ? ct__link_child(l) : NULL;
+    if (out[j])
+      __builtin_prefetch(out[j], 1);
+  }
+  return m;
+}
+
+static void claim_array_batched(struct ct_link *const *v, uint32_t n,
+                                ct_token *src, uint32_t bits,
+                                ct_token **work) {
+  ct_token *cur[BATCH], *next[BATCH];
+  prefetch_links(v, 0, n);
+  if (n > BATCH)
+    prefetch_links(v, BATCH, n);
+  uint32_t m = resolve_batch(v, 0, n, cur);
+  for (uint32_t i = 0; i < n; i += BATCH) {
+    uint32_t mnext = 0;
+    if (n - i > BATCH) {
+      if (n - i > 2 * BATCH)
+        prefetch_links(v, i + 2 * BATCH, n);
+      mnext = resolve_batch(v, i + BATCH, n, next);
+    }
+    for (uint32_t j = 0; j < m; j++)
+      if (cur[j])
+        claim_child(cur[j], src, bits, work);
+    memcpy(cur, next, mnext * sizeof next[0]);
+    m = mnext;
+  }
+}
+
+/* Claim the n children of kids array v (the caller holds their parent's
+ * lock, which keeps every one of them valid). */
+static void claim_array(struct ct_link *const *v, uint32_t n, ct_token *src,
+                        uint32_t bits, ct_token **work) {
+  uint32_t i = 0;
+  while (i < n && !v[i])
+    i++;
+  if (i < n && v[i]->self != 0)
+    claim_array_batched(v + i, n - i, src, bits, work);
+  else
+    claim_array_first(v + i, n - i, src, bits, work);
+}
+
 /* Phase 1 for t, which the caller has claimed and holds a reference on:
  * claim its children (queueing those with work of their own on *work) and
  * make its descriptor readable.  Runs no user code.  Returns whether t has
@@ -105,34 +218,8 @@ static bool process(ct_token *t, ct_token **work) {
    * under this lock, before it is freed. */
   uintptr_t k = t->kids;
   if (k & 1) {
-    /* The array is read in order; each child is prefetched (for writing:
-     * the claim is a CAS on its state word) PREFETCH entries before its
-     * claim, so up to that many cache misses are in flight at once.
-     * Locked instructions stall later loads, so without the prefetch each
-     * scattered child would cost one full miss after another.  What is
-     * prefetched is the link and the token header just before it (the
-     * header of the token itself when the link is its first, as for every
-     * ct_token_new_child(); a wrong guess only wastes the prefetch). */
-    enum { PREFETCH = 16 };
     struct ct_kids *a = (struct ct_kids *)(k - 1);
-    uint32_t n = a->n;
-    struct ct_link **v = a->link;
-    const size_t hdr = offsetof(struct ct_token, links);
-    /* Holes (NULL: removed children, see kids_remove) are skipped. */
-    for (uint32_t i = 0; i < n && i < PREFETCH; i++) {
-      if (v[i]) {
-        __builtin_prefetch(v[i]);
-        __builtin_prefetch((char *)v[i] - hdr, 1);
-      }
-    }
-    for (uint32_t i = 0; i < n; i++) {
-      if (i + PREFETCH < n && v[i + PREFETCH]) {
-        __builtin_prefetch(v[i + PREFETCH]);
-        __builtin_prefetch((char *)v[i + PREFETCH] - hdr, 1);
-      }
-      if (v[i])
-        claim_child(ct__link_child(v[i]), src, bits, work);
-    }
+    claim_array(a->link, a->n, src, bits, work);
   } else if (k) {
     claim_child(ct__link_child((struct ct_link *)k), src, bits, work);
   }
