@@ -108,11 +108,13 @@ struct async_count {
 
 static void on_done(void *arg, int result) {
   struct async_count *a = arg;
-  /* relaxed: counters, read after the waiter sees done reach its total
-   * (and ct_net_client_free() has joined the thread that called us). */
+  /* wrong: relaxed, published by the release below.  done: release,
+   * paired with the waiter's acquire load, so that once it sees the total
+   * every callback's accesses to *a happened before it reuses the stack
+   * *a lives on. */
   if (result != a->want)
     atomic_fetch_add_explicit(&a->wrong, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&a->done, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&a->done, 1, memory_order_release);
 }
 
 /* Send a TRIGGER of every proxy in px at once (none waits for the one
@@ -122,7 +124,7 @@ static void trigger_all_async(ct_net_client *c, ct_token **px, int want) {
   for (size_t i = 0; i < NMANY; i++)
     ASSERT_OK(ct_net_client_trigger_async(c, px[i], CT_REASON_TRIGGER, 7,
                                           on_done, &a));
-  while (atomic_load_explicit(&a.done, memory_order_relaxed) < NMANY)
+  while (atomic_load_explicit(&a.done, memory_order_acquire) < NMANY)
     usleep(1000);
   assert_int_equal(atomic_load_explicit(&a.wrong, memory_order_relaxed), 0);
 }

@@ -9,14 +9,19 @@
  *
  *  Requests.  A blocking request lives on its caller's stack, linked in
  *  `reqs` (an index by id) under `mu`, with a completion token the caller
- *  waits on.  The
- *  I/O thread fills in the result and unlinks it under `mu`, takes its own
- *  reference on the completion token, and triggers it after unlocking: it
- *  never touches the request after `mu` is released.  A caller that times
- *  out unlinks its request under `mu`; if it is no longer linked, the
- *  result is already there and is returned.  An asynchronous request is
- *  heap-allocated and, once unlinked, belongs to whoever unlinked it,
- *  which calls its done function exactly once.
+ *  waits on.  The I/O thread fills in the result and unlinks it under
+ *  `mu`, takes its own reference on the completion token, and triggers it
+ *  after unlocking: it never touches the request after `mu` is released.
+ *  A caller that times out unlinks its request under `mu`; if it is no
+ *  longer linked, the result is already there and is returned.  An
+ *  asynchronous request is heap-allocated and, once unlinked, belongs to
+ *  whoever unlinked it, which calls its done function exactly once.
+ *
+ *  Lookups.  A frame names its request by id and its proxy by handle;
+ *  both are found through hash indexes (net_internal.h's net_map, kept in
+ *  step with the request set and the proxy array under `mu`), in O(1)
+ *  expected whatever the number of pending requests or proxies, where a
+ *  scan made a burst of notices to one client's N proxies cost O(N^2).
  *
  *  Proxies.  A proxy is a struct cproxy: the shared layer's record
  *  (proxy.h, which decides what is forwarded: see its notes) plus the
