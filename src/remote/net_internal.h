@@ -130,7 +130,9 @@ static inline void *net_map_get(const struct net_map *m, uint64_t key) {
  * -ENOMEM (the index is unchanged) if it had to grow and could not. */
 static inline int net_map_put(struct net_map *m, uint64_t key, void *val) {
   if (2 * (m->n + 1) > m->cap) {
-    size_t cap = m->cap ? 2 * m->cap : 16;
+    /* From 8 slots (128 bytes, 4 keys): a server may hold 65,536
+     * connections with an index each, most of them with few keys. */
+    size_t cap = m->cap ? 2 * m->cap : 8;
     if (cap < m->cap || cap > SIZE_MAX / sizeof *m->slot)
       return -ENOMEM;
     struct net_map_slot *t = net_calloc(cap, sizeof *t);
