@@ -2,7 +2,7 @@
  *
  * test_trigger_claim.c -- the two ways src/trigger.c claims the children of
  * a parent's children array: one pass for children linked by their first
- * link, batches of 16 in three stages for the others (a two-parent chain
+ * link, batches of 8 in three stages for the others (a two-parent chain
  * is linked under its second parent by its second link, as a.chain(b) in
  * Python is under b).  The first child decides which; either must claim
  * any mix correctly.  For array sizes around the batch and prefetch
@@ -106,8 +106,9 @@ static void run_case(size_t n, int kind, bool drop_first, int drop_pct) {
   free(kids);
 }
 
-static const size_t sizes[] = {1, 2,  3,  15, 16, 17,  31,  32,  33,
-                               47, 48, 49, 64, 100, 257, 2000};
+static const size_t sizes[] = {1,  2,  3,  7,  8,  9,  15, 16,  17,  24,
+                               25, 31, 32, 33, 47, 48, 49, 64, 100, 257,
+                               2000};
 
 /* Every child of one kind: the one pass (FIRST) or the batches. */
 static void test_one_kind(void **state) {
