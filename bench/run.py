@@ -528,6 +528,7 @@ def main():
     # such workload (Go and tokio have no poll, Node no wake-up), so that
     # pair is not run again.
     empty = set()
+    printed = set()  # (prog, group) that printed figures at least once
     spent = {}  # (prog, group) -> seconds of its runs, for the run's meta
 
     load_before = loadavg()
@@ -569,8 +570,17 @@ def main():
                                 status[name] = ("unavailable: " +
                                                 status[name])
                         elif not res and name != "ct":
+                            if (name, g) in printed:
+                                # It printed figures before: this is a
+                                # failure, not a missing workload; say so
+                                # instead of dropping the peer silently.
+                                status[name] = (
+                                    "unavailable: printed no figures for "
+                                    "%s in repetition %d" % (g, r + 1))
                             empty.add((name, g))
                             break  # nothing to pair ours with
+                        if res:
+                            printed.add((name, g))
                         if not comments[name]:
                             comments[name] = com
                         for key, val in res.items():
