@@ -614,8 +614,11 @@ static bool unref_sole_child(ct_token *t, uint32_t s0) {
   size_t bytes = token_bytes(t, s0);
   __builtin_prefetch((const char *)t - sizeof(size_t));
   __builtin_prefetch((const char *)t + bytes);
-  /* p has a child (t), so KIDS is set, and p is not an orphan unless its
-   * owners have gone: expect just KIDS. */
+  /* A guess, checked by the CAS: t is usually on p's list (then KIDS is
+   * set, and p is not an orphan unless its owners have gone), so expect
+   * just KIDS.  When t is not on the list (born triggered) or p is an
+   * orphan, the guess is wrong and ct__lock_slow() takes the lock with
+   * the flags it finds. */
   uint32_t f = ct__lock_expect(&p->lock, CT_LOCK_KIDS);
   /* acquire: a walker that took a reference and has dropped it since did
    * so with a release decrement outside the lock; reading its 1 orders

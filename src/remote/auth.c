@@ -14,6 +14,8 @@
 #include "net_internal.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -52,3 +54,25 @@ int net_random(uint8_t *p, size_t n) {
 }
 
 void net_wipe(void *p, size_t n) { OPENSSL_cleanse(p, n); }
+
+static uint64_t map_seed;
+static pthread_once_t map_seed_once = PTHREAD_ONCE_INIT;
+
+static void map_seed_init(void) {
+  if (net_random((uint8_t *)&map_seed, sizeof map_seed) == 0)
+    return;
+  /* No randomness (RAND_bytes failed): the clock and two addresses (ASLR)
+   * are still nothing a remote peer can read. */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  map_seed = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+             (uint64_t)(uintptr_t)&map_seed ^
+             ((uint64_t)(uintptr_t)&ts << 17);
+}
+
+uint64_t net_map_seed(void) {
+  /* pthread_once orders the write of map_seed before every return here,
+   * in every thread. */
+  pthread_once(&map_seed_once, map_seed_init);
+  return map_seed;
+}
