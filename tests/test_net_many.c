@@ -138,10 +138,9 @@ static void get_all(ct_net_client *c, ct_token **px) {
   }
 }
 
-static void test_many_proxies_on_one_connection(void **state) {
-  (void)state;
-  struct many *m = calloc(1, sizeof *m);
-  assert_non_null(m);
+/* A server on a fresh socket path serving NMANY tokens, named by
+ * name_of(), with room for all of them on one connection. */
+static void serve_many(struct many *m) {
   t_sock_path(m->dir, m->path);
   ct_net_server_options o = CT_NET_SERVER_OPTIONS_INIT;
   o.max_proxies_per_client = NMANY;
@@ -153,6 +152,13 @@ static void test_many_proxies_on_one_connection(void **state) {
     ASSERT_OK(ct_net_server_add(m->s, name, m->tok[i]));
   }
   ASSERT_OK(ct_net_server_start(m->s));
+}
+
+static void test_many_proxies_on_one_connection(void **state) {
+  (void)state;
+  struct many *m = calloc(1, sizeof *m);
+  assert_non_null(m);
+  serve_many(m);
   ct_net_client *c;
   ASSERT_OK(ct_net_client_connect(&c, m->path, NULL, NULL, 0,
                                   LONG_DEADLINE()));
@@ -243,17 +249,7 @@ static void test_many_client_triggers(void **state) {
   assert_non_null(m);
   ct_token **px2 = calloc(NMANY, sizeof *px2);
   assert_non_null(px2);
-  t_sock_path(m->dir, m->path);
-  ct_net_server_options o = CT_NET_SERVER_OPTIONS_INIT;
-  o.max_proxies_per_client = NMANY;
-  ASSERT_OK(ct_net_server_new(&m->s, m->path, &o));
-  for (size_t i = 0; i < NMANY; i++) {
-    char name[32];
-    name_of(i, name);
-    ASSERT_OK(ct_token_new(&m->tok[i], name));
-    ASSERT_OK(ct_net_server_add(m->s, name, m->tok[i]));
-  }
-  ASSERT_OK(ct_net_server_start(m->s));
+  serve_many(m);
   ct_net_client *a, *b;
   ASSERT_OK(ct_net_client_connect(&a, m->path, NULL, NULL, 0,
                                   LONG_DEADLINE()));
