@@ -171,7 +171,8 @@ CSV_HEAD = ["section", "workload", "unit", "ours_key", "ours_median",
             "ours_min", "ours_max", "peer", "peer_key", "peer_median",
             "peer_min", "peer_max", "ratio", "note", "variant", "status",
             "main", "source", "ratio_min", "ratio_max", "pairs", "verdict",
-            "target", "target_verdict"]
+            "target", "target_verdict", "sub_ratio", "sub_ratio_min",
+            "sub_ratio_max", "sub_pairs", "sub_verdict"]
 
 
 def _f4(x):
@@ -195,7 +196,10 @@ def write_files(rows, figs, meta, csv_path, json_path, md_path):
                         "1" if r["main"] else "0", r["source"],
                         _f4(r.get("ratio_min")), _f4(r.get("ratio_max")),
                         r.get("pairs") or "", r.get("verdict") or "",
-                        _f4(r.get("target")), r.get("target_verdict") or ""])
+                        _f4(r.get("target")), r.get("target_verdict") or "",
+                        _f4(r.get("sub_ratio")), _f4(r.get("sub_ratio_min")),
+                        _f4(r.get("sub_ratio_max")), r.get("sub_pairs") or "",
+                        r.get("sub_verdict") or ""])
     raw = {p: v for p, v in figs.items() if p != "base"}
     with open(json_path, "w") as f:
         json.dump({"format": 3, "meta": meta, "rows": rows, "raw": raw}, f,
@@ -260,6 +264,7 @@ def markdown(rows, meta):
                 r["peer"], num(r["peer_result"]["median"])
                 if r["peer_result"] else "",
                 ratio_text(r, md=True) if r["ratio"] is not None else ""))
+    out += sub_run_table(rows)
     out.append("")
     out.append("Medians over %d repetitions (%s mode, %s); in each, every "
                "workload group ran alone in fresh processes, every peer "
@@ -278,6 +283,33 @@ def markdown(rows, meta):
                "results.csv."
                % (meta["reps"], meta["mode"], meta["started"][:10]))
     return "\n".join(out) + "\n"
+
+
+def sub_run_table(rows):
+    """For the groups run several times a repetition: each main row's
+    ratio over every sub-run pair on its own (ours' sub-run s against the
+    peer's sub-run s of the same repetition), beside the repetitions'
+    ratio of the first table.  The repetition's median smooths away a
+    single odd sub-run, so this range is wider; where the two verdicts
+    differ the line says so."""
+    sub = [r for r in rows if r["source"] == "suite" and r["main"]
+           and r.get("sub_pairs")]
+    if not sub:
+        return []
+    out = ["", "Every sub-run pair on its own (groups with several sub-runs "
+           "a repetition):", "",
+           "| workload | peer | per repetition | per sub-run pair | "
+           "pairs | verdicts |", "|---|---|---:|---:|---:|---|"]
+    for r in sub:
+        same = r["verdict"] == r["sub_verdict"]
+        out.append("| %s | %s | %s [%s..%s] | %s [%s..%s] | %d | %s |" % (
+            r["workload"], r["peer"], fmt_ratio(r["ratio"]),
+            fmt_ratio(r["ratio_min"]), fmt_ratio(r["ratio_max"]),
+            fmt_ratio(r["sub_ratio"]), fmt_ratio(r["sub_ratio_min"]),
+            fmt_ratio(r["sub_ratio_max"]), r["sub_pairs"],
+            r["verdict"] if same else "**%s / %s**" % (r["verdict"],
+                                                        r["sub_verdict"])))
+    return out
 
 
 # The README's table: a chosen set of rows, main forms only.  (our key,

@@ -17,8 +17,9 @@ figure starts from a fresh heap and the two runs of a pair are seconds
 apart, never minutes.  Repetition r (5 by default) takes the groups in
 turn; for each group and each peer (in an order that rotates from one
 repetition to the next) it makes SUBRUNS[group] runs of ours and as many
-of the peer's, alternating A B, B A, A B ... (the alternation continues
-across groups and repetitions, so that neither side always goes first).
+of the peer's, alternating A B, B A, A B ... (the alternation of each
+(group, peer) pair continues from one repetition to the next, so that
+neither side of any pair always goes first).
 Programs never run at the same time.  In a repetition, a side's figure
 is the median of its sub-runs (3 for check, chain, churn and wake; 1 for
 memory, fan-out and poll; 1 for all in --quick; `--subruns N` sets them
@@ -388,10 +389,33 @@ def pairwise(ours, peer, prog):
     lo, hi = min(rs), max(rs)
     verdict = ("faster" if hi < 1 else "slower" if lo > 1 else
                "no verdict")
-    return {"ratio": median(rs), "ratio_min": lo, "ratio_max": hi,
-            "pairs": len(rs), "ratios": rs, "verdict": verdict,
-            "ratio_of_medians": (ours["median"] / peer["median"]
-                                 if peer["median"] > 0 else None)}
+    out = {"ratio": median(rs), "ratio_min": lo, "ratio_max": hi,
+           "pairs": len(rs), "ratios": rs, "verdict": verdict,
+           "ratio_of_medians": (ours["median"] / peer["median"]
+                                if peer["median"] > 0 else None)}
+    # Where a repetition has several sub-runs, also every sub-run pair on
+    # its own (sub-run s of ours against the peer's sub-run s of the same
+    # repetition: the two adjacent runs of one alternation step).  The
+    # repetition's ratio of medians smooths a single odd sub-run away, so
+    # this range is wider; it is reported beside the main one, and the
+    # verdict by it is the stricter reading.  Baselines share our
+    # processes and have no separate sub-runs of their own to pair.
+    so = dict(zip(ours["sample_tags"], ours.get("subsamples", [])))
+    if prog == "base":
+        sp = {}
+    else:
+        sp = {(t[0], prog): v for t, v in
+              zip(peer["sample_tags"], peer.get("subsamples", []))}
+    sub = [a / b for k in sorted(so) if k in sp
+           and len(so[k]) == len(sp[k]) > 1
+           for a, b in zip(so[k], sp[k]) if b > 0]
+    if sub:
+        slo, shi = min(sub), max(sub)
+        out.update({"sub_ratio": median(sub), "sub_ratio_min": slo,
+                    "sub_ratio_max": shi, "sub_pairs": len(sub),
+                    "sub_verdict": ("faster" if shi < 1 else "slower"
+                                    if slo > 1 else "no verdict")})
+    return out
 
 
 def make_row(section, workload, unit, okey, ours, peer, variant, pkey,
@@ -543,7 +567,13 @@ def main():
     # partner); the repetition's figure of each side is the median of its
     # sub-runs (see the docstring).
     peers_order = [p for p in order if p != "ct"] or [None]
-    flip = 0
+    # Who goes first alternates per (group, peer) pair, continuing from one
+    # repetition to the next: over a run each side of every pair goes
+    # first in half its steps (one more for ours when the count is odd),
+    # whatever the number of groups, peers and sub-runs.  (One global
+    # counter balanced the run as a whole but could put the same side
+    # first in every repetition of a one-sub-run group.)
+    flips = {}
     for r in range(reps):
         k = r % len(peers_order)
         for g in groups:
@@ -551,9 +581,10 @@ def main():
                 if (peer, g) in empty:
                     continue
                 for s_ in range(subruns[g]):
+                    flip = flips.get((g, peer), 0)
+                    flips[(g, peer)] = flip + 1
                     pair = [p for p in (("ct", peer) if flip % 2 == 0
                                         else (peer, "ct")) if p is not None]
-                    flip += 1
                     for name in pair:
                         if status[name] != "ok":
                             continue  # a program that failed is not rerun
