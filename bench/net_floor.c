@@ -1,0 +1,856 @@
+/* SPDX-License-Identifier: MIT
+ *
+ * net_floor.c -- what the kernel alone costs for net_bench's fan-out: one
+ * small frame to each of C connections, spread over P client processes,
+ * with no cancel-token code at all (plain sockets, epoll and io_uring).
+ * It measures the time from "the server decides to notify" (the stamp
+ * just before its sending threads start) to "the last client has read
+ * its frame", over a Unix socket and loopback TCP (TCP_NODELAY on both
+ * ends, as our server and client set it).
+ *
+ * Design notes:
+ *
+ *  Topology, as bench/net_bench.c's fan-out: one server process whose
+ *  sending threads are the "loop thread" (the one that stamps and sends)
+ *  and S-1 helpers woken by a condition variable (S = our server's count
+ *  on this machine, src/remote/server_fanout.c: min(CPUs, 4)); the
+ *  connections are cut into S contiguous shares at process boundaries,
+ *  so one process's connections are sent to one after the other, as the
+ *  HELLO groups make our server do; one connection per client; the frame
+ *  is our NOTIFY for net_bench's tokens (docs/PROTOCOL.md: u32 length 11,
+ *  type 0x14, handle u32, reason, detail, cause "fan0": 15 bytes).
+ *
+ *  Variants, interleaved round by round (a b c a b c ...) over the SAME
+ *  connections, so that the machine's drift hits them alike:
+ *   a  what our library does: send(MSG_NOSIGNAL | MSG_DONTWAIT) per
+ *      connection from S threads; each client process has one thread in
+ *      epoll_wait(64 events, level-triggered) over its connections, one
+ *      recv(16388 bytes, MSG_DONTWAIT) per ready event, and our client's
+ *      burst policy (src/remote/client_io.c: after a wait that returned 2
+ *      or more events, poll with a zero timeout and sched_yield() for 30
+ *      us after the last batch).
+ *   b  the best plain-syscall variant found (options --b-*, defaults are
+ *      what won the exploration in bench/README.md): still one send() and
+ *      one recv() per connection.
+ *   c  io_uring (only when built with liburing): each sending thread has
+ *      its own ring with its share's descriptors registered and submits
+ *      its sends as batched SQEs (a few io_uring_enter calls); each client
+ *      process arms one multishot recv per connection with a provided-
+ *      buffer ring and waits with io_uring_submit_and_wait(1) on a ring
+ *      set up SINGLE_ISSUER | DEFER_TASKRUN (the receives run in its own
+ *      task when it waits, no wake-up per frame once it runs).
+ *  A client process sets up its waiting for the round before it says it
+ *  is ready (a fresh epoll set for a and b, closed after the round; for c
+ *  the recvs are armed, and cancelled after the round), so no variant
+ *  pays for another's registrations on the sockets.
+ *
+ *  Clocks and CPU.  Stamps are CLOCK_MONOTONIC, one clock for every
+ *  process.  Each round's CPU is getrusage(): the server process over the
+ *  send (its helpers included), and each client process from "ready" to
+ *  its last read (it sleeps before the sends start, so that is what the
+ *  round costs it).  CPU share = that CPU / (time to the last read x
+ *  CPUs): near 100% means the round is CPU-bound.
+ *
+ * usage: net_floor [--clients C] [--procs P] [--rounds R] [--variants abc]
+ *                  [--transport unix|tcp|both] [--senders S] [--pause-us U]
+ *                  [--b-events N] [--b-et 0|1] [--b-spin-us U]
+ *                  [--b-senders S]
+ *        defaults: 1000 clients in 10 processes, 7 rounds of each
+ *        variant, abc (ab without liburing), both transports.
+ * Output: bench/bench_util.h's lines  key,unit,median,min,max,note
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef NET_FLOOR_URING
+#include <liburing.h>
+#endif
+
+#define FRAME_LEN 15
+#define RECV_BUF (4 + 16384) /* our client's read: NET_HDR + NET_MAX_FRAME */
+#define MAX_SENDERS 8
+
+static const uint8_t g_frame[FRAME_LEN] = {0,    0,   0,   11,  0x14, 0,  0, 0,
+                                           1,    1,   0,   'f', 'a',  'n', '0'};
+
+static void die(const char *what) {
+  fprintf(stderr, "net_floor: %s: %s\n", what, strerror(errno));
+  exit(2);
+}
+
+static void fail(const char *what) {
+  fprintf(stderr, "net_floor: %s\n", what);
+  exit(2);
+}
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int cmp_i64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* ---- options ---- */
+
+struct opts {
+  int clients, procs, rounds, senders, pause_us;
+  const char *variants, *transport;
+  int b_events, b_et, b_spin_us, b_senders;
+};
+static struct opts g_o = {1000, 10, 7, 0, 2000, NULL, "both", 1024, 1, 0, 0};
+
+/* ---- what a process spent ---- */
+
+struct usage {
+  int64_t cpu_us, csw;
+};
+
+static struct usage usage_now(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (struct usage){
+      (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 +
+          ru.ru_utime.tv_usec + ru.ru_stime.tv_usec,
+      ru.ru_nvcsw + ru.ru_nivcsw};
+}
+
+/* Shared between the server and its client processes (MAP_SHARED). */
+struct proc_slot {
+  int64_t first, last; /* when its first / last connection was read */
+  int64_t cpu_us, csw; /* what the round cost it */
+};
+struct shared {
+  int variant; /* of the round the go byte starts; written before it */
+  struct proc_slot p[];
+};
+
+/* ---- sockets ---- */
+
+struct endpoint {
+  bool tcp;
+  struct sockaddr_storage sa;
+  socklen_t len;
+};
+
+static void set_nodelay(int fd) {
+  int one = 1;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+    die("TCP_NODELAY");
+}
+
+static int listen_on(struct endpoint *ep) {
+  int fd = socket(ep->tcp ? AF_INET : AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    die("socket");
+  if (bind(fd, (struct sockaddr *)&ep->sa, ep->len) < 0 ||
+      listen(fd, 4096) < 0)
+    die("bind/listen");
+  ep->len = sizeof ep->sa;
+  if (getsockname(fd, (struct sockaddr *)&ep->sa, &ep->len) < 0)
+    die("getsockname");
+  return fd;
+}
+
+/* ---- client processes ---- */
+
+struct client {
+  int n, id, *fd, *got, go, ready, done;
+  struct proc_slot *slot;
+  const struct shared *sh;
+  char *buf;
+#ifdef NET_FLOOR_URING
+  struct io_uring ring;
+  struct io_uring_buf_ring *br;
+  char *bufs;
+  unsigned nbufs;
+#endif
+};
+
+/* One read done: the connection's frame may be whole now. */
+static void got_bytes(struct client *c, int i, int r, int *left,
+                      struct proc_slot *s) {
+  if (r <= 0)
+    fail(r == 0 ? "the server closed a connection" : "recv failed");
+  int before = c->got[i];
+  c->got[i] += r;
+  if (before < FRAME_LEN && c->got[i] >= FRAME_LEN) {
+    int64_t t = now_ns();
+    if (*left == c->n)
+      s->first = t;
+    if (--*left == 0)
+      s->last = t;
+  }
+}
+
+/* Variants a and b: an epoll set made for the round. */
+static void wait_epoll(struct client *c, int epfd, bool lib,
+                       struct proc_slot *s, int *left) {
+  int maxev = lib ? 64 : g_o.b_events;
+  bool et = !lib && g_o.b_et;
+  int64_t spin_ns = lib ? 30000 : (int64_t)g_o.b_spin_us * 1000;
+  struct epoll_event *ev = calloc((size_t)maxev, sizeof *ev);
+  int64_t spin_until = 0;
+  while (*left > 0) {
+    bool spinning = spin_until > 0 && now_ns() < spin_until;
+    int n = epoll_wait(epfd, ev, maxev, spinning ? 0 : -1);
+    if (n < 0 && errno != EINTR)
+      die("epoll_wait");
+    if (spin_ns > 0 && (n >= 2 || (n > 0 && spinning)))
+      spin_until = now_ns() + spin_ns;
+    else if (spinning)
+      sched_yield();
+    for (int k = 0; k < n; k++) {
+      int i = (int)ev[k].data.u32;
+      ssize_t r = recv(c->fd[i], c->buf, RECV_BUF, MSG_DONTWAIT);
+      if (r < 0 && errno == EAGAIN)
+        continue;
+      got_bytes(c, i, (int)r, left, s);
+      /* Edge-triggered: a read that filled the buffer may have left more
+       * (a shorter one took all there was: the next byte is a new edge). */
+      while (et && r == RECV_BUF &&
+             (r = recv(c->fd[i], c->buf, RECV_BUF, MSG_DONTWAIT)) > 0)
+        got_bytes(c, i, (int)r, left, s);
+    }
+  }
+  free(ev);
+}
+
+#ifdef NET_FLOOR_URING
+/* Variant c: one multishot recv per connection (user_data = its index),
+ * buffers from a provided-buffer ring that is refilled as frames are
+ * read. */
+static void uring_arm(struct client *c, int i) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+  if (!sqe) {
+    io_uring_submit(&c->ring);
+    if (!(sqe = io_uring_get_sqe(&c->ring)))
+      fail("io_uring: no SQE");
+  }
+  io_uring_prep_recv_multishot(sqe, c->fd[i], NULL, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = 0;
+  sqe->user_data = (uint64_t)i;
+}
+
+static void uring_client_init(struct client *c) {
+  struct io_uring_params p = {0};
+  unsigned ent = 1;
+  while (ent < (unsigned)c->n + 2)
+    ent <<= 1;
+  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+            IORING_SETUP_CQSIZE;
+  p.cq_entries = ent * 4;
+  int r = io_uring_queue_init_params(ent, &c->ring, &p);
+  if (r < 0) {
+    errno = -r;
+    die("io_uring_queue_init (client)");
+  }
+  c->nbufs = ent * 2;
+  size_t rb = c->nbufs * sizeof(struct io_uring_buf);
+  c->br = mmap(NULL, rb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+               -1, 0);
+  c->bufs = malloc((size_t)c->nbufs * 256);
+  if (c->br == MAP_FAILED || !c->bufs)
+    die("buffer ring memory");
+  io_uring_buf_ring_init(c->br);
+  struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)c->br,
+                                 .ring_entries = c->nbufs, .bgid = 0};
+  if ((r = io_uring_register_buf_ring(&c->ring, &reg, 0)) < 0) {
+    errno = -r;
+    die("io_uring_register_buf_ring");
+  }
+  for (unsigned b = 0; b < c->nbufs; b++)
+    io_uring_buf_ring_add(c->br, c->bufs + (size_t)b * 256, 256,
+                          (unsigned short)b, io_uring_buf_ring_mask(c->nbufs),
+                          (int)b);
+  io_uring_buf_ring_advance(c->br, (int)c->nbufs);
+}
+
+static void wait_uring(struct client *c, struct proc_slot *s, int *left) {
+  unsigned mask = io_uring_buf_ring_mask(c->nbufs);
+  while (*left > 0) {
+    int r = io_uring_submit_and_wait(&c->ring, 1);
+    if (r < 0 && r != -EINTR) {
+      errno = -r;
+      die("io_uring_submit_and_wait");
+    }
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    int added = 0;
+    io_uring_for_each_cqe(&c->ring, head, cqe) {
+      seen++;
+      int i = (int)cqe->user_data;
+      if (cqe->res == -ENOBUFS) {
+        uring_arm(c, i);
+        continue;
+      }
+      got_bytes(c, i, cqe->res, left, s);
+      unsigned short bid = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+      io_uring_buf_ring_add(c->br, c->bufs + (size_t)bid * 256, 256, bid,
+                            (int)mask, added++);
+      if (!(cqe->flags & IORING_CQE_F_MORE))
+        uring_arm(c, i);
+    }
+    io_uring_buf_ring_advance(c->br, added);
+    io_uring_cq_advance(&c->ring, seen);
+  }
+}
+
+/* After the round: cancel every recv and wait until each has ended. */
+static void uring_disarm(struct client *c) {
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
+  if (!sqe) {
+    io_uring_submit(&c->ring);
+    sqe = io_uring_get_sqe(&c->ring);
+  }
+  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+  sqe->user_data = UINT64_MAX;
+  int armed = c->n;
+  bool cancel_done = false;
+  unsigned mask = io_uring_buf_ring_mask(c->nbufs);
+  while (armed > 0 || !cancel_done) {
+    int r = io_uring_submit_and_wait(&c->ring, 1);
+    if (r < 0 && r != -EINTR) {
+      errno = -r;
+      die("io_uring cancel");
+    }
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    int added = 0;
+    io_uring_for_each_cqe(&c->ring, head, cqe) {
+      seen++;
+      if (cqe->user_data == UINT64_MAX) {
+        cancel_done = true;
+        continue;
+      }
+      if (cqe->flags & IORING_CQE_F_BUFFER) {
+        unsigned short bid = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        io_uring_buf_ring_add(c->br, c->bufs + (size_t)bid * 256, 256, bid,
+                              (int)mask, added++);
+      }
+      if (!(cqe->flags & IORING_CQE_F_MORE))
+        armed--;
+    }
+    io_uring_buf_ring_advance(c->br, added);
+    io_uring_cq_advance(&c->ring, seen);
+  }
+}
+#endif
+
+static void client_main(struct client *c, const struct endpoint *ep) {
+  c->fd = calloc((size_t)c->n, sizeof *c->fd);
+  c->got = calloc((size_t)c->n, sizeof *c->got);
+  c->buf = malloc(RECV_BUF);
+  for (int i = 0; i < c->n; i++) {
+    int fd = socket(ep->tcp ? AF_INET : AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (const struct sockaddr *)&ep->sa, ep->len) < 0)
+      die("connect");
+    if (ep->tcp)
+      set_nodelay(fd);
+    uint32_t id = (uint32_t)c->id;
+    if (write(fd, &id, sizeof id) != sizeof id)
+      die("write id");
+    c->fd[i] = fd;
+  }
+  int go = c->go;
+  char b = 1;
+  for (;;) {
+    ssize_t rd = read(go, &b, 1);
+    if (rd <= 0)
+      _exit(rd == 0 ? 0 : 2); /* EOF: the rounds are over */
+    int v = __atomic_load_n(&c->sh->variant, __ATOMIC_ACQUIRE);
+    memset(c->got, 0, (size_t)c->n * sizeof *c->got);
+    int ep_fd = -1;
+    if (v != 'c') {
+      if ((ep_fd = epoll_create1(EPOLL_CLOEXEC)) < 0)
+        die("epoll_create1");
+      for (int i = 0; i < c->n; i++) {
+        struct epoll_event ev = {
+            .events = EPOLLIN | (v == 'b' && g_o.b_et ? EPOLLET : 0),
+            .data.u32 = (uint32_t)i};
+        if (epoll_ctl(ep_fd, EPOLL_CTL_ADD, c->fd[i], &ev) < 0)
+          die("epoll_ctl");
+      }
+    }
+#ifdef NET_FLOOR_URING
+    else {
+      if (!c->br) /* the first io_uring round */
+        uring_client_init(c);
+      for (int i = 0; i < c->n; i++)
+        uring_arm(c, i);
+      io_uring_submit(&c->ring);
+    }
+#endif
+    struct proc_slot s = {0};
+    int left = c->n;
+    struct usage u0 = usage_now();
+    if (write(c->ready, &b, 1) != 1)
+      _exit(2);
+    if (v != 'c')
+      wait_epoll(c, ep_fd, v == 'a', &s, &left);
+#ifdef NET_FLOOR_URING
+    else
+      wait_uring(c, &s, &left);
+#endif
+    struct usage u1 = usage_now();
+    s.cpu_us = u1.cpu_us - u0.cpu_us;
+    s.csw = u1.csw - u0.csw;
+    *c->slot = s;
+    if (ep_fd >= 0)
+      close(ep_fd);
+#ifdef NET_FLOOR_URING
+    else
+      uring_disarm(c);
+#endif
+    if (write(c->done, &b, 1) != 1)
+      _exit(2);
+  }
+}
+
+/* ---- the server's sending threads ---- */
+
+struct sender {
+  size_t from, to; /* its share of the connections */
+  pthread_t th;
+#ifdef NET_FLOOR_URING
+  struct io_uring ring;
+  bool ring_ok;
+#endif
+};
+
+struct server {
+  int *fd;
+  size_t n;
+  int nsenders; /* threads for this round: 1 + helpers in use */
+  struct sender snd[MAX_SENDERS];
+  pthread_mutex_t mu;
+  pthread_cond_t go, done;
+  uint64_t gen;   /* job number, under mu */
+  int busy, job;  /* helpers still on the job; its variant; under mu */
+  int parts;      /* shares of the job, under mu */
+  size_t cut[MAX_SENDERS + 1];
+  bool stop;
+};
+
+#ifdef NET_FLOOR_URING
+static void uring_sender_init(struct server *sv, struct sender *s) {
+  unsigned ent = 1;
+  while (ent < s->to - s->from && ent < 4096)
+    ent <<= 1;
+  struct io_uring_params p = {0};
+  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+            IORING_SETUP_CQSIZE;
+  p.cq_entries = ent * 2;
+  if (io_uring_queue_init_params(ent, &s->ring, &p) < 0)
+    return;
+  if (io_uring_register_files(&s->ring, sv->fd + s->from,
+                              (unsigned)(s->to - s->from)) < 0) {
+    io_uring_queue_exit(&s->ring);
+    return;
+  }
+  s->ring_ok = true;
+}
+
+static void uring_send(struct sender *s) {
+  size_t i = s->from, total = s->to - s->from, completed = 0;
+  while (completed < total) {
+    while (i < s->to) {
+      struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
+      if (!sqe)
+        break;
+      io_uring_prep_send(sqe, (int)(i - s->from), g_frame, FRAME_LEN,
+                         MSG_NOSIGNAL);
+      sqe->flags |= IOSQE_FIXED_FILE;
+      i++;
+    }
+    int r = i < s->to || completed + io_uring_cq_ready(&s->ring) >= total
+                ? io_uring_submit(&s->ring)
+                : io_uring_submit_and_wait(&s->ring, 1);
+    if (r < 0 && r != -EINTR)
+      fail("io_uring submit (server)");
+    struct io_uring_cqe *cqe;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&s->ring, head, cqe) {
+      seen++;
+      if (cqe->res != FRAME_LEN)
+        fail("an io_uring send did not send the whole frame");
+    }
+    io_uring_cq_advance(&s->ring, seen);
+    completed += seen;
+  }
+}
+#endif
+
+static void send_share(struct server *sv, size_t k, int variant) {
+  struct sender *s = &sv->snd[k];
+#ifdef NET_FLOOR_URING
+  if (variant == 'c') {
+    uring_send(s);
+    return;
+  }
+#endif
+  (void)variant;
+  for (size_t i = sv->cut[k]; i < sv->cut[k + 1]; i++) {
+    ssize_t w;
+    do
+      w = send(sv->fd[i], g_frame, FRAME_LEN, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w < 0 && errno == EINTR);
+    if (w != FRAME_LEN)
+      fail("a send() did not send the whole frame (EAGAIN on 15 bytes?)");
+  }
+}
+
+struct helper_arg {
+  struct server *sv;
+  size_t k;
+};
+
+static void *helper_main(void *arg) {
+  struct helper_arg *h = arg;
+  struct server *sv = h->sv;
+  size_t k = h->k;
+  free(h);
+#ifdef NET_FLOOR_URING
+  uring_sender_init(sv, &sv->snd[k]);
+#endif
+  pthread_mutex_lock(&sv->mu);
+  uint64_t seen = 0;
+  if (--sv->busy == 0) /* set up: tell the loop thread */
+    pthread_cond_signal(&sv->done);
+  for (;;) {
+    while (!sv->stop && sv->gen == seen)
+      pthread_cond_wait(&sv->go, &sv->mu);
+    if (sv->stop)
+      break;
+    seen = sv->gen;
+    int job = sv->job;
+    bool mine = (int)k < sv->parts;
+    pthread_mutex_unlock(&sv->mu);
+    if (mine)
+      send_share(sv, k, job);
+    pthread_mutex_lock(&sv->mu);
+    if (--sv->busy == 0)
+      pthread_cond_signal(&sv->done);
+  }
+  pthread_mutex_unlock(&sv->mu);
+  return NULL;
+}
+
+/* Shares of n connections grouped by process (group[i] = process of i):
+ * n * k / parts, moved on to the next change of process. */
+static void cut_shares(struct server *sv, const int *group, int parts) {
+  sv->cut[0] = 0;
+  sv->cut[parts] = sv->n;
+  for (int k = 1; k < parts; k++) {
+    size_t at = sv->n * (size_t)k / (size_t)parts;
+    if (at < sv->cut[k - 1])
+      at = sv->cut[k - 1];
+    while (at > 0 && at < sv->n && group[at] == group[at - 1])
+      at++;
+    sv->cut[k] = at;
+  }
+}
+
+/* One round's sends: the loop thread's share and the helpers'. */
+static void fan_out(struct server *sv, int variant, int parts) {
+  pthread_mutex_lock(&sv->mu);
+  sv->job = variant;
+  sv->parts = parts;
+  sv->busy = sv->nsenders - 1;
+  sv->gen++;
+  pthread_cond_broadcast(&sv->go);
+  pthread_mutex_unlock(&sv->mu);
+  send_share(sv, 0, variant);
+  pthread_mutex_lock(&sv->mu);
+  while (sv->busy > 0)
+    pthread_cond_wait(&sv->done, &sv->mu);
+  pthread_mutex_unlock(&sv->mu);
+}
+
+/* ---- one transport, one size ---- */
+
+static void summary(const char *key, const char *unit, int64_t *v, int n,
+                    double scale, const char *note) {
+  qsort(v, (size_t)n, sizeof *v, cmp_i64);
+  int prec = scale == 1.0 ? 0 : unit[0] == '%' ? 1 : 3;
+  printf("%s,%s,%.*f,%.*f,%.*f,%s\n", key, unit, prec, v[n / 2] / scale,
+         prec, v[0] / scale, prec, v[n - 1] / scale, note);
+}
+
+static void run(bool tcp) {
+  int C = g_o.clients, P = g_o.procs < C ? g_o.procs : C;
+  struct endpoint ep = {.tcp = tcp};
+  char path[108] = "";
+  if (tcp) {
+    struct sockaddr_in *in = (struct sockaddr_in *)&ep.sa;
+    in->sin_family = AF_INET;
+    in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ep.len = sizeof *in;
+  } else {
+    struct sockaddr_un *un = (struct sockaddr_un *)&ep.sa;
+    un->sun_family = AF_UNIX;
+    snprintf(path, sizeof path, "/tmp/net-floor-%d.sock", (int)getpid());
+    unlink(path);
+    memcpy(un->sun_path, path, strlen(path) + 1);
+    ep.len = sizeof *un;
+  }
+  int lfd = listen_on(&ep);
+  size_t shb = sizeof(struct shared) + (size_t)P * sizeof(struct proc_slot);
+  struct shared *sh = mmap(NULL, shb, PROT_READ | PROT_WRITE,
+                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (sh == MAP_FAILED)
+    die("mmap");
+  int go[2], ready[2], done[2];
+  if (pipe(go) < 0 || pipe(ready) < 0 || pipe(done) < 0)
+    die("pipe");
+  pid_t *pids = calloc((size_t)P, sizeof *pids);
+  fflush(stdout);
+  for (int p = 0; p < P; p++) {
+    struct client c = {.n = C / P + (p < C % P), .id = p, .go = go[0],
+                       .ready = ready[1], .done = done[1], .slot = &sh->p[p],
+                       .sh = sh};
+    if ((pids[p] = fork()) == 0) {
+      close(lfd), close(go[1]), close(ready[0]), close(done[0]);
+      client_main(&c, &ep);
+    }
+    if (pids[p] < 0)
+      die("fork");
+  }
+  close(go[0]), close(ready[1]), close(done[1]);
+  /* Accept every connection; group them by process, in process order. */
+  struct server sv = {.n = (size_t)C};
+  sv.fd = calloc((size_t)C, sizeof *sv.fd);
+  int *pfd = calloc((size_t)C, sizeof *pfd), *pid_of = calloc((size_t)C, 4);
+  int *count = calloc((size_t)P + 1, sizeof *count);
+  for (int i = 0; i < C; i++) {
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    uint32_t id;
+    if (fd < 0)
+      die("accept");
+    if (read(fd, &id, sizeof id) != sizeof id || id >= (uint32_t)P)
+      fail("a client sent no process number");
+    if (tcp)
+      set_nodelay(fd);
+    pfd[i] = fd, pid_of[i] = (int)id;
+    count[id + 1]++;
+  }
+  close(lfd);
+  if (!tcp)
+    unlink(path);
+  for (int p = 0; p < P; p++)
+    count[p + 1] += count[p];
+  int *group = calloc((size_t)C, sizeof *group);
+  for (int i = 0; i < C; i++) {
+    int at = count[pid_of[i]]++;
+    sv.fd[at] = pfd[i];
+    group[at] = pid_of[i];
+  }
+  /* Sending threads: the loop thread (this one) and the helpers. */
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpus < 1)
+    cpus = 1;
+  int lib_senders = g_o.senders ? g_o.senders : (int)(cpus > 4 ? 4 : cpus);
+  int b_senders = g_o.b_senders ? g_o.b_senders : lib_senders;
+  sv.nsenders = lib_senders > b_senders ? lib_senders : b_senders;
+  if (sv.nsenders > MAX_SENDERS)
+    sv.nsenders = MAX_SENDERS;
+  /* the io_uring rings are made per share of the library's cut */
+  cut_shares(&sv, group, lib_senders);
+  for (int k = 0; k < lib_senders; k++)
+    sv.snd[k].from = sv.cut[k], sv.snd[k].to = sv.cut[k + 1];
+  pthread_mutex_init(&sv.mu, NULL);
+  pthread_cond_init(&sv.go, NULL);
+  pthread_cond_init(&sv.done, NULL);
+  sv.busy = sv.nsenders - 1;
+  for (int k = 1; k < sv.nsenders; k++) {
+    struct helper_arg *h = malloc(sizeof *h);
+    if (!h)
+      fail("out of memory");
+    *h = (struct helper_arg){&sv, (size_t)k};
+    if (pthread_create(&sv.snd[k].th, NULL, helper_main, h) != 0)
+      fail("pthread_create");
+  }
+#ifdef NET_FLOOR_URING
+  uring_sender_init(&sv, &sv.snd[0]);
+#endif
+  pthread_mutex_lock(&sv.mu);
+  while (sv.busy > 0)
+    pthread_cond_wait(&sv.done, &sv.mu);
+  pthread_mutex_unlock(&sv.mu);
+  const char *vars = g_o.variants;
+  int V = (int)strlen(vars), R = g_o.rounds;
+  int64_t *last = calloc((size_t)(V * R), 8), *first = calloc((size_t)(V * R), 8);
+  int64_t *cpu = calloc((size_t)(V * R), 8), *share = calloc((size_t)(V * R), 8);
+  int64_t *scpu = calloc((size_t)(V * R), 8), *csw = calloc((size_t)(V * R), 8);
+  for (int r = 0; r < R; r++) {
+    for (int v = 0; v < V; v++) {
+      int var = vars[v];
+#ifdef NET_FLOOR_URING
+      if (var == 'c')
+        for (int k = 0; k < lib_senders; k++)
+          if (!sv.snd[k].ring_ok)
+            fail("io_uring could not be set up in the server");
+#endif
+      __atomic_store_n(&sh->variant, var, __ATOMIC_RELEASE);
+      char b = 1;
+      for (int p = 0; p < P; p++)
+        if (write(go[1], &b, 1) != 1)
+          die("go");
+      for (int p = 0; p < P; p++)
+        if (read(ready[0], &b, 1) != 1)
+          fail("a client process failed");
+      struct timespec ts = {0, (long)g_o.pause_us * 1000};
+      nanosleep(&ts, NULL);
+      int parts = var == 'b' ? b_senders : lib_senders;
+      if (var == 'b')
+        cut_shares(&sv, group, parts);
+      struct usage u0 = usage_now();
+      int64_t t0 = now_ns();
+      fan_out(&sv, var, parts);
+      struct usage u1 = usage_now();
+      for (int p = 0; p < P; p++)
+        if (read(done[0], &b, 1) != 1)
+          fail("a client process failed");
+      if (var == 'b')
+        cut_shares(&sv, group, lib_senders);
+      int64_t lst = 0, fst = INT64_MAX, c_us = 0, c_sw = 0;
+      for (int p = 0; p < P; p++) {
+        lst = sh->p[p].last > lst ? sh->p[p].last : lst;
+        fst = sh->p[p].first < fst ? sh->p[p].first : fst;
+        c_us += sh->p[p].cpu_us, c_sw += sh->p[p].csw;
+      }
+      size_t j = (size_t)(v * R + r);
+      last[j] = lst - t0, first[j] = fst - t0;
+      scpu[j] = u1.cpu_us - u0.cpu_us;
+      cpu[j] = scpu[j] + c_us;
+      csw[j] = (u1.csw - u0.csw + c_sw) * 1000 / C; /* per 1000 notices */
+      share[j] = cpu[j] * 1000 * 100 / (last[j] / 1000 * cpus + 1); /* %x1000 */
+    }
+  }
+  const char *tr = tcp ? "tcp" : "unix";
+  for (int v = 0; v < V; v++) {
+    char key[96], note[256];
+    size_t off = (size_t)(v * R);
+    snprintf(key, sizeof key, "net_floor_%s%d_%c_last", tr, C, vars[v]);
+    snprintf(note, sizeof note,
+             "kernel only: decide-to-notify to the last of %d reads (%s; %d "
+             "client processes; %d senders; %d rounds interleaved %s)",
+             C, tcp ? "loopback TCP" : "Unix socket", P,
+             vars[v] == 'b' ? b_senders : lib_senders, R, vars);
+    summary(key, "ms", last + off, R, 1e6, note);
+    snprintf(key, sizeof key, "net_floor_%s%d_%c_first", tr, C, vars[v]);
+    summary(key, "ms", first + off, R, 1e6, "to the first read");
+    snprintf(key, sizeof key, "net_floor_%s%d_%c_cpu", tr, C, vars[v]);
+    summary(key, "ms", cpu + off, R, 1e3,
+            "CPU of the round, server + client processes (getrusage)");
+    snprintf(key, sizeof key, "net_floor_%s%d_%c_server_cpu", tr, C, vars[v]);
+    summary(key, "ms", scpu + off, R, 1e3, "of which the server process");
+    snprintf(key, sizeof key, "net_floor_%s%d_%c_cpu_share", tr, C, vars[v]);
+    summary(key, "%", share + off, R, 1e3,
+            "CPU of the round / (time to the last read x CPUs)");
+    snprintf(key, sizeof key, "net_floor_%s%d_%c_switches", tr, C, vars[v]);
+    summary(key, "per 1k", csw + off, R, 1.0,
+            "context switches (all processes) per 1,000 notices");
+  }
+  fflush(stdout);
+  pthread_mutex_lock(&sv.mu);
+  sv.stop = true;
+  pthread_cond_broadcast(&sv.go);
+  pthread_mutex_unlock(&sv.mu);
+  for (int k = 1; k < sv.nsenders; k++)
+    pthread_join(sv.snd[k].th, NULL);
+  close(go[1]);
+  for (int p = 0; p < P; p++)
+    waitpid(pids[p], NULL, 0);
+  for (int i = 0; i < C; i++)
+    close(sv.fd[i]);
+#ifdef NET_FLOOR_URING
+  for (int k = 0; k < lib_senders; k++)
+    if (sv.snd[k].ring_ok)
+      io_uring_queue_exit(&sv.snd[k].ring);
+#endif
+  close(ready[0]), close(done[0]);
+  munmap(sh, shb);
+  free(pids), free(sv.fd), free(pfd), free(pid_of), free(count), free(group);
+  free(last), free(first), free(cpu), free(share), free(scpu), free(csw);
+}
+
+int main(int argc, char **argv) {
+  bool bad = argc % 2 == 0;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const char *k = argv[i], *v = argv[i + 1];
+    int n = atoi(v);
+    if (!strcmp(k, "--clients")) g_o.clients = n;
+    else if (!strcmp(k, "--procs")) g_o.procs = n;
+    else if (!strcmp(k, "--rounds")) g_o.rounds = n;
+    else if (!strcmp(k, "--senders")) g_o.senders = n;
+    else if (!strcmp(k, "--pause-us")) g_o.pause_us = n;
+    else if (!strcmp(k, "--variants")) g_o.variants = v;
+    else if (!strcmp(k, "--transport")) g_o.transport = v;
+    else if (!strcmp(k, "--b-events")) g_o.b_events = n;
+    else if (!strcmp(k, "--b-et")) g_o.b_et = n;
+    else if (!strcmp(k, "--b-spin-us")) g_o.b_spin_us = n;
+    else if (!strcmp(k, "--b-senders")) g_o.b_senders = n;
+    else bad = true;
+  }
+#ifdef NET_FLOOR_URING
+  if (!g_o.variants)
+    g_o.variants = "abc";
+#else
+  if (!g_o.variants)
+    g_o.variants = "ab";
+  if (strchr(g_o.variants, 'c')) {
+    fprintf(stderr, "net_floor: variant c (io_uring) was not built: liburing "
+                    "was not found at build time (apt-get install "
+                    "liburing-dev, then reconfigure)\n");
+    return 69;
+  }
+#endif
+  bool tcp = !strcmp(g_o.transport, "tcp") || !strcmp(g_o.transport, "both");
+  bool unx = !strcmp(g_o.transport, "unix") || !strcmp(g_o.transport, "both");
+  for (const char *p = g_o.variants; *p; p++)
+    bad |= !strchr("abc", *p);
+  if (bad || !*g_o.variants || !(tcp || unx) || g_o.clients < 1 ||
+      g_o.procs < 1 || g_o.rounds < 1 || g_o.senders < 0 ||
+      g_o.senders > MAX_SENDERS || g_o.b_senders < 0 ||
+      g_o.b_senders > MAX_SENDERS || g_o.b_events < 1 || g_o.pause_us < 0) {
+    fprintf(stderr,
+            "usage: net_floor [--clients C] [--procs P] [--rounds R] "
+            "[--variants abc] [--transport unix|tcp|both] [--senders S] "
+            "[--pause-us U] [--b-events N] [--b-et 0|1] [--b-spin-us U] "
+            "[--b-senders S]\n");
+    return 64;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  printf("# key,unit,median,min,max,note\n");
+  if (unx)
+    run(false);
+  if (tcp)
+    run(true);
+  return 0;
+}
