@@ -54,7 +54,12 @@
  * usage: net_floor [--clients C] [--procs P] [--rounds R] [--variants abc]
  *                  [--transport unix|tcp|both] [--senders S] [--pause-us U]
  *                  [--b-events N] [--b-et 0|1] [--b-spin-us U]
- *                  [--b-senders S]
+ *                  [--b-senders S] [--c-wait N] [--pin 0|1] [--raw 0|1]
+ *        --c-wait N: variant c's clients sleep for N completions (1, as a
+ *        library must; 0: all they expect, an ideal); --pin 1: sender k
+ *        and client process p on CPU k and p mod CPUs; --raw 1: also a
+ *        "# raw,..." line a round (transport+size, variant, round, last,
+ *        first, CPU, server CPU in ms, switches per 1,000 notices).
  *        defaults: 1000 clients in 10 processes, 7 rounds of each
  *        variant, abc (ab without liburing), both transports.
  * Output: bench/bench_util.h's lines  key,unit,median,min,max,note
@@ -115,9 +120,24 @@ static int cmp_i64(const void *a, const void *b) {
 struct opts {
   int clients, procs, rounds, senders, pause_us;
   const char *variants, *transport;
-  int b_events, b_et, b_spin_us, b_senders;
+  int b_events, b_et, b_spin_us, b_senders, c_wait, pin, raw;
 };
-static struct opts g_o = {1000, 10, 7, 0, 2000, NULL, "both", 1024, 1, 0, 0};
+static struct opts g_o = {1000, 10, 7, 0, 2000, NULL, "both",
+                          1024, 1,  0, 0, 1,    0, 0};
+
+/* --pin 1: sending thread k and client process p on CPU k and p (mod
+ * CPUs), which net_bench does not do: it shows what the scheduler's
+ * placement costs (idle CPUs while work waits on the other one). */
+static void pin_to(int i) {
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (!g_o.pin || cpus < 2)
+    return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET((int)(i % cpus), &set);
+  if (sched_setaffinity(0, sizeof set, &set) < 0)
+    die("sched_setaffinity");
+}
 
 /* ---- what a process spent ---- */
 
@@ -289,7 +309,12 @@ static void uring_client_init(struct client *c) {
 static void wait_uring(struct client *c, struct proc_slot *s, int *left) {
   unsigned mask = io_uring_buf_ring_mask(c->nbufs);
   while (*left > 0) {
-    int r = io_uring_submit_and_wait(&c->ring, 1);
+    /* --c-wait: how many completions to sleep for (1: as a library would,
+     * not knowing how many will come; 0: all this process expects, one
+     * wake-up a round, an ideal no real client can count on) */
+    unsigned want = g_o.c_wait > 0 && g_o.c_wait < *left ? (unsigned)g_o.c_wait
+                                                          : (unsigned)*left;
+    int r = io_uring_submit_and_wait(&c->ring, want);
     if (r < 0 && r != -EINTR) {
       errno = -r;
       die("io_uring_submit_and_wait");
@@ -358,6 +383,7 @@ static void uring_disarm(struct client *c) {
 #endif
 
 static void client_main(struct client *c, const struct endpoint *ep) {
+  pin_to(c->id);
   c->fd = calloc((size_t)c->n, sizeof *c->fd);
   c->got = calloc((size_t)c->n, sizeof *c->got);
   c->buf = malloc(RECV_BUF);
@@ -530,6 +556,7 @@ static void *helper_main(void *arg) {
   struct server *sv = h->sv;
   size_t k = h->k;
   free(h);
+  pin_to((int)k);
 #ifdef NET_FLOOR_URING
   uring_sender_init(sv, &sv->snd[k]);
 #endif
@@ -690,6 +717,7 @@ static void run(bool tcp) {
     if (pthread_create(&sv.snd[k].th, NULL, helper_main, h) != 0)
       fail("pthread_create");
   }
+  pin_to(0);
 #ifdef NET_FLOOR_URING
   uring_sender_init(&sv, &sv.snd[0]);
 #endif
@@ -702,6 +730,7 @@ static void run(bool tcp) {
   int64_t *last = calloc((size_t)(V * R), 8), *first = calloc((size_t)(V * R), 8);
   int64_t *cpu = calloc((size_t)(V * R), 8), *share = calloc((size_t)(V * R), 8);
   int64_t *scpu = calloc((size_t)(V * R), 8), *csw = calloc((size_t)(V * R), 8);
+  int64_t *bound = calloc((size_t)(V * R), 8);
   for (int r = 0; r < R; r++) {
     for (int v = 0; v < V; v++) {
       int var = vars[v];
@@ -745,6 +774,10 @@ static void run(bool tcp) {
       cpu[j] = scpu[j] + c_us;
       csw[j] = (u1.csw - u0.csw + c_sw) * 1000 / C; /* per 1000 notices */
       share[j] = cpu[j] * 1000 * 100 / (last[j] / 1000 * cpus + 1); /* %x1000 */
+      if (g_o.raw) /* one line a round, for pooling several runs */
+        printf("# raw,%s%d,%c,%d,%.3f,%.3f,%.3f,%.3f,%lld\n",
+               tcp ? "tcp" : "unix", C, var, r, last[j] / 1e6, first[j] / 1e6,
+               cpu[j] / 1e3, scpu[j] / 1e3, (long long)csw[j]);
     }
   }
   const char *tr = tcp ? "tcp" : "unix";
@@ -763,6 +796,12 @@ static void run(bool tcp) {
     snprintf(key, sizeof key, "net_floor_%s%d_%c_cpu", tr, C, vars[v]);
     summary(key, "ms", cpu + off, R, 1e3,
             "CPU of the round, server + client processes (getrusage)");
+    for (int r = 0; r < R; r++)
+      bound[off + (size_t)r] = cpu[off + (size_t)r] / cpus;
+    snprintf(key, sizeof key, "net_floor_%s%d_%c_cpu_over_cpus", tr, C,
+             vars[v]);
+    summary(key, "ms", bound + off, R, 1e3,
+            "that CPU / the CPUs: the round if no CPU were ever idle");
     snprintf(key, sizeof key, "net_floor_%s%d_%c_server_cpu", tr, C, vars[v]);
     summary(key, "ms", scpu + off, R, 1e3, "of which the server process");
     snprintf(key, sizeof key, "net_floor_%s%d_%c_cpu_share", tr, C, vars[v]);
@@ -793,6 +832,7 @@ static void run(bool tcp) {
   munmap(sh, shb);
   free(pids), free(sv.fd), free(pfd), free(pid_of), free(count), free(group);
   free(last), free(first), free(cpu), free(share), free(scpu), free(csw);
+  free(bound);
 }
 
 int main(int argc, char **argv) {
@@ -811,6 +851,9 @@ int main(int argc, char **argv) {
     else if (!strcmp(k, "--b-et")) g_o.b_et = n;
     else if (!strcmp(k, "--b-spin-us")) g_o.b_spin_us = n;
     else if (!strcmp(k, "--b-senders")) g_o.b_senders = n;
+    else if (!strcmp(k, "--c-wait")) g_o.c_wait = n;
+    else if (!strcmp(k, "--pin")) g_o.pin = n;
+    else if (!strcmp(k, "--raw")) g_o.raw = n;
     else bad = true;
   }
 #ifdef NET_FLOOR_URING
@@ -833,12 +876,12 @@ int main(int argc, char **argv) {
   if (bad || !*g_o.variants || !(tcp || unx) || g_o.clients < 1 ||
       g_o.procs < 1 || g_o.rounds < 1 || g_o.senders < 0 ||
       g_o.senders > MAX_SENDERS || g_o.b_senders < 0 ||
-      g_o.b_senders > MAX_SENDERS || g_o.b_events < 1 || g_o.pause_us < 0) {
+      g_o.b_senders > MAX_SENDERS || g_o.b_events < 1 || g_o.pause_us < 0 || g_o.c_wait < 0) {
     fprintf(stderr,
             "usage: net_floor [--clients C] [--procs P] [--rounds R] "
             "[--variants abc] [--transport unix|tcp|both] [--senders S] "
             "[--pause-us U] [--b-events N] [--b-et 0|1] [--b-spin-us U] "
-            "[--b-senders S]\n");
+            "[--b-senders S] [--c-wait N] [--pin 0|1] [--raw 0|1]\n");
     return 64;
   }
   signal(SIGPIPE, SIG_IGN);
