@@ -14,8 +14,9 @@ if(TARGET canceltoken_net_static)
 endif()
 
 # net_floor (bench/net_floor.c): the same fan-out with no cancel-token code,
-# only the kernel (send/recv/epoll, and io_uring when liburing is found:
-# apt-get install liburing-dev).  Not part of the quick bench or the tests.
+# only the kernel (send/recv/epoll, and io_uring, bench/net_floor_uring.c,
+# when liburing is found: apt-get install liburing-dev).  Not part of the
+# quick bench or the tests; see bench/README.md, "net_floor".
 # Run:  <dir>/bench/net_floor --clients 1000 --procs 10 --rounds 7
 add_executable(net_floor ${CMAKE_CURRENT_LIST_DIR}/net_floor.c)
 target_compile_definitions(net_floor PRIVATE _GNU_SOURCE)
@@ -26,6 +27,7 @@ if(PKG_CONFIG_FOUND)
   pkg_check_modules(CT_URING QUIET IMPORTED_TARGET liburing)
 endif()
 if(CT_URING_FOUND)
+  target_sources(net_floor PRIVATE ${CMAKE_CURRENT_LIST_DIR}/net_floor_uring.c)
   target_compile_definitions(net_floor PRIVATE NET_FLOOR_URING)
   target_link_libraries(net_floor PRIVATE PkgConfig::CT_URING)
   message(STATUS "bench: net_floor with io_uring (liburing ${CT_URING_VERSION})")

@@ -32,7 +32,8 @@
  *   b  the best plain-syscall variant found (options --b-*, defaults are
  *      what won the exploration in bench/README.md): still one send() and
  *      one recv() per connection.
- *   c  io_uring (only when built with liburing): each sending thread has
+ *   c  io_uring (bench/net_floor_uring.c, built only with liburing;
+ *      without it the program says so if asked for c): each sending thread has
  *      its own ring with its share's descriptors registered and submits
  *      its sends as batched SQEs (a few io_uring_enter calls); each client
  *      process arms one multishot recv per connection with a provided-
@@ -83,28 +84,26 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#ifdef NET_FLOOR_URING
-#include <liburing.h>
-#endif
 
-#define FRAME_LEN 15
+#include "net_floor.h"
+
 #define RECV_BUF (4 + 16384) /* our client's read: NET_HDR + NET_MAX_FRAME */
 #define MAX_SENDERS 8
 
-static const uint8_t g_frame[FRAME_LEN] = {0,    0,   0,   11,  0x14, 0,  0, 0,
+const uint8_t nf_frame[FRAME_LEN] = {0,    0,   0,   11,  0x14, 0,  0, 0,
                                            1,    1,   0,   'f', 'a',  'n', '0'};
 
-static void die(const char *what) {
+void nf_die(const char *what) {
   fprintf(stderr, "net_floor: %s: %s\n", what, strerror(errno));
   exit(2);
 }
 
-static void fail(const char *what) {
+void nf_fail(const char *what) {
   fprintf(stderr, "net_floor: %s\n", what);
   exit(2);
 }
 
-static int64_t now_ns(void) {
+int64_t nf_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
@@ -136,7 +135,7 @@ static void pin_to(int i) {
   CPU_ZERO(&set);
   CPU_SET((int)(i % cpus), &set);
   if (sched_setaffinity(0, sizeof set, &set) < 0)
-    die("sched_setaffinity");
+    nf_die("sched_setaffinity");
 }
 
 /* ---- what a process spent ---- */
@@ -155,10 +154,6 @@ static struct usage usage_now(void) {
 }
 
 /* Shared between the server and its client processes (MAP_SHARED). */
-struct proc_slot {
-  int64_t first, last; /* when its first / last connection was read */
-  int64_t cpu_us, csw; /* what the round cost it */
-};
 struct shared {
   int variant; /* of the round the go byte starts; written before it */
   struct proc_slot p[];
@@ -175,19 +170,19 @@ struct endpoint {
 static void set_nodelay(int fd) {
   int one = 1;
   if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
-    die("TCP_NODELAY");
+    nf_die("TCP_NODELAY");
 }
 
 static int listen_on(struct endpoint *ep) {
   int fd = socket(ep->tcp ? AF_INET : AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
-    die("socket");
+    nf_die("socket");
   if (bind(fd, (struct sockaddr *)&ep->sa, ep->len) < 0 ||
       listen(fd, 4096) < 0)
-    die("bind/listen");
+    nf_die("bind/listen");
   ep->len = sizeof ep->sa;
   if (getsockname(fd, (struct sockaddr *)&ep->sa, &ep->len) < 0)
-    die("getsockname");
+    nf_die("getsockname");
   return fd;
 }
 
@@ -198,23 +193,17 @@ struct client {
   struct proc_slot *slot;
   const struct shared *sh;
   char *buf;
-#ifdef NET_FLOOR_URING
-  struct io_uring ring;
-  struct io_uring_buf_ring *br;
-  char *bufs;
-  unsigned nbufs;
-#endif
+  struct nf_uring_client *u; /* variant c, made on its first round */
 };
 
 /* One read done: the connection's frame may be whole now. */
-static void got_bytes(struct client *c, int i, int r, int *left,
-                      struct proc_slot *s) {
+void nf_got(struct client *c, int i, int r, int *left, struct proc_slot *s) {
   if (r <= 0)
-    fail(r == 0 ? "the server closed a connection" : "recv failed");
+    nf_fail(r == 0 ? "the server closed a connection" : "recv failed");
   int before = c->got[i];
   c->got[i] += r;
   if (before < FRAME_LEN && c->got[i] >= FRAME_LEN) {
-    int64_t t = now_ns();
+    int64_t t = nf_now();
     if (*left == c->n)
       s->first = t;
     if (--*left == 0)
@@ -231,12 +220,12 @@ static void wait_epoll(struct client *c, int epfd, bool lib,
   struct epoll_event *ev = calloc((size_t)maxev, sizeof *ev);
   int64_t spin_until = 0;
   while (*left > 0) {
-    bool spinning = spin_until > 0 && now_ns() < spin_until;
+    bool spinning = spin_until > 0 && nf_now() < spin_until;
     int n = epoll_wait(epfd, ev, maxev, spinning ? 0 : -1);
     if (n < 0 && errno != EINTR)
-      die("epoll_wait");
+      nf_die("epoll_wait");
     if (spin_ns > 0 && (n >= 2 || (n > 0 && spinning)))
-      spin_until = now_ns() + spin_ns;
+      spin_until = nf_now() + spin_ns;
     else if (spinning)
       sched_yield();
     for (int k = 0; k < n; k++) {
@@ -244,143 +233,16 @@ static void wait_epoll(struct client *c, int epfd, bool lib,
       ssize_t r = recv(c->fd[i], c->buf, RECV_BUF, MSG_DONTWAIT);
       if (r < 0 && errno == EAGAIN)
         continue;
-      got_bytes(c, i, (int)r, left, s);
+      nf_got(c, i, (int)r, left, s);
       /* Edge-triggered: a read that filled the buffer may have left more
        * (a shorter one took all there was: the next byte is a new edge). */
       while (et && r == RECV_BUF &&
              (r = recv(c->fd[i], c->buf, RECV_BUF, MSG_DONTWAIT)) > 0)
-        got_bytes(c, i, (int)r, left, s);
+        nf_got(c, i, (int)r, left, s);
     }
   }
   free(ev);
 }
-
-#ifdef NET_FLOOR_URING
-/* Variant c: one multishot recv per connection (user_data = its index),
- * buffers from a provided-buffer ring that is refilled as frames are
- * read. */
-static void uring_arm(struct client *c, int i) {
-  struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
-  if (!sqe) {
-    io_uring_submit(&c->ring);
-    if (!(sqe = io_uring_get_sqe(&c->ring)))
-      fail("io_uring: no SQE");
-  }
-  io_uring_prep_recv_multishot(sqe, c->fd[i], NULL, 0, 0);
-  sqe->flags |= IOSQE_BUFFER_SELECT;
-  sqe->buf_group = 0;
-  sqe->user_data = (uint64_t)i;
-}
-
-static void uring_client_init(struct client *c) {
-  struct io_uring_params p = {0};
-  unsigned ent = 1;
-  while (ent < (unsigned)c->n + 2)
-    ent <<= 1;
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-            IORING_SETUP_CQSIZE;
-  p.cq_entries = ent * 4;
-  int r = io_uring_queue_init_params(ent, &c->ring, &p);
-  if (r < 0) {
-    errno = -r;
-    die("io_uring_queue_init (client)");
-  }
-  c->nbufs = ent * 2;
-  size_t rb = c->nbufs * sizeof(struct io_uring_buf);
-  c->br = mmap(NULL, rb, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-               -1, 0);
-  c->bufs = malloc((size_t)c->nbufs * 256);
-  if (c->br == MAP_FAILED || !c->bufs)
-    die("buffer ring memory");
-  io_uring_buf_ring_init(c->br);
-  struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)c->br,
-                                 .ring_entries = c->nbufs, .bgid = 0};
-  if ((r = io_uring_register_buf_ring(&c->ring, &reg, 0)) < 0) {
-    errno = -r;
-    die("io_uring_register_buf_ring");
-  }
-  for (unsigned b = 0; b < c->nbufs; b++)
-    io_uring_buf_ring_add(c->br, c->bufs + (size_t)b * 256, 256,
-                          (unsigned short)b, io_uring_buf_ring_mask(c->nbufs),
-                          (int)b);
-  io_uring_buf_ring_advance(c->br, (int)c->nbufs);
-}
-
-static void wait_uring(struct client *c, struct proc_slot *s, int *left) {
-  unsigned mask = io_uring_buf_ring_mask(c->nbufs);
-  while (*left > 0) {
-    /* --c-wait: how many completions to sleep for (1: as a library would,
-     * not knowing how many will come; 0: all this process expects, one
-     * wake-up a round, an ideal no real client can count on) */
-    unsigned want = g_o.c_wait > 0 && g_o.c_wait < *left ? (unsigned)g_o.c_wait
-                                                          : (unsigned)*left;
-    int r = io_uring_submit_and_wait(&c->ring, want);
-    if (r < 0 && r != -EINTR) {
-      errno = -r;
-      die("io_uring_submit_and_wait");
-    }
-    struct io_uring_cqe *cqe;
-    unsigned head, seen = 0;
-    int added = 0;
-    io_uring_for_each_cqe(&c->ring, head, cqe) {
-      seen++;
-      int i = (int)cqe->user_data;
-      if (cqe->res == -ENOBUFS) {
-        uring_arm(c, i);
-        continue;
-      }
-      got_bytes(c, i, cqe->res, left, s);
-      unsigned short bid = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-      io_uring_buf_ring_add(c->br, c->bufs + (size_t)bid * 256, 256, bid,
-                            (int)mask, added++);
-      if (!(cqe->flags & IORING_CQE_F_MORE))
-        uring_arm(c, i);
-    }
-    io_uring_buf_ring_advance(c->br, added);
-    io_uring_cq_advance(&c->ring, seen);
-  }
-}
-
-/* After the round: cancel every recv and wait until each has ended. */
-static void uring_disarm(struct client *c) {
-  struct io_uring_sqe *sqe = io_uring_get_sqe(&c->ring);
-  if (!sqe) {
-    io_uring_submit(&c->ring);
-    sqe = io_uring_get_sqe(&c->ring);
-  }
-  io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
-  sqe->user_data = UINT64_MAX;
-  int armed = c->n;
-  bool cancel_done = false;
-  unsigned mask = io_uring_buf_ring_mask(c->nbufs);
-  while (armed > 0 || !cancel_done) {
-    int r = io_uring_submit_and_wait(&c->ring, 1);
-    if (r < 0 && r != -EINTR) {
-      errno = -r;
-      die("io_uring cancel");
-    }
-    struct io_uring_cqe *cqe;
-    unsigned head, seen = 0;
-    int added = 0;
-    io_uring_for_each_cqe(&c->ring, head, cqe) {
-      seen++;
-      if (cqe->user_data == UINT64_MAX) {
-        cancel_done = true;
-        continue;
-      }
-      if (cqe->flags & IORING_CQE_F_BUFFER) {
-        unsigned short bid = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        io_uring_buf_ring_add(c->br, c->bufs + (size_t)bid * 256, 256, bid,
-                              (int)mask, added++);
-      }
-      if (!(cqe->flags & IORING_CQE_F_MORE))
-        armed--;
-    }
-    io_uring_buf_ring_advance(c->br, added);
-    io_uring_cq_advance(&c->ring, seen);
-  }
-}
-#endif
 
 static void client_main(struct client *c, const struct endpoint *ep) {
   pin_to(c->id);
@@ -390,12 +252,12 @@ static void client_main(struct client *c, const struct endpoint *ep) {
   for (int i = 0; i < c->n; i++) {
     int fd = socket(ep->tcp ? AF_INET : AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (const struct sockaddr *)&ep->sa, ep->len) < 0)
-      die("connect");
+      nf_die("connect");
     if (ep->tcp)
       set_nodelay(fd);
     uint32_t id = (uint32_t)c->id;
     if (write(fd, &id, sizeof id) != sizeof id)
-      die("write id");
+      nf_die("write id");
     c->fd[i] = fd;
   }
   int go = c->go;
@@ -409,22 +271,20 @@ static void client_main(struct client *c, const struct endpoint *ep) {
     int ep_fd = -1;
     if (v != 'c') {
       if ((ep_fd = epoll_create1(EPOLL_CLOEXEC)) < 0)
-        die("epoll_create1");
+        nf_die("epoll_create1");
       for (int i = 0; i < c->n; i++) {
         struct epoll_event ev = {
             .events = EPOLLIN | (v == 'b' && g_o.b_et ? EPOLLET : 0),
             .data.u32 = (uint32_t)i};
         if (epoll_ctl(ep_fd, EPOLL_CTL_ADD, c->fd[i], &ev) < 0)
-          die("epoll_ctl");
+          nf_die("epoll_ctl");
       }
     }
 #ifdef NET_FLOOR_URING
     else {
-      if (!c->br) /* the first io_uring round */
-        uring_client_init(c);
-      for (int i = 0; i < c->n; i++)
-        uring_arm(c, i);
-      io_uring_submit(&c->ring);
+      if (!c->u) /* the first io_uring round */
+        c->u = nf_uring_client_new(c->fd, c->n, g_o.c_wait);
+      nf_uring_arm(c->u);
     }
 #endif
     struct proc_slot s = {0};
@@ -436,7 +296,7 @@ static void client_main(struct client *c, const struct endpoint *ep) {
       wait_epoll(c, ep_fd, v == 'a', &s, &left);
 #ifdef NET_FLOOR_URING
     else
-      wait_uring(c, &s, &left);
+      nf_uring_round(c->u, c, &s, &left);
 #endif
     struct usage u1 = usage_now();
     s.cpu_us = u1.cpu_us - u0.cpu_us;
@@ -446,7 +306,7 @@ static void client_main(struct client *c, const struct endpoint *ep) {
       close(ep_fd);
 #ifdef NET_FLOOR_URING
     else
-      uring_disarm(c);
+      nf_uring_disarm(c->u);
 #endif
     if (write(c->done, &b, 1) != 1)
       _exit(2);
@@ -458,10 +318,7 @@ static void client_main(struct client *c, const struct endpoint *ep) {
 struct sender {
   size_t from, to; /* its share of the connections */
   pthread_t th;
-#ifdef NET_FLOOR_URING
-  struct io_uring ring;
-  bool ring_ok;
-#endif
+  struct nf_uring_sender *u; /* variant c; NULL without io_uring */
 };
 
 struct server {
@@ -478,60 +335,10 @@ struct server {
   bool stop;
 };
 
-#ifdef NET_FLOOR_URING
-static void uring_sender_init(struct server *sv, struct sender *s) {
-  unsigned ent = 1;
-  while (ent < s->to - s->from && ent < 4096)
-    ent <<= 1;
-  struct io_uring_params p = {0};
-  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-            IORING_SETUP_CQSIZE;
-  p.cq_entries = ent * 2;
-  if (io_uring_queue_init_params(ent, &s->ring, &p) < 0)
-    return;
-  if (io_uring_register_files(&s->ring, sv->fd + s->from,
-                              (unsigned)(s->to - s->from)) < 0) {
-    io_uring_queue_exit(&s->ring);
-    return;
-  }
-  s->ring_ok = true;
-}
-
-static void uring_send(struct sender *s) {
-  size_t i = s->from, total = s->to - s->from, completed = 0;
-  while (completed < total) {
-    while (i < s->to) {
-      struct io_uring_sqe *sqe = io_uring_get_sqe(&s->ring);
-      if (!sqe)
-        break;
-      io_uring_prep_send(sqe, (int)(i - s->from), g_frame, FRAME_LEN,
-                         MSG_NOSIGNAL);
-      sqe->flags |= IOSQE_FIXED_FILE;
-      i++;
-    }
-    int r = i < s->to || completed + io_uring_cq_ready(&s->ring) >= total
-                ? io_uring_submit(&s->ring)
-                : io_uring_submit_and_wait(&s->ring, 1);
-    if (r < 0 && r != -EINTR)
-      fail("io_uring submit (server)");
-    struct io_uring_cqe *cqe;
-    unsigned head, seen = 0;
-    io_uring_for_each_cqe(&s->ring, head, cqe) {
-      seen++;
-      if (cqe->res != FRAME_LEN)
-        fail("an io_uring send did not send the whole frame");
-    }
-    io_uring_cq_advance(&s->ring, seen);
-    completed += seen;
-  }
-}
-#endif
-
 static void send_share(struct server *sv, size_t k, int variant) {
-  struct sender *s = &sv->snd[k];
 #ifdef NET_FLOOR_URING
   if (variant == 'c') {
-    uring_send(s);
+    nf_uring_send(sv->snd[k].u);
     return;
   }
 #endif
@@ -539,10 +346,10 @@ static void send_share(struct server *sv, size_t k, int variant) {
   for (size_t i = sv->cut[k]; i < sv->cut[k + 1]; i++) {
     ssize_t w;
     do
-      w = send(sv->fd[i], g_frame, FRAME_LEN, MSG_NOSIGNAL | MSG_DONTWAIT);
+      w = send(sv->fd[i], nf_frame, FRAME_LEN, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (w < 0 && errno == EINTR);
     if (w != FRAME_LEN)
-      fail("a send() did not send the whole frame (EAGAIN on 15 bytes?)");
+      nf_fail("a send() did not send the whole frame (EAGAIN on 15 bytes?)");
   }
 }
 
@@ -558,7 +365,8 @@ static void *helper_main(void *arg) {
   free(h);
   pin_to((int)k);
 #ifdef NET_FLOOR_URING
-  uring_sender_init(sv, &sv->snd[k]);
+  struct sender *me = &sv->snd[k];
+  me->u = nf_uring_sender_new(sv->fd + me->from, me->to - me->from);
 #endif
   pthread_mutex_lock(&sv->mu);
   uint64_t seen = 0;
@@ -646,10 +454,10 @@ static void run(bool tcp) {
   struct shared *sh = mmap(NULL, shb, PROT_READ | PROT_WRITE,
                            MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (sh == MAP_FAILED)
-    die("mmap");
+    nf_die("mmap");
   int go[2], ready[2], done[2];
   if (pipe(go) < 0 || pipe(ready) < 0 || pipe(done) < 0)
-    die("pipe");
+    nf_die("pipe");
   pid_t *pids = calloc((size_t)P, sizeof *pids);
   fflush(stdout);
   for (int p = 0; p < P; p++) {
@@ -661,7 +469,7 @@ static void run(bool tcp) {
       client_main(&c, &ep);
     }
     if (pids[p] < 0)
-      die("fork");
+      nf_die("fork");
   }
   close(go[0]), close(ready[1]), close(done[1]);
   /* Accept every connection; group them by process, in process order. */
@@ -673,9 +481,9 @@ static void run(bool tcp) {
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     uint32_t id;
     if (fd < 0)
-      die("accept");
+      nf_die("accept");
     if (read(fd, &id, sizeof id) != sizeof id || id >= (uint32_t)P)
-      fail("a client sent no process number");
+      nf_fail("a client sent no process number");
     if (tcp)
       set_nodelay(fd);
     pfd[i] = fd, pid_of[i] = (int)id;
@@ -712,14 +520,14 @@ static void run(bool tcp) {
   for (int k = 1; k < sv.nsenders; k++) {
     struct helper_arg *h = malloc(sizeof *h);
     if (!h)
-      fail("out of memory");
+      nf_fail("out of memory");
     *h = (struct helper_arg){&sv, (size_t)k};
     if (pthread_create(&sv.snd[k].th, NULL, helper_main, h) != 0)
-      fail("pthread_create");
+      nf_fail("pthread_create");
   }
   pin_to(0);
 #ifdef NET_FLOOR_URING
-  uring_sender_init(&sv, &sv.snd[0]);
+  sv.snd[0].u = nf_uring_sender_new(sv.fd, sv.snd[0].to);
 #endif
   pthread_mutex_lock(&sv.mu);
   while (sv.busy > 0)
@@ -727,89 +535,86 @@ static void run(bool tcp) {
   pthread_mutex_unlock(&sv.mu);
   const char *vars = g_o.variants;
   int V = (int)strlen(vars), R = g_o.rounds;
-  int64_t *last = calloc((size_t)(V * R), 8), *first = calloc((size_t)(V * R), 8);
-  int64_t *cpu = calloc((size_t)(V * R), 8), *share = calloc((size_t)(V * R), 8);
-  int64_t *scpu = calloc((size_t)(V * R), 8), *csw = calloc((size_t)(V * R), 8);
-  int64_t *bound = calloc((size_t)(V * R), 8);
+  /* per variant and round: [0] last, [1] first (ns), [2] CPU, [3] CPU /
+   * CPUs, [4] server CPU (us), [5] CPU share (% x 1000), [6] switches per
+   * 1,000 notices; each column copied out and sorted for its summary */
+  int64_t(*st)[7] = calloc((size_t)(V * R), sizeof *st);
   for (int r = 0; r < R; r++) {
     for (int v = 0; v < V; v++) {
       int var = vars[v];
 #ifdef NET_FLOOR_URING
       if (var == 'c')
         for (int k = 0; k < lib_senders; k++)
-          if (!sv.snd[k].ring_ok)
-            fail("io_uring could not be set up in the server");
+          if (!sv.snd[k].u)
+            nf_fail("io_uring could not be set up in the server");
 #endif
       __atomic_store_n(&sh->variant, var, __ATOMIC_RELEASE);
       char b = 1;
       for (int p = 0; p < P; p++)
         if (write(go[1], &b, 1) != 1)
-          die("go");
+          nf_die("go");
       for (int p = 0; p < P; p++)
         if (read(ready[0], &b, 1) != 1)
-          fail("a client process failed");
+          nf_fail("a client process failed");
       struct timespec ts = {0, (long)g_o.pause_us * 1000};
       nanosleep(&ts, NULL);
       int parts = var == 'b' ? b_senders : lib_senders;
-      if (var == 'b')
-        cut_shares(&sv, group, parts);
+      cut_shares(&sv, group, parts);
       struct usage u0 = usage_now();
-      int64_t t0 = now_ns();
+      int64_t t0 = nf_now();
       fan_out(&sv, var, parts);
       struct usage u1 = usage_now();
       for (int p = 0; p < P; p++)
         if (read(done[0], &b, 1) != 1)
-          fail("a client process failed");
-      if (var == 'b')
-        cut_shares(&sv, group, lib_senders);
+          nf_fail("a client process failed");
       int64_t lst = 0, fst = INT64_MAX, c_us = 0, c_sw = 0;
       for (int p = 0; p < P; p++) {
         lst = sh->p[p].last > lst ? sh->p[p].last : lst;
         fst = sh->p[p].first < fst ? sh->p[p].first : fst;
         c_us += sh->p[p].cpu_us, c_sw += sh->p[p].csw;
       }
-      size_t j = (size_t)(v * R + r);
-      last[j] = lst - t0, first[j] = fst - t0;
-      scpu[j] = u1.cpu_us - u0.cpu_us;
-      cpu[j] = scpu[j] + c_us;
-      csw[j] = (u1.csw - u0.csw + c_sw) * 1000 / C; /* per 1000 notices */
-      share[j] = cpu[j] * 1000 * 100 / (last[j] / 1000 * cpus + 1); /* %x1000 */
+      int64_t *x = st[v * R + r], cpu = u1.cpu_us - u0.cpu_us + c_us;
+      x[0] = lst - t0, x[1] = fst - t0, x[2] = cpu, x[3] = cpu / cpus;
+      x[4] = u1.cpu_us - u0.cpu_us;
+      x[5] = cpu * 1000 * 100 / (x[0] / 1000 * cpus + 1);
+      x[6] = (u1.csw - u0.csw + c_sw) * 1000 / C;
       if (g_o.raw) /* one line a round, for pooling several runs */
         printf("# raw,%s%d,%c,%d,%.3f,%.3f,%.3f,%.3f,%lld\n",
-               tcp ? "tcp" : "unix", C, var, r, last[j] / 1e6, first[j] / 1e6,
-               cpu[j] / 1e3, scpu[j] / 1e3, (long long)csw[j]);
+               tcp ? "tcp" : "unix", C, var, r, x[0] / 1e6, x[1] / 1e6,
+               x[2] / 1e3, x[4] / 1e3, (long long)x[6]);
     }
   }
-  const char *tr = tcp ? "tcp" : "unix";
+  static const struct {
+    const char *key, *unit, *note;
+    double scale;
+  } rows[7] = {
+      {"last", "ms", NULL, 1e6},
+      {"first", "ms", "to the first read", 1e6},
+      {"cpu", "ms", "CPU of the round, server + client processes "
+                    "(getrusage)", 1e3},
+      {"cpu_over_cpus", "ms", "that CPU / the CPUs: the round if no CPU "
+                              "were ever idle", 1e3},
+      {"server_cpu", "ms", "of which the server process", 1e3},
+      {"cpu_share", "%", "CPU of the round / (time to the last read x "
+                         "CPUs)", 1e3},
+      {"switches", "per 1k", "context switches (all processes) per 1,000 "
+                             "notices", 1.0}};
+  int64_t *col = calloc((size_t)R, sizeof *col);
   for (int v = 0; v < V; v++) {
     char key[96], note[256];
-    size_t off = (size_t)(v * R);
-    snprintf(key, sizeof key, "net_floor_%s%d_%c_last", tr, C, vars[v]);
     snprintf(note, sizeof note,
              "kernel only: decide-to-notify to the last of %d reads (%s; %d "
              "client processes; %d senders; %d rounds interleaved %s)",
              C, tcp ? "loopback TCP" : "Unix socket", P,
              vars[v] == 'b' ? b_senders : lib_senders, R, vars);
-    summary(key, "ms", last + off, R, 1e6, note);
-    snprintf(key, sizeof key, "net_floor_%s%d_%c_first", tr, C, vars[v]);
-    summary(key, "ms", first + off, R, 1e6, "to the first read");
-    snprintf(key, sizeof key, "net_floor_%s%d_%c_cpu", tr, C, vars[v]);
-    summary(key, "ms", cpu + off, R, 1e3,
-            "CPU of the round, server + client processes (getrusage)");
-    for (int r = 0; r < R; r++)
-      bound[off + (size_t)r] = cpu[off + (size_t)r] / cpus;
-    snprintf(key, sizeof key, "net_floor_%s%d_%c_cpu_over_cpus", tr, C,
-             vars[v]);
-    summary(key, "ms", bound + off, R, 1e3,
-            "that CPU / the CPUs: the round if no CPU were ever idle");
-    snprintf(key, sizeof key, "net_floor_%s%d_%c_server_cpu", tr, C, vars[v]);
-    summary(key, "ms", scpu + off, R, 1e3, "of which the server process");
-    snprintf(key, sizeof key, "net_floor_%s%d_%c_cpu_share", tr, C, vars[v]);
-    summary(key, "%", share + off, R, 1e3,
-            "CPU of the round / (time to the last read x CPUs)");
-    snprintf(key, sizeof key, "net_floor_%s%d_%c_switches", tr, C, vars[v]);
-    summary(key, "per 1k", csw + off, R, 1.0,
-            "context switches (all processes) per 1,000 notices");
+    for (int q = 0; q < 7; q++) {
+      for (int r = 0; r < R; r++)
+        col[r] = st[v * R + r][q];
+      snprintf(key, sizeof key, "net_floor_%s%d_%c_%s", tcp ? "tcp" : "unix",
+               C, vars[v], rows[q].key);
+      summary(key, rows[q].unit, col, R, rows[q].scale,
+              rows[q].note ? rows[q].note : note);
+    }
   }
   fflush(stdout);
   pthread_mutex_lock(&sv.mu);
@@ -824,37 +629,48 @@ static void run(bool tcp) {
   for (int i = 0; i < C; i++)
     close(sv.fd[i]);
 #ifdef NET_FLOOR_URING
-  for (int k = 0; k < lib_senders; k++)
-    if (sv.snd[k].ring_ok)
-      io_uring_queue_exit(&sv.snd[k].ring);
+  for (int k = 0; k < sv.nsenders; k++)
+    nf_uring_sender_free(sv.snd[k].u);
 #endif
   close(ready[0]), close(done[0]);
   munmap(sh, shb);
   free(pids), free(sv.fd), free(pfd), free(pid_of), free(count), free(group);
-  free(last), free(first), free(cpu), free(share), free(scpu), free(csw);
-  free(bound);
+  free(st), free(col);
 }
 
 int main(int argc, char **argv) {
+  static const struct {
+    const char *name;
+    int *v;
+  } num[] = {{"--clients", &g_o.clients},     {"--procs", &g_o.procs},
+             {"--rounds", &g_o.rounds},       {"--senders", &g_o.senders},
+             {"--pause-us", &g_o.pause_us},   {"--b-events", &g_o.b_events},
+             {"--b-et", &g_o.b_et},           {"--b-spin-us", &g_o.b_spin_us},
+             {"--b-senders", &g_o.b_senders}, {"--c-wait", &g_o.c_wait},
+             {"--pin", &g_o.pin},             {"--raw", &g_o.raw}};
   bool bad = argc % 2 == 0;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i + 1 < argc && !bad; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
-    int n = atoi(v);
-    if (!strcmp(k, "--clients")) g_o.clients = n;
-    else if (!strcmp(k, "--procs")) g_o.procs = n;
-    else if (!strcmp(k, "--rounds")) g_o.rounds = n;
-    else if (!strcmp(k, "--senders")) g_o.senders = n;
-    else if (!strcmp(k, "--pause-us")) g_o.pause_us = n;
-    else if (!strcmp(k, "--variants")) g_o.variants = v;
-    else if (!strcmp(k, "--transport")) g_o.transport = v;
-    else if (!strcmp(k, "--b-events")) g_o.b_events = n;
-    else if (!strcmp(k, "--b-et")) g_o.b_et = n;
-    else if (!strcmp(k, "--b-spin-us")) g_o.b_spin_us = n;
-    else if (!strcmp(k, "--b-senders")) g_o.b_senders = n;
-    else if (!strcmp(k, "--c-wait")) g_o.c_wait = n;
-    else if (!strcmp(k, "--pin")) g_o.pin = n;
-    else if (!strcmp(k, "--raw")) g_o.raw = n;
-    else bad = true;
+    if (!strcmp(k, "--variants")) {
+      g_o.variants = v;
+      continue;
+    }
+    if (!strcmp(k, "--transport")) {
+      g_o.transport = v;
+      continue;
+    }
+    size_t j = 0;
+    while (j < sizeof num / sizeof *num && strcmp(k, num[j].name))
+      j++;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (j == sizeof num / sizeof *num || end == v || *end || n < 0 ||
+        n > 1000000) {
+      fprintf(stderr, "net_floor: bad option or value: %s %s\n", k, v);
+      bad = true;
+    } else {
+      *num[j].v = (int)n;
+    }
   }
 #ifdef NET_FLOOR_URING
   if (!g_o.variants)
@@ -874,9 +690,8 @@ int main(int argc, char **argv) {
   for (const char *p = g_o.variants; *p; p++)
     bad |= !strchr("abc", *p);
   if (bad || !*g_o.variants || !(tcp || unx) || g_o.clients < 1 ||
-      g_o.procs < 1 || g_o.rounds < 1 || g_o.senders < 0 ||
-      g_o.senders > MAX_SENDERS || g_o.b_senders < 0 ||
-      g_o.b_senders > MAX_SENDERS || g_o.b_events < 1 || g_o.pause_us < 0 || g_o.c_wait < 0) {
+      g_o.procs < 1 || g_o.rounds < 1 || g_o.senders > MAX_SENDERS ||
+      g_o.b_senders > MAX_SENDERS || g_o.b_events < 1) {
     fprintf(stderr,
             "usage: net_floor [--clients C] [--procs P] [--rounds R] "
             "[--variants abc] [--transport unix|tcp|both] [--senders S] "
