@@ -77,6 +77,9 @@ struct ct_net_client {
   struct net_buf in; /* I/O thread only */
   int64_t last_rx, last_ping; /* I/O thread only (set before registering) */
   bool gone; /* I/O thread only: lost, and out of the epoll set */
+  /* Where the loop's heartbeat heap holds c (client_io.c), SIZE_MAX when
+   * it does not; under the loop's g_mu. */
+  size_t hb_idx;
 };
 
 #define CLOG(c, ...) net_log((c)->log, (c)->log_arg, __VA_ARGS__)
