@@ -55,9 +55,11 @@
  * usage: net_floor [--clients C] [--procs P] [--rounds R] [--variants abc]
  *                  [--transport unix|tcp|both] [--senders S] [--pause-us U]
  *                  [--b-events N] [--b-et 0|1] [--b-spin-us U]
- *                  [--b-senders S] [--c-wait N] [--pin 0|1] [--raw 0|1]
+ *                  [--b-senders S] [--c-wait N] [--c-batch N] [--pin 0|1]
+ *                  [--raw 0|1]
  *        --c-wait N: variant c's clients sleep for N completions (1, as a
- *        library must; 0: all they expect, an ideal); --pin 1: sender k
+ *        library must; 0: all they expect, an ideal); --c-batch N: its
+ *        senders submit N sends an io_uring_enter (4096); --pin 1: sender k
  *        and client process p on CPU k and p mod CPUs; --raw 1: also a
  *        "# raw,..." line a round (transport+size, variant, round, last,
  *        first, CPU, server CPU in ms, switches per 1,000 notices).
@@ -119,10 +121,10 @@ static int cmp_i64(const void *a, const void *b) {
 struct opts {
   int clients, procs, rounds, senders, pause_us;
   const char *variants, *transport;
-  int b_events, b_et, b_spin_us, b_senders, c_wait, pin, raw;
+  int b_events, b_et, b_spin_us, b_senders, c_wait, c_batch, pin, raw;
 };
 static struct opts g_o = {1000, 10, 7, 0, 2000, NULL, "both",
-                          1024, 1,  0, 0, 1,    0, 0};
+                          1024, 1,  0, 0, 1,    4096, 0, 0};
 
 /* --pin 1: sending thread k and client process p on CPU k and p (mod
  * CPUs), which net_bench does not do: it shows what the scheduler's
@@ -366,7 +368,8 @@ static void *helper_main(void *arg) {
   pin_to((int)k);
 #ifdef NET_FLOOR_URING
   struct sender *me = &sv->snd[k];
-  me->u = nf_uring_sender_new(sv->fd + me->from, me->to - me->from);
+  me->u = nf_uring_sender_new(sv->fd + me->from, me->to - me->from,
+                              (unsigned)g_o.c_batch);
 #endif
   pthread_mutex_lock(&sv->mu);
   uint64_t seen = 0;
@@ -527,7 +530,7 @@ static void run(bool tcp) {
   }
   pin_to(0);
 #ifdef NET_FLOOR_URING
-  sv.snd[0].u = nf_uring_sender_new(sv.fd, sv.snd[0].to);
+  sv.snd[0].u = nf_uring_sender_new(sv.fd, sv.snd[0].to, (unsigned)g_o.c_batch);
 #endif
   pthread_mutex_lock(&sv.mu);
   while (sv.busy > 0)
@@ -647,6 +650,7 @@ int main(int argc, char **argv) {
              {"--pause-us", &g_o.pause_us},   {"--b-events", &g_o.b_events},
              {"--b-et", &g_o.b_et},           {"--b-spin-us", &g_o.b_spin_us},
              {"--b-senders", &g_o.b_senders}, {"--c-wait", &g_o.c_wait},
+             {"--c-batch", &g_o.c_batch},
              {"--pin", &g_o.pin},             {"--raw", &g_o.raw}};
   bool bad = argc % 2 == 0;
   for (int i = 1; i + 1 < argc && !bad; i += 2) {
@@ -691,12 +695,13 @@ int main(int argc, char **argv) {
     bad |= !strchr("abc", *p);
   if (bad || !*g_o.variants || !(tcp || unx) || g_o.clients < 1 ||
       g_o.procs < 1 || g_o.rounds < 1 || g_o.senders > MAX_SENDERS ||
-      g_o.b_senders > MAX_SENDERS || g_o.b_events < 1) {
+      g_o.b_senders > MAX_SENDERS || g_o.b_events < 1 || g_o.c_batch < 1) {
     fprintf(stderr,
             "usage: net_floor [--clients C] [--procs P] [--rounds R] "
             "[--variants abc] [--transport unix|tcp|both] [--senders S] "
             "[--pause-us U] [--b-events N] [--b-et 0|1] [--b-spin-us U] "
-            "[--b-senders S] [--c-wait N] [--pin 0|1] [--raw 0|1]\n");
+            "[--b-senders S] [--c-wait N] [--c-batch N] [--pin 0|1] "
+            "[--raw 0|1]\n");
     return 64;
   }
   signal(SIGPIPE, SIG_IGN);

@@ -47,10 +47,12 @@ void nf_uring_round(struct nf_uring_client *u, struct client *owner,
 /* Cancel every recv; return once each has ended. */
 void nf_uring_disarm(struct nf_uring_client *u);
 
-/* A sending thread's ring, made by that thread, with fd[0..n) registered;
- * NULL if io_uring cannot be set up. */
+/* A sending thread's ring, made by that thread, with fd[0..n) registered,
+ * submitting up to `batch` sends at a time (rounded up to a power of 2,
+ * at most 4,096); NULL if io_uring cannot be set up. */
 struct nf_uring_sender;
-struct nf_uring_sender *nf_uring_sender_new(const int *fd, size_t n);
+struct nf_uring_sender *nf_uring_sender_new(const int *fd, size_t n,
+                                            unsigned batch);
 /* Send nf_frame to each of its connections as batched SQEs; return once
  * every send has completed whole. */
 void nf_uring_send(struct nf_uring_sender *u);

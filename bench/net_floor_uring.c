@@ -8,9 +8,10 @@
  *  Server.  Each sending thread makes its own ring (SINGLE_ISSUER |
  *  DEFER_TASKRUN: only that thread submits) with its share's descriptors
  *  registered (no descriptor lookup per send), queues one IORING_OP_SEND
- *  of the frame per connection and submits them in batches of up to 4,096
- *  SQEs (one io_uring_enter() a batch; the sends run inline in it, since
- *  a 15-byte send on a socket with room never waits).  It checks every
+ *  of the frame per connection and submits them in batches of up to
+ *  --c-batch SQEs (4,096 at most: the SQ ring's size; one io_uring_enter()
+ *  a batch; the sends run inline in it, since a 15-byte send on a socket
+ *  with room never waits).  It checks every
  *  completion (the whole frame sent) and returns when all are in.
  *
  *  Client.  One ring per client process (SINGLE_ISSUER | DEFER_TASKRUN:
@@ -177,13 +178,14 @@ struct nf_uring_sender {
   size_t n;
 };
 
-struct nf_uring_sender *nf_uring_sender_new(const int *fd, size_t n) {
+struct nf_uring_sender *nf_uring_sender_new(const int *fd, size_t n,
+                                            unsigned batch) {
   struct nf_uring_sender *u = calloc(1, sizeof *u);
   if (!u)
     return NULL;
   u->n = n;
-  unsigned ent = 1;
-  while (ent < n && ent < 4096)
+  unsigned ent = 1; /* the SQ ring: one batch (at most 4,096) */
+  while (ent < n && ent < 4096 && ent < batch)
     ent <<= 1;
   struct io_uring_params p = {0};
   p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
