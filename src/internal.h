@@ -91,6 +91,21 @@
  *   same word, later in its modification order: so the orphaner's uses
  *   of the token happen before that free.
  *   So refs == 0 means dead, final, with an empty list, as before.
+ *  Detaching (struct ct_kids, "Detached"; trigger.c).  A parent's trigger
+ *  replaces its array's entries by a count: under the parent's lock it
+ *  writes CT_SLOT_GONE in every link it claims and marks the array
+ *  detached, and each of those children later leaves, under the same
+ *  lock, by a decrement of that count instead of a write to its entry.
+ *  Nothing else changes for the lifetime rules: the same links keep the
+ *  parent alive, as a list that is not empty while the count is not 0
+ *  (KIDS), the last one to leave empties it (kids_emptied: KIDS, ORPHAN,
+ *  the children's reference), and the orphaning CAS sees the same flags.
+ *  Every write of the detach and every read of a slot, of the count and
+ *  of the flags is made under the parent's lock, so none can see half a
+ *  detach.  A child that was dying meanwhile (count at zero, waiting for
+ *  the lock to unlink itself) finds CT_SLOT_GONE and decrements like the
+ *  others; a shrink that had looked at the array before the detach finds
+ *  it detached under the lock and leaves it.
  *  A token with no INTEREST never had children, so its count is plain.
  *  A child whose count reaches zero removes itself under the parent's lock
  *  before it is freed, so anyone reading the children under that lock may
@@ -219,12 +234,15 @@ struct ct_link {          /* one parent edge of a child, inside the child */
                              creation that failed with -ENOMEM) */
   uint32_t slot;          /* where the parent keeps us (guarded by
                              parent->lock): an index in its kids array,
-                             CT_SLOT_ONE (its only child, kept inline) or
-                             CT_SLOT_NONE (on no list: born triggered) */
+                             CT_SLOT_ONE (its only child, kept inline),
+                             CT_SLOT_NONE (on no list: born triggered) or
+                             CT_SLOT_GONE (counted in a detached array's
+                             live, see struct ct_kids) */
   uint32_t self;          /* our index in the child's links; immutable */
 };
 #define CT_SLOT_ONE UINT32_MAX
 #define CT_SLOT_NONE (UINT32_MAX - 1)
+#define CT_SLOT_GONE (UINT32_MAX - 2)
 
 /* A parent's children, when it has (or had) more than one at a time: an
  * array of their links (8 bytes a child; a child may appear several times,
@@ -234,14 +252,38 @@ struct ct_link {          /* one parent edge of a child, inside the child */
  * (NULL) instead of moving another child's link into it, so that it
  * touches only the parent and the removed child; readers skip holes, and
  * the array is compacted when an addition finds it full with at least
- * half of it holes (token.c). */
+ * half of it holes (token.c).
+ *
+ * Detached.  Once a parent is triggered its array is never walked again
+ * (a child linked later is born triggered, on no list), so the trigger
+ * that claims the children also detaches them (trigger.c, under the
+ * parent's lock): it writes CT_SLOT_GONE in each link it claims, sets n
+ * to 0 and CT_KIDS_DETACHED, and leaves live as the number of links
+ * still linked.  A child leaving a detached array then only decrements
+ * live (the parent's header line, not its entry: with children
+ * destroyed in random order, that entry was a cache miss of its own);
+ * the last one frees the array.  For the lifetime rules (internal.h) a
+ * detached array is a children list like any other: not empty while
+ * live > 0, and KIDS says so.
+ *
+ * Mapped.  An array of CT_KIDS_MAP_MIN bytes or more, while the default
+ * allocator is installed, is its own anonymous mapping (token_kids.c),
+ * not a malloc() block: glibc serves such a request from the heap once
+ * its dynamic mmap threshold has risen, and freeing a heap block that
+ * large makes it coalesce every free small chunk first
+ * (malloc_consolidate), which after a million children freed in random
+ * order took about 300 ms inside the free of the last child. */
 struct ct_kids {
-  uint32_t n;    /* entries used, holes included: link[0..n-1] */
-  uint32_t cap;  /* entries allocated */
-  uint32_t live; /* entries that are not holes (0 < live <= n) */
-  uint32_t unused_;
+  uint32_t n;     /* entries used, holes included: link[0..n-1]; 0 once
+                     detached */
+  uint32_t cap;   /* entries allocated */
+  uint32_t live;  /* entries that are not holes (0 < live <= n), or, once
+                     detached, links still counted (0 < live) */
+  uint32_t flags; /* CT_KIDS_*; guarded by the parent's lock */
   struct ct_link *link[];
 };
+#define CT_KIDS_DETACHED 0x1u /* see "Detached" above */
+#define CT_KIDS_MAPPED 0x2u   /* from mmap(): ct__kids_free() unmaps it */
 
 struct ct_ext; /* rarely used parts, allocated on demand: see token.c */
 
@@ -254,7 +296,8 @@ struct ct_token {
   _Atomic(ct_token *) cause;     /* stored once, by the claimer */
   uintptr_t kids;                /* guarded by lock: 0 none; a struct ct_link *
                                     (bit 0 clear) for an only child; a
-                                    struct ct_kids * | 1 otherwise */
+                                    struct ct_kids * | 1 otherwise (maybe
+                                    detached: see struct ct_kids) */
   _Atomic(struct ct_ext *) ext;  /* set once by CAS, freed at destroy */
   ct_token *work_next;           /* owned by the holder of the work item */
   struct ct_link links[];        /* nlinks, then the name if NAMED, or,
@@ -347,9 +390,19 @@ static inline void ct__ref_get(ct_token *t) {
    * holds one (or the parent's lock), which orders everything else. */
   uint32_t old = atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
   assert(old > 0 && "ct_token_ref on a token after its last unref");
-  /* The header promises 2^31 - 1 references at most. */
-  assert(old < CT_REFS_MAX &&
+#ifndef NDEBUG
+  /* The header promises 2^31 - 1 references at most.  An orphan's count
+   * has one more than its holders, its children's (see Lifetime), which
+   * is not one of them.  relaxed: a check only; it is exact whenever the
+   * flag does not change during this call (an orphaning or a last child
+   * at that very moment can move the limit by one). */
+  uint32_t orphan = (atomic_load_explicit(&t->lock, memory_order_relaxed) &
+                     CT_LOCK_ORPHAN)
+                        ? 1u
+                        : 0u;
+  assert(old - orphan < CT_REFS_MAX &&
          "more than 2^31 - 1 references on one token");
+#endif
   (void)old;
 }
 

@@ -223,7 +223,7 @@ static int link_parents(ct_token *c, ct_token *const *parents) {
       }
       /* Allocate with no lock held, then try again. */
       if (spare)
-        ct__free(spare, kids_size(spare->cap));
+        ct__kids_free(spare);
       spare = need < CT_SLOT_NONE ? ct__kids_alloc(need) : NULL;
       if (!spare) {
         /* Links i.. were never made: destroy_one skips them. */
@@ -234,7 +234,7 @@ static int link_parents(ct_token *c, ct_token *const *parents) {
     }
   }
   if (spare)
-    ct__free(spare, kids_size(spare->cap));
+    ct__kids_free(spare);
   return 0;
 }
 
@@ -513,7 +513,9 @@ static void unlink_parent(ct_token *p, struct ct_link *l, bool locked,
     struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
     cap = a->cap;
     n = a->live;
-    if (cap >= 64 && cap <= KIDS_SHRINK_MAX && n <= cap / 4)
+    /* A detached array (p is triggered) is never shrunk: see kids_remove. */
+    if (!(a->flags & CT_KIDS_DETACHED) && cap >= 64 &&
+        cap <= KIDS_SHRINK_MAX && n <= cap / 4)
       ct__ref_get(p); /* keeps p for kids_maybe_shrink(), after the unlock */
     else
       cap = 0;
@@ -528,7 +530,7 @@ static void unlink_parent(ct_token *p, struct ct_link *l, bool locked,
    * no more unless we hold a reference (cap != 0). */
   ct__unlock_flags(&p->lock, f);
   if (gone)
-    ct__free(gone, kids_size(gone->cap));
+    ct__kids_free(gone);
   if (cap) {
     ct__kids_maybe_shrink(p, cap);
     dead = ref_put(p);

@@ -23,6 +23,11 @@
  *    once, paid for by the removals that made the holes).  An array of up
  *    to KIDS_SHRINK_MAX entries halves (compacted) when a quarter full,
  *    and every array is freed with the last child.
+ *  - Once the parent is triggered, its trigger detaches the array (see
+ *    "Detached" at struct ct_kids, internal.h): removals then touch only
+ *    the header, and a detached array is neither compacted nor shrunk.
+ *  - Arrays of CT_KIDS_MAP_MIN bytes and more are mapped, not malloc'd
+ *    (see "Mapped" there).
  *  - Every function here except kids_alloc() and kids_maybe_shrink() is
  *    called with the parent's lock held; no allocation is ever made under
  *    it (kids_add() asks its caller for a block instead).
@@ -41,11 +46,20 @@
  * and a deep chain after them, several times slower. */
 #define KIDS_SHRINK_MAX 4096u
 
+/* Arrays of at least this many bytes are mapped (see "Mapped" at struct
+ * ct_kids in internal.h): glibc's initial mmap threshold, so that every
+ * array that glibc would map in a fresh process is mapped, whatever its
+ * threshold has become since.  Such arrays (16,382 entries and more) are
+ * above KIDS_SHRINK_MAX: they are never shrunk, only freed. */
+#define CT_KIDS_MAP_MIN (128u * 1024u)
+
 static inline size_t kids_size(uint32_t cap) {
   return sizeof(struct ct_kids) + (size_t)cap * sizeof(struct ct_link *);
 }
 
 CT_HIDDEN struct ct_kids *ct__kids_alloc(uint32_t cap);
+/* Free an array from ct__kids_alloc() (NULL: nothing). */
+CT_HIDDEN void ct__kids_free(struct ct_kids *a);
 CT_HIDDEN void ct__kids_compact(struct ct_kids *b, const struct ct_kids *a);
 CT_HIDDEN void ct__kids_maybe_shrink(ct_token *p, uint32_t cap_seen);
 
@@ -68,6 +82,9 @@ static inline uint32_t kids_add(ct_token *p, struct ct_link *l,
     return 0;
   }
   struct ct_kids *a = (k & 1) ? (struct ct_kids *)(k - 1) : NULL;
+  /* Only an untriggered parent gets children on its list (link_parents
+   * checks TRIGGERED under this lock), and only its trigger detaches. */
+  assert(!a || !(a->flags & CT_KIDS_DETACHED));
   if (a && a->n == a->cap && a->live <= a->cap / 2)
     ct__kids_compact(a, a); /* at least half holes: reuse them, not grow */
   if (a && a->n < a->cap) {
@@ -110,6 +127,16 @@ static inline struct ct_kids *kids_remove(ct_token *p, struct ct_link *l) {
     return NULL;
   }
   struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
+  if (i == CT_SLOT_GONE) {
+    /* Detached by p's trigger: only the count is left to change, in the
+     * array's header; the last one out frees the array. */
+    assert((p->kids & 1) && (a->flags & CT_KIDS_DETACHED) && a->live > 0);
+    if (--a->live == 0) {
+      p->kids = 0;
+      return a;
+    }
+    return NULL;
+  }
   assert(i < a->n && a->link[i] == l);
   /* A hole: no other child is touched (see the design notes). */
   a->link[i] = NULL;

@@ -17,6 +17,9 @@
  *    its lock is held (so none can be freed under us); only children that
  *    have work of their own (INTEREST) are referenced and queued, and only
  *    those with callbacks are kept for phase 2.
+ *  - The claim of a children array also detaches it (CT_SLOT_GONE in each
+ *    link, see "Detached" at struct ct_kids in internal.h), in the same
+ *    pass, on lines the claim touches anyway.
  */
 #include "internal.h"
 
@@ -119,11 +122,18 @@ static inline void claim_child(ct_token *c, ct_token *src, uint32_t bits,
  * between the claims). */
 enum { PREFETCH = 16, BATCH = 8 };
 
-/* Prefetch the link l and the header of its token if l is its first. */
+/* Prefetch the link l and the header of its token if l is its first,
+ * both for writing (the claim is a CAS on the header's state word, and
+ * the link is detached: its slot written). */
 static inline void prefetch_first(const struct ct_link *l) {
-  __builtin_prefetch(l);
+  __builtin_prefetch(l, 1);
   __builtin_prefetch((const char *)l - offsetof(struct ct_token, links), 1);
 }
+
+/* Detach link l from the array being claimed (see "Detached" at struct
+ * ct_kids, internal.h); the caller holds the parent's lock, which guards
+ * the slot. */
+static inline void detach(struct ct_link *l) { l->slot = CT_SLOT_GONE; }
 
 static void claim_array_first(struct ct_link *const *v, uint32_t n,
                               ct_token *src, uint32_t bits, ct_token **work) {
@@ -134,31 +144,37 @@ static void claim_array_first(struct ct_link *const *v, uint32_t n,
   for (uint32_t i = 0; i < n; i++) {
     if (i + PREFETCH < n && v[i + PREFETCH])
       prefetch_first(v[i + PREFETCH]);
-    if (v[i])
+    if (v[i]) {
+      detach(v[i]);
       claim_child(ct__link_child(v[i]), src, bits, work);
+    }
   }
 }
 
-/* Prefetch the links v[from..from+BATCH) (those below n; holes skipped). */
+/* Prefetch the links v[from..from+BATCH) (those below n; holes skipped),
+ * for writing: resolve_batch() detaches them. */
 static inline void prefetch_links(struct ct_link *const *v, uint32_t from,
                                   uint32_t n) {
   uint32_t end = n - from > BATCH ? from + BATCH : n;
   for (uint32_t i = from; i < end; i++)
     if (v[i])
-      __builtin_prefetch(v[i]);
+      __builtin_prefetch(v[i], 1);
 }
 
 /* The tokens of links v[from..from+BATCH) (those below n) into out, NULL
- * for holes, each one's header prefetched for writing (the claim is a CAS
- * on its state word).  Returns how many were written. */
+ * for holes, each link detached and each one's header prefetched for
+ * writing (the claim is a CAS on its state word).  Returns how many were
+ * written. */
 static inline uint32_t resolve_batch(struct ct_link *const *v, uint32_t from,
                                      uint32_t n, ct_token **out) {
   uint32_t m = n - from > BATCH ? BATCH : n - from;
   for (uint32_t j = 0; j < m; j++) {
     struct ct_link *l = v[from + j];
     out[j] = l ? ct__link_child(l) : NULL;
-    if (out[j])
+    if (out[j]) {
+      detach(l);
       __builtin_prefetch(out[j], 1);
+    }
   }
   return m;
 }
@@ -220,7 +236,16 @@ static bool process(ct_token *t, ct_token **work) {
   uintptr_t k = t->kids;
   if (k & 1) {
     struct ct_kids *a = (struct ct_kids *)(k - 1);
+    /* Each token is processed once, by its claimer; no array is detached
+     * before its token's trigger. */
+    assert(!(a->flags & CT_KIDS_DETACHED));
     claim_array(a->link, a->n, src, bits, work);
+    /* Every link in it is detached now (CT_SLOT_GONE) and live still
+     * counts them: the array is never walked again (children linked from
+     * now on are born triggered), so removals need not touch its entries
+     * (see "Detached" at struct ct_kids, internal.h). */
+    a->n = 0;
+    a->flags |= CT_KIDS_DETACHED;
   } else if (k) {
     claim_child(ct__link_child((struct ct_link *)k), src, bits, work);
   }

@@ -17,6 +17,8 @@
 #include <sched.h>
 #include <time.h>
 
+#include "../src/internal.h" /* white box: the children array */
+
 #define KIDS 64
 #define ROUNDS 300
 
@@ -493,6 +495,67 @@ static void test_race_chain_vs_owner_and_last_child(void **state) {
   }
 }
 
+/* A parent with 20,000 children under an allocator hook: its array (over
+ * the size the default allocator would map, see "Mapped" at struct
+ * ct_kids in src/internal.h) goes to the hook like every other block, is
+ * detached by the trigger, keeps the orphaned parent alive through its
+ * count, and the last child frees both, to the byte. */
+static void test_large_array_detached_under_hook(void **state) {
+  (void)state;
+  enum { N = 20000 };
+  static ct_token *k[N];
+  ct_token *root, *p;
+  ASSERT_OK(ct_token_new(&root, "root"));
+  ASSERT_OK(ct_token_new_child(&p, "p", root));
+  long before = atomic_load(&t_live_bytes);
+  for (int i = 0; i < N; i++) {
+    if (i % 2)
+      ASSERT_OK(ct_token_chain_n(&k[i], &p, 1));
+    else
+      ASSERT_OK(ct_token_new_child(&k[i], "kid", p));
+  }
+  struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
+  assert_true(p->kids & 1);
+  assert_false(a->flags & CT_KIDS_MAPPED);
+  /* The hook counted the array: 32,768 entries of 8 bytes. */
+  assert_true(atomic_load(&t_live_bytes) - before >= 32768 * 8);
+  ct_token_unref(p); /* an orphan now */
+  assert_int_equal(ct_token_trigger(root), 1);
+  assert_true(a->flags & CT_KIDS_DETACHED);
+  for (int i = 0; i < N; i++) {
+    int j = (int)(((long)i * 7919) % N); /* 7919 is prime: a permutation */
+    assert_true(ct_token_triggered(k[j]));
+    ct_token_unref(k[j]);
+  }
+  ct_token_unref(root);
+  assert_all_freed();
+}
+
+/* ct_token_ref on an orphan with 2^31 - 2 holders makes 2^31 - 1, which
+ * the header allows: the debug check in ct__ref_get (src/internal.h) must
+ * not count the children's reference as a holder's (it did, and aborted
+ * one reference early).  The count is set directly (white box): 2^31
+ * calls would take minutes under the sanitizers. */
+static void test_orphan_ref_limit_is_exact(void **state) {
+  (void)state;
+  ct_token *p, *k;
+  ASSERT_OK(ct_token_new(&p, "p"));
+  ASSERT_OK(ct_token_new_child(&k, "k", p));
+  ct_token_unref(p); /* an orphan: refs 1, its child's */
+  assert_int_equal(atomic_load(&p->refs), 1);
+  assert_true(atomic_load(&p->lock) & CT_LOCK_ORPHAN);
+  /* 2^31 - 2 holders, plus the children's: CT_REFS_MAX. */
+  atomic_store(&p->refs, CT_REFS_MAX);
+  assert_ptr_equal(ct_token_ref(p), p); /* the 2^31 - 1st holder */
+  assert_int_equal(atomic_load(&p->refs), CT_REFS_MAX + 1u);
+  /* Back to one holder (ours) and the children's, then as before. */
+  atomic_store(&p->refs, 2);
+  ct_token_unref(p);
+  assert_true(atomic_load(&p->lock) & CT_LOCK_ORPHAN);
+  ct_token_unref(k); /* frees p too */
+  assert_all_freed();
+}
+
 int main(void) {
   /* Before any other ct_ call (ct_set_allocator is not thread-safe). */
   t_use_counting_allocator();
@@ -508,6 +571,8 @@ int main(void) {
       cmocka_unit_test_setup(test_race_sole_child_vs_owner, setup),
       cmocka_unit_test_setup(test_race_chain_links_dropped_at_once, setup),
       cmocka_unit_test_setup(test_race_chain_vs_owner_and_last_child, setup),
+      cmocka_unit_test_setup(test_large_array_detached_under_hook, setup),
+      cmocka_unit_test_setup(test_orphan_ref_limit_is_exact, setup),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
