@@ -29,9 +29,10 @@
  *      burst policy (src/remote/client_io.c: after a wait that returned 2
  *      or more events, poll with a zero timeout and sched_yield() for 30
  *      us after the last batch).
- *   b  the best plain-syscall variant found (options --b-*, defaults are
- *      what won the exploration in bench/README.md): still one send() and
- *      one recv() per connection.
+ *   b  plain system calls tuned (options --b-*; defaults: edge-triggered,
+ *      1,024 events, no polling, as many senders as a): still one send()
+ *      and one recv() per connection.  None of the settings tried beat a
+ *      beyond the noise (bench/README.md, net_floor).
  *   c  io_uring (bench/net_floor_uring.c, built only with liburing;
  *      without it the program says so if asked for c): each sending thread has
  *      its own ring with its share's descriptors registered and submits
@@ -268,6 +269,8 @@ static void client_main(struct client *c, const struct endpoint *ep) {
     ssize_t rd = read(go, &b, 1);
     if (rd <= 0)
       _exit(rd == 0 ? 0 : 2); /* EOF: the rounds are over */
+    /* acquire, pairing with the server's release store before the go
+     * byte (the pipe orders them too; the atomic says it is shared) */
     int v = __atomic_load_n(&c->sh->variant, __ATOMIC_ACQUIRE);
     memset(c->got, 0, (size_t)c->n * sizeof *c->got);
     int ep_fd = -1;
@@ -323,18 +326,22 @@ struct sender {
   struct nf_uring_sender *u; /* variant c; NULL without io_uring */
 };
 
+/* Fork-join, as server_fanout.c: the loop thread writes cut[] and the
+ * job under mu, wakes the helpers and waits under mu until each is done;
+ * a helper reads them after taking mu.  The mutex hand-off orders both
+ * ways, so nothing here needs an atomic.  One lock, no order to keep. */
 struct server {
   int *fd;
   size_t n;
-  int nsenders; /* threads for this round: 1 + helpers in use */
+  int nsenders; /* threads: the loop thread and nsenders - 1 helpers */
   struct sender snd[MAX_SENDERS];
   pthread_mutex_t mu;
   pthread_cond_t go, done;
   uint64_t gen;   /* job number, under mu */
   int busy, job;  /* helpers still on the job; its variant; under mu */
   int parts;      /* shares of the job, under mu */
-  size_t cut[MAX_SENDERS + 1];
-  bool stop;
+  size_t cut[MAX_SENDERS + 1]; /* share k is [cut[k], cut[k + 1]) */
+  bool stop;                   /* under mu */
 };
 
 static void send_share(struct server *sv, size_t k, int variant) {
@@ -551,6 +558,8 @@ static void run(bool tcp) {
           if (!sv.snd[k].u)
             nf_fail("io_uring could not be set up in the server");
 #endif
+      /* release: read by the clients after the go byte (acquire there);
+       * no client reads it while it changes, since all wait for go */
       __atomic_store_n(&sh->variant, var, __ATOMIC_RELEASE);
       char b = 1;
       for (int p = 0; p < P; p++)
