@@ -13,10 +13,11 @@
  *  Topology, as bench/net_bench.c's fan-out: one server process whose
  *  sending threads are the "loop thread" (the one that stamps and sends)
  *  and S-1 helpers woken by a condition variable (S = our server's count
- *  on this machine, src/remote/server_fanout.c: min(CPUs, 4)); the
- *  connections are cut into S contiguous shares at process boundaries,
- *  so one process's connections are sent to one after the other, as the
- *  HELLO groups make our server do; one connection per client; the frame
+ *  on this machine for 64 or more subscribers, src/remote/server_fanout.c:
+ *  min(CPUs, 4)); the connections are cut into S contiguous shares at
+ *  process boundaries, so one process's connections are sent to one after
+ *  the other, as the HELLO groups make our server do; one connection per
+ *  client; the frame
  *  is our NOTIFY for net_bench's tokens (docs/PROTOCOL.md: u32 length 11,
  *  type 0x14, handle u32, reason, detail, cause "fan0": 15 bytes).
  *
