@@ -12,7 +12,8 @@
 #                                 sanitizer runtimes, valgrind, cmocka, scdoc,
 #                                 man, + the zk and python groups
 #   bash scripts/deps.sh bench    the benchmark's peers: g++, Go, Node, GLib,
-#                                 Rust's tokio, gnuplot
+#                                 Rust's tokio, gnuplot; liburing for
+#                                 bench/net_floor's io_uring variant
 #   bash scripts/deps.sh zk       a ZooKeeper server and its C client
 #   bash scripts/deps.sh python   CPython headers, pytest, venv, pip, trio
 #
@@ -27,7 +28,7 @@ group_pkgs() {
     python) echo python3-dev python3-pytest python3-pytest-asyncio python3-venv \
                  python3-setuptools python3-wheel python3-pip python3-trio python3-anyio ;;
     bench) echo golang-go nodejs libglib2.0-dev gnuplot-nox g++ cargo \
-                librust-tokio-util-dev librust-tokio-dev ;;
+                librust-tokio-util-dev librust-tokio-dev liburing-dev ;;
     test) echo "$(group_pkgs build) clang libclang-rt-14-dev valgrind libcmocka-dev \
                 scdoc man-db util-linux procps $(group_pkgs zk) $(group_pkgs python)" ;;
     *) echo "deps.sh: unknown group '$1' (example, build, test, bench, zk, python)" >&2
