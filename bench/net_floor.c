@@ -721,6 +721,8 @@ int main(int argc, char **argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   printf("# key,unit,median,min,max,note\n");
+  /* For bench/run.py (--extra-cmd): these figures are not the library's. */
+  printf("# figures-of: kernel only (net_floor)\n");
   if (unx)
     run(false);
   if (tcp)

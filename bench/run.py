@@ -248,13 +248,24 @@ def parse_extra(label, text):
         rows.append(make_row(label, okey, ours["unit"], okey, ours, pname, "",
                              pkey, peer, ratio, note,
                              "ok" if peer else "missing", True, label))
+    # A producer whose figures are not ours (bench/net_floor: the kernel
+    # alone) says whose they are in a comment "figures-of: NAME"; its rows
+    # then show them as that peer's, with no figure of ours.
+    owner = next((c.split(":", 1)[1].strip() for c in comments
+                  if c.startswith("figures-of:")), None)
     for key, r in res.items():
-        if key not in used:
+        if key in used:
+            continue
+        if owner:
+            rows.append(make_row(label, key, r["unit"], "", None, owner, "",
+                                 key, r, None, r["note"], "peer only", True,
+                                 label))
+        else:
             rows.append(make_row(label, key, r["unit"], key, r, "", "", "",
                                  None, None, r["note"], "ours only", True,
                                  label))
-    return label, rows, [c for c in comments if not c.startswith("pair,")], \
-        "ok"
+    return label, rows, [c for c in comments if not c.startswith("pair,")
+                         and not c.startswith("figures-of:")], "ok"
 
 
 # Keys of a JSON result that are not a peer's figures.

@@ -100,7 +100,7 @@ jobs=$(nproc)
 [ "$jobs" -le 2 ] || jobs=2
 cmake --build "$build" -j"$jobs" --target ct_bench cpp_bench >>"$build/build.log" 2>&1 ||
   { tail -n 40 "$build/build.log"; exit 1; }
-for t in bench_peers net_bench ct_python_core; do
+for t in bench_peers net_bench net_floor ct_python_core; do
   if grep -q "^$t:" "$build/Makefile" 2>/dev/null || [ ! -f "$build/Makefile" ]; then
     cmake --build "$build" -j"$jobs" --target "$t" >>"$build/build.log" 2>&1 ||
       echo "bench: $t did not build (see $build/build.log); its figures will be missing"
@@ -115,6 +115,12 @@ if [ -x "$build/bench/net_bench" ]; then
     # Fan-out with 100 and with 10,000 connected clients (one server thread).
     extra+=(--extra-cmd "net100=$build/bench/net_bench --samples 50 --clients 100 --procs 4 --rounds 5")
     extra+=(--extra-cmd "net10k=$build/bench/net_bench --samples 50 --clients 10000 --procs 20 --rounds 3")
+    # The same fan-outs with no cancel-token code: what the kernel alone
+    # costs on this machine (bench/README.md, "net_floor").
+    if [ -x "$build/bench/net_floor" ]; then
+      extra+=(--extra-cmd "netfloor=$build/bench/net_floor --clients 1000 --procs 10 --rounds 7")
+      extra+=(--extra-cmd "netfloor10k=$build/bench/net_floor --clients 10000 --procs 20 --rounds 3")
+    fi
   else
     extra+=(--extra-cmd "net=$build/bench/net_bench --samples 200 --clients 100 --procs 2 --rounds 2")
   fi
