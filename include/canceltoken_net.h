@@ -131,7 +131,9 @@ typedef struct ct_net_server_options {
   size_t max_proxies_per_client;
   /* A peer must complete the handshake within this (default 10 s), send
    * each frame within this once started (default 10 s), and read what is
-   * queued for it within this (default 30 s); else it is dropped. */
+   * queued for it within this (default 30 s); else it is dropped.  0:
+   * the default; negative: -EINVAL; any positive value up to INT64_MAX
+   * is valid. */
   int64_t handshake_timeout_ns;
   int64_t frame_timeout_ns;
   int64_t stall_timeout_ns;
@@ -268,8 +270,9 @@ typedef struct ct_net_client_options {
   bool keep_proxies_on_loss;
   /* If > 0, ping the server after this much silence and declare the
    * connection lost after three times as much (for peers that vanish
-   * without closing, e.g. across a network).  Default 0: a closed or reset
-   * connection is noticed at once without it. */
+   * without closing, e.g. across a network).  Any value up to INT64_MAX
+   * is valid (times past the clock's range mean never).  Default 0: a
+   * closed or reset connection is noticed at once without it. */
   int64_t heartbeat_ns;
   ct_net_log_fn log;
   void *log_arg;

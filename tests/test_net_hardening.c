@@ -460,9 +460,34 @@ static void test_client_may_not_trigger_with_owner_lost(void **state) {
   t_srv_stop(&v);
 }
 
+/* Any timeout is accepted, INT64_MAX too; the handshake's deadline used
+ * to be now + handshake_timeout_ns, which wrapped negative, so the next
+ * sweep failed every connection still in its handshake.  A raw peer that
+ * waits past several sweeps before its HELLO still gets through. */
+static void test_huge_handshake_timeout_still_handshakes(void **state) {
+  (void)state;
+  ct_net_server_options o = {.log = quiet,
+                             .handshake_timeout_ns = INT64_MAX,
+                             .frame_timeout_ns = INT64_MAX,
+                             .stall_timeout_ns = INT64_MAX};
+  struct t_srv v;
+  srv_start(&v, &o);
+  int fd = t_raw_connect(v.path);
+  /* Three sweep periods (server.h's SWEEP_MS is 200): a lower bound so
+   * that a sweep surely looked at the connection; no timing claim. */
+  struct timespec ts = {0, 600000000};
+  while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+    ;
+  t_raw_handshake(fd);
+  close(fd);
+  t_srv_still_served(&v, 0);
+  t_srv_stop(&v);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_huge_handshake_timeout_still_handshakes),
       cmocka_unit_test(test_refused_peer_input_is_drained_boundedly),
       cmocka_unit_test(test_startup_on_a_live_socket_that_does_not_accept),
       cmocka_unit_test(test_trigger_of_a_handle_this_connection_never_got),

@@ -16,7 +16,9 @@
  *     the pongs counted as traffic;
  *   - frees from two threads while the loop is sweeping heartbeats that
  *     are due all the time (1 ms) touch no freed client (ASan, TSan), and
- *     the loop then serves a new client.
+ *     the loop then serves a new client;
+ *   - heartbeats up to INT64_MAX (whose due times used to overflow and
+ *     hang the I/O thread) are served like any other.
  * Timing: waits are unbounded or LONG_DEADLINE() (failure only), except
  * that the second case assumes a running server answers a ping within
  * two seconds (heartbeat 1 s or more, lost after three); figures are not
@@ -261,12 +263,51 @@ static void test_free_races_heartbeat_sweep(void **state) {
   t_rmdir(dir, path);
 }
 
+/* Any heartbeat_ns > 0 is accepted; the largest ones used to overflow
+ * the due time (last receive + period wrapped negative), so the I/O
+ * thread's sweep never ended and no client of the process was served
+ * (outside review).  Now: every client, the huge ones included, gets its
+ * notice, and none is lost. */
+static void test_huge_heartbeat_is_served(void **state) {
+  (void)state;
+  char dir[64], path[96];
+  t_sock_path(dir, path);
+  ct_net_server *s;
+  ct_token *tok;
+  ASSERT_OK(ct_net_server_new(&s, path, NULL));
+  ASSERT_OK(ct_token_new(&tok, "a"));
+  ASSERT_OK(ct_net_server_add(s, "a", tok));
+  ASSERT_OK(ct_net_server_start(s));
+  const int64_t hbs[] = {INT64_MAX, INT64_MAX - 1, INT64_MAX / 2,
+                         INT64_MAX / 3 + 1, 0};
+  enum { N = sizeof hbs / sizeof hbs[0] };
+  ct_net_client *c[N];
+  ct_token *p[N];
+  for (size_t i = 0; i < N; i++) {
+    c[i] = connect_hb(path, hbs[i]);
+    ASSERT_OK(ct_net_client_get(c[i], &p[i], "a", LONG_DEADLINE()));
+  }
+  assert_int_equal(ct_token_trigger(tok), 1);
+  for (size_t i = 0; i < N; i++) {
+    ASSERT_OK(ct_token_wait(p[i], LONG_DEADLINE()));
+    assert_int_equal(ct_token_reason(p[i], NULL), CT_REASON_TRIGGER);
+    assert_int_equal(ct_net_client_error(c[i]), 0);
+    assert_false(ct_token_triggered(ct_net_client_lost_token(c[i])));
+    ct_token_unref(p[i]);
+    ct_net_client_free(c[i]);
+  }
+  ct_net_server_free(s);
+  ct_token_unref(tok);
+  t_rmdir(dir, path);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_silent_server_loses_heartbeat_clients),
       cmocka_unit_test(test_answering_server_keeps_heartbeat_clients),
       cmocka_unit_test(test_free_races_heartbeat_sweep),
+      cmocka_unit_test(test_huge_heartbeat_is_served),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,7 +52,10 @@
  *  takes the tops whose key has passed: one whose true due time is still
  *  ahead (it has received since) only gets its key moved up; one that is
  *  due is serviced (a ping, or lost after three silent periods), and its
- *  key is then moved past now, so the sweep ends.  A lost client leaves
+ *  key is then moved past now (heartbeat() leaves its next work after
+ *  now, and the re-key takes now + 1 ns at least in any case), so the
+ *  sweep ends.  The due times saturate at INT64_MAX, so any heartbeat_ns
+ *  is safe.  A lost client leaves
  *  the heap there and then; a freed one, in client_loop_detach(), by its
  *  index `hb_idx`.  So a wake-up costs O(log n) per client with work and
  *  nothing per idle one, where it used to walk every slot twice (a notice
@@ -262,7 +265,10 @@ static int io_read(struct loop *l, ct_net_client *c) {
  * period, give up after three.  Returns 0 or -ETIMEDOUT. */
 static int heartbeat(ct_net_client *c) {
   int64_t now = ct_now();
-  if (now - c->last_rx >= 3 * c->heartbeat) {
+  /* "silent for three periods", written so that no heartbeat_ns can
+   * overflow it (3 * INT64_MAX would): for a >= 0 and h > 0,
+   * a >= 3h exactly when a / 3 >= h. */
+  if ((now - c->last_rx) / 3 >= c->heartbeat) {
     CLOG(c, "no answer from the server for %lld ms",
         (long long)((now - c->last_rx) / 1000000));
     return -ETIMEDOUT;
@@ -281,12 +287,19 @@ static int heartbeat(ct_net_client *c) {
   return 0;
 }
 
-/* When heartbeat() next has work for c. */
+/* t + the heartbeat period, saturated at INT64_MAX: any heartbeat_ns > 0
+ * is accepted, INT64_MAX included (an outside review found that
+ * last_rx + INT64_MAX wrapped negative, so the entry stayed due and the
+ * sweep never ended, stopping every client of the process). */
+static int64_t after_period(const ct_net_client *c, int64_t t) {
+  return c->heartbeat > INT64_MAX - t ? INT64_MAX : t + c->heartbeat;
+}
+
+/* When heartbeat() next has work for c: a period after the later of the
+ * last receive and the last ping (both >= 0, from ct_now()). */
 static int64_t heartbeat_due(const ct_net_client *c) {
-  int64_t next = c->last_rx + c->heartbeat;
-  if (next < c->last_ping + c->heartbeat)
-    next = c->last_ping + c->heartbeat;
-  return next;
+  return after_period(c, c->last_rx > c->last_ping ? c->last_rx
+                                                   : c->last_ping);
 }
 
 /* ---- the heartbeat heap (under g_mu) ---- */
@@ -478,8 +491,9 @@ static void *loop_thread(void *arg) {
       if (c->hb_idx != SIZE_MAX) { /* not freed meanwhile */
         if (c->gone)
           hb_remove(l, c);
-        else /* heartbeat() left the next work after now */
-          hb_rekey(l, c, heartbeat_due(c));
+        else /* heartbeat() left the next work after now; the floor
+              * makes the sweep's end not depend on that reasoning */
+          hb_rekey(l, c, heartbeat_due(c) > now ? heartbeat_due(c) : now + 1);
       }
       release_locked(l);
     }

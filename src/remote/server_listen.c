@@ -105,7 +105,10 @@ static void accept_one(ct_net_server *s, int fd, struct sockaddr_storage *ss,
   c->kind = EV_CONN;
   c->fd = fd;
   c->state = CS_HELLO;
-  c->hs_deadline = ct_now() + s->o.handshake_timeout_ns;
+  /* Saturated: any handshake_timeout_ns is accepted, INT64_MAX too (a
+   * plain sum wrapped negative and failed every handshake at the next
+   * sweep). */
+  c->hs_deadline = ct_deadline_after(s->o.handshake_timeout_ns);
   uid_t uid = 0;
   bool uid_ok = true;
   if (s->addr.family == AF_UNIX) {
