@@ -21,8 +21,8 @@
  *  is our NOTIFY for net_bench's tokens (docs/PROTOCOL.md: u32 length 11,
  *  type 0x14, handle u32, reason, detail, cause "fan0": 15 bytes).
  *
- *  Variants, interleaved round by round (a b c a b c ...) over the SAME
- *  connections, so that the machine's drift hits them alike:
+ *  Variants, interleaved round by round (a b c, b c a, c a b ...) over
+ *  the SAME connections, so that the machine's drift hits them alike:
  *   a  what our library does: send(MSG_NOSIGNAL | MSG_DONTWAIT) per
  *      connection from S threads; each client process has one thread in
  *      epoll_wait(64 events, level-triggered) over its connections, one
@@ -551,8 +551,10 @@ static void run(bool tcp) {
    * 1,000 notices; each column copied out and sorted for its summary */
   int64_t(*st)[7] = calloc((size_t)(V * R), sizeof *st);
   for (int r = 0; r < R; r++) {
-    for (int v = 0; v < V; v++) {
-      int var = vars[v];
+    /* The order rotates from round to round (abc, bca, cab, ...), so no
+     * variant always runs first or right after the same other one. */
+    for (int step = 0; step < V; step++) {
+      int v = (step + r) % V, var = vars[v];
 #ifdef NET_FLOOR_URING
       if (var == 'c')
         for (int k = 0; k < lib_senders; k++)
@@ -617,7 +619,7 @@ static void run(bool tcp) {
     char key[96], note[256];
     snprintf(note, sizeof note,
              "kernel only: decide-to-notify to the last of %d reads (%s; %d "
-             "client processes; %d senders; %d rounds interleaved %s)",
+             "client processes; %d senders; %d rounds interleaved %s, rotated)",
              C, tcp ? "loopback TCP" : "Unix socket", P,
              vars[v] == 'b' ? b_senders : lib_senders, R, vars);
     for (int q = 0; q < 7; q++) {

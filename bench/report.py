@@ -64,6 +64,8 @@ def ratio_text(r, md=False):
                          fmt_ratio(r["ratio_max"]))
     if r.get("verdict") == NO_VERDICT:
         s += " no verdict" if not md else " *no verdict*"
+    if r.get("pairs_note"):
+        s += " (%s)" % r["pairs_note"]
     if r.get("target_verdict"):
         # Also as "peer / ours" (how many times faster), the target's terms.
         tv = r["target_verdict"]
@@ -75,7 +77,7 @@ def ratio_text(r, md=False):
 
 def row_cells(r):
     peer = r["peer"] + (" (%s)" % r["variant"] if r["variant"] else "")
-    if r["status"] in ("ok", "ours only", "partial"):
+    if r["status"] in ("ok", "ours only", "peer only", "partial"):
         pcell = cell(r["peer_result"]) if r["peer_result"] else "-"
     elif r["status"] == "n/a":
         pcell = "N/A"

@@ -19,7 +19,9 @@ turn; for each group and each peer (in an order that rotates from one
 repetition to the next) it makes SUBRUNS[group] runs of ours and as many
 of the peer's, alternating A B, B A, A B ... (the alternation of each
 (group, peer) pair continues from one repetition to the next, so that
-neither side of any pair always goes first).
+neither side of any pair always goes first; every other pair starts with
+the peer).  A row whose peer ran fewer repetitions than the run (it
+failed part-way) has no verdict.
 Programs never run at the same time.  In a repetition, a side's figure
 is the median of its sub-runs (3 for check, chain, churn and wake; 1 for
 memory, fan-out and poll; 1 for all in --quick; `--subruns N` sets them
@@ -379,7 +381,7 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def pairwise(ours, peer, prog):
+def pairwise(ours, peer, prog, need):
     """The ratio of a row: ours / peer for each repetition (the median of
     our sub-runs next to that peer's against the median of the peer's; for
     a baseline, of the same processes), then the median, min and max of
@@ -400,10 +402,17 @@ def pairwise(ours, peer, prog):
     lo, hi = min(rs), max(rs)
     verdict = ("faster" if hi < 1 else "slower" if lo > 1 else
                "no verdict")
+    short = len(rs) < need
+    if short:
+        # A peer that failed part-way has fewer pairs than the run's
+        # repetitions: too few for a verdict (outside review).
+        verdict = "no verdict"
     out = {"ratio": median(rs), "ratio_min": lo, "ratio_max": hi,
            "pairs": len(rs), "ratios": rs, "verdict": verdict,
            "ratio_of_medians": (ours["median"] / peer["median"]
                                 if peer["median"] > 0 else None)}
+    if short:
+        out["pairs_note"] = "%d of %d pairs" % (len(rs), need)
     # Where a repetition has several sub-runs, also every sub-run pair on
     # its own (sub-run s of ours against the peer's sub-run s of the same
     # repetition: the two adjacent runs of one alternation step).  The
@@ -584,7 +593,12 @@ def main():
     # whatever the number of groups, peers and sub-runs.  (One global
     # counter balanced the run as a whole but could put the same side
     # first in every repetition of a one-sub-run group.)
-    flips = {}
+    # The first step of each pair: ours first for even pair numbers, the
+    # peer first for odd ones, so that across pairs neither side goes
+    # first more often when a pair's own count of steps is odd.
+    flips = {(g, p): (gi * len(peers_order) + pi) % 2
+             for gi, g in enumerate(groups)
+             for pi, p in enumerate(peers_order)}
     for r in range(reps):
         k = r % len(peers_order)
         for g in groups:
@@ -688,7 +702,7 @@ def main():
             if ours["unit"] != peer["unit"]:
                 print("run.py: unit mismatch for %s/%s" % (okey, pkey),
                       file=sys.stderr)
-            pr = pairwise(ours, peer, prog) if ratio_ok else None
+            pr = pairwise(ours, peer, prog, reps) if ratio_ok else None
             full = note
             if peer["note"]:
                 full += "; %s: %s" % (pname, peer["note"])

@@ -105,7 +105,8 @@ typedef struct ct_zk_options {
   /* How long the ensemble may be unreachable (no connection to a member
    * that is part of a quorum) before every proxy that is not triggered yet
    * is triggered locally with CT_REASON_UNREACHABLE.  Default (0): three
-   * negotiated session timeouts.  Negative: never.  The unreachable
+   * negotiated session timeouts.  Negative: never.  Any positive value
+   * up to INT64_MAX is valid (past the clock's range: never).  The unreachable
    * trigger is local only: it is never written to the ensemble. */
   int64_t unreachable_ns;
   /* Digest credentials ("user:password"), read from this file (one line;

@@ -342,7 +342,10 @@ static void *client_thread(void *arg) {
     }
     /* 4. Sleep until signalled, a retry is due, or the tolerance ends. */
     if (c->down_since && !c->unreach_fired && tol >= 0) {
-      int64_t at = c->down_since + tol;
+      /* Saturated: any tolerance up to INT64_MAX is valid (a plain sum
+       * overflowed for huge ones; outside review). */
+      int64_t at = tol > INT64_MAX - c->down_since ? INT64_MAX
+                                                   : c->down_since + tol;
       if (next < 0 || at < next)
         next = at;
     }
