@@ -93,9 +93,10 @@
  *   So refs == 0 means dead, final, with an empty list, as before.
  *  Detaching (struct ct_kids, "Detached"; trigger.c).  A parent's trigger
  *  replaces its array's entries by a count: under the parent's lock it
- *  writes CT_SLOT_GONE in every link it claims and marks the array
- *  detached, and each of those children later leaves, under the same
- *  lock, by a decrement of that count instead of a write to its entry.
+ *  marks the array detached and (one-pass claims) writes CT_SLOT_GONE in
+ *  every link it claims, and each of those children later leaves, under
+ *  the same lock, by a decrement of that count instead of a write to its
+ *  entry.
  *  Nothing else changes for the lifetime rules: the same links keep the
  *  parent alive, as a list that is not empty while the count is not 0
  *  (KIDS), the last one to leave empties it (kids_emptied: KIDS, ORPHAN,
@@ -256,15 +257,18 @@ struct ct_link {          /* one parent edge of a child, inside the child */
  *
  * Detached.  Once a parent is triggered its array is never walked again
  * (a child linked later is born triggered, on no list), so the trigger
- * that claims the children also detaches them (trigger.c, under the
- * parent's lock): it writes CT_SLOT_GONE in each link it claims, sets n
- * to 0 and CT_KIDS_DETACHED, and leaves live as the number of links
- * still linked.  A child leaving a detached array then only decrements
- * live (the parent's header line, not its entry: with children
- * destroyed in random order, that entry was a cache miss of its own);
- * the last one frees the array.  For the lifetime rules (internal.h) a
- * detached array is a children list like any other: not empty while
- * live > 0, and KIDS says so.
+ * that claims the children marks it CT_KIDS_DETACHED, and, when it
+ * claims them in one pass (children linked by their first link, which
+ * shares its child's header line or the next one), writes CT_SLOT_GONE
+ * in each link it claims (trigger.c, under the parent's lock).  A
+ * CT_SLOT_GONE child leaving then only decrements live (the parent's
+ * header line, not its entry: with children destroyed in random order,
+ * that entry was a cache miss of its own), and its entry is stale from
+ * then on; a child that kept its slot (claimed in batches) leaves
+ * through its entry as before.  The last one frees the array.  A
+ * detached array is never walked, compacted or shrunk again.  For the
+ * lifetime rules (internal.h) it is a children list like any other:
+ * not empty while live > 0, and KIDS says so.
  *
  * Mapped.  An array of CT_KIDS_MAP_MIN bytes or more, while the default
  * allocator is installed, is its own anonymous mapping (token_kids.c),
@@ -274,11 +278,10 @@ struct ct_link {          /* one parent edge of a child, inside the child */
  * (malloc_consolidate), which after a million children freed in random
  * order took about 300 ms inside the free of the last child. */
 struct ct_kids {
-  uint32_t n;     /* entries used, holes included: link[0..n-1]; 0 once
-                     detached */
+  uint32_t n;     /* entries used, holes included: link[0..n-1] */
   uint32_t cap;   /* entries allocated */
-  uint32_t live;  /* entries that are not holes (0 < live <= n), or, once
-                     detached, links still counted (0 < live) */
+  uint32_t live;  /* entries that are not holes (0 < live <= n), the
+                     stale entries of CT_SLOT_GONE links included */
   uint32_t flags; /* CT_KIDS_*; guarded by the parent's lock */
   struct ct_link *link[];
 };

@@ -24,8 +24,9 @@
  *    to KIDS_SHRINK_MAX entries halves (compacted) when a quarter full,
  *    and every array is freed with the last child.
  *  - Once the parent is triggered, its trigger detaches the array (see
- *    "Detached" at struct ct_kids, internal.h): removals then touch only
- *    the header, and a detached array is neither compacted nor shrunk.
+ *    "Detached" at struct ct_kids, internal.h): removals of detached
+ *    links then touch only the header, and a detached array is neither
+ *    compacted nor shrunk.
  *  - Arrays of CT_KIDS_MAP_MIN bytes and more are mapped, not malloc'd
  *    (see "Mapped" there).
  *  - Every function here except kids_alloc() and kids_maybe_shrink() is
@@ -129,7 +130,8 @@ static inline struct ct_kids *kids_remove(ct_token *p, struct ct_link *l) {
   struct ct_kids *a = (struct ct_kids *)(p->kids - 1);
   if (i == CT_SLOT_GONE) {
     /* Detached by p's trigger: only the count is left to change, in the
-     * array's header; the last one out frees the array. */
+     * array's header (our entry is stale); the last one out frees the
+     * array. */
     assert((p->kids & 1) && (a->flags & CT_KIDS_DETACHED) && a->live > 0);
     if (--a->live == 0) {
       p->kids = 0;
@@ -145,7 +147,9 @@ static inline struct ct_kids *kids_remove(ct_token *p, struct ct_link *l) {
     return a;
   }
   /* Trim trailing holes, so that n stays the end of the last live entry
-   * (each hole is trimmed once: amortised O(1)). */
+   * (each hole is trimmed once: amortised O(1)).  Stale entries of a
+   * detached array are not NULL: the loop stops at them, and only reads
+   * the pointers, never what they point to. */
   while (a->link[a->n - 1] == NULL)
     a->n--;
   return NULL;
