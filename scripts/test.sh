@@ -91,7 +91,7 @@ for t in build-test-plain/tests/test_callback build-test-plain/tests/test_wait \
          build-test-plain/tests/test_async \
          build-test-plain/tests/test_cache build-test-plain/tests/test_children \
          build-test-plain/tests/test_net_group build-test-plain/tests/test_token_orphan \
-         build-test-plain/tests/test_trigger_claim; do
+         build-test-plain/tests/test_trigger_claim build-test-plain/tests/test_token_detach; do
   if valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
        --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
        "$t" >"$tmp/valgrind.out" 2>&1; then
