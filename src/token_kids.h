@@ -147,9 +147,11 @@ static inline struct ct_kids *kids_remove(ct_token *p, struct ct_link *l) {
     return a;
   }
   /* Trim trailing holes, so that n stays the end of the last live entry
-   * (each hole is trimmed once: amortised O(1)).  Stale entries of a
-   * detached array are not NULL: the loop stops at them, and only reads
-   * the pointers, never what they point to. */
+   * (each hole is trimmed once: amortised O(1)).  An array is never a mix
+   * of CT_SLOT_GONE links and indexed ones: a one-pass claim marks every
+   * entry gone (those children take the branch above, never this loop)
+   * and a batched claim marks none, so live > 0 means a non-NULL entry
+   * below n. */
   while (a->link[a->n - 1] == NULL)
     a->n--;
   return NULL;

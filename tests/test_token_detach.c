@@ -154,7 +154,8 @@ static void test_detach_steps(void **state) {
   }
 }
 
-/* A parent with more than 16,382 children has a mapped array; it stays
+/* A parent with more than 8,192 children has a mapped array (its
+ * capacity doubles to 16,384 entries, 131,088 bytes); it stays
  * mapped while detached children remain and is unmapped by the last one.
  * The owner drops the parent first: an orphan kept by a detached array. */
 static void test_detach_mapped_orphan(void **state) {
