@@ -130,6 +130,22 @@ static inline void t_start_server(struct child *ch, char *const argv[],
   assert_true(snprintf(addr, 256, "%s", line + 5) < 256);
 }
 
+/* A reproducible permutation of 0..n-1 in a (xorshift from seed). */
+static inline void t_shuffle(size_t *a, size_t n, uint64_t seed) {
+  for (size_t i = 0; i < n; i++)
+    a[i] = i;
+  uint64_t x = seed | 1;
+  for (size_t i = n - 1; i > 0; i--) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    size_t j = (size_t)(x % (i + 1));
+    size_t t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+  }
+}
+
 /* ---- raw protocol, for peers that misbehave on purpose ---- */
 
 static inline void t_put32(uint8_t *p, uint32_t v) {

@@ -36,20 +36,6 @@
 #define NLIVE 10    /* clients of a server that keeps answering */
 #define MS (INT64_C(1000000))
 
-static void shuffle(size_t *a, size_t n, uint64_t seed) {
-  for (size_t i = 0; i < n; i++)
-    a[i] = i;
-  uint64_t x = seed | 1;
-  for (size_t i = n - 1; i > 0; i--) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    size_t j = (size_t)(x % (i + 1));
-    size_t t = a[i];
-    a[i] = a[j];
-    a[j] = t;
-  }
-}
 
 static ct_net_client *connect_hb(const char *addr, int64_t hb) {
   ct_net_client_options o = CT_NET_CLIENT_OPTIONS_INIT;
@@ -57,6 +43,27 @@ static ct_net_client *connect_hb(const char *addr, int64_t hb) {
   ct_net_client *c;
   ASSERT_OK(ct_net_client_connect(&c, addr, &o, NULL, 0, LONG_DEADLINE()));
   return c;
+}
+
+/* A net_peer server in another process, serving one token `name` at a
+ * fresh socket path. */
+struct peer_srv {
+  char dir[64], path[96], addr[256];
+  struct child ch;
+};
+
+static void peer_start(struct peer_srv *v, const char *name) {
+  t_sock_path(v->dir, v->path);
+  char *argv[] = {NET_PEER, "serve", v->path, (char *)name, NULL};
+  t_start_server(&v->ch, argv, v->addr);
+}
+
+/* End it in order (EOF on its stdin: it frees its server and exits 0). */
+static void peer_stop(struct peer_srv *v) {
+  close(v->ch.in);
+  v->ch.in = -1;
+  assert_int_equal(t_wait_child(&v->ch), 0);
+  t_rmdir(v->dir, v->path);
 }
 
 static void sleep_ns(int64_t ns) {
@@ -67,11 +74,9 @@ static void sleep_ns(int64_t ns) {
 
 static void test_silent_server_loses_heartbeat_clients(void **state) {
   (void)state;
-  char dir[64], path[96], addr[256];
-  t_sock_path(dir, path);
-  struct child srv;
-  char *sargv[] = {NET_PEER, "serve", path, "a", NULL};
-  t_start_server(&srv, sargv, addr);
+  struct peer_srv v;
+  peer_start(&v, "a");
+  const char *addr = v.addr;
 
   static ct_net_client *hb[NHB + NMORE];
   static ct_token *px[NHB + NMORE];
@@ -89,7 +94,7 @@ static void test_silent_server_loses_heartbeat_clients(void **state) {
   /* Free a third, in a random order: entries leave the heap from the
    * middle and slots are freed; then more clients take them again. */
   size_t order[NHB];
-  shuffle(order, NHB, 0x9e3779b97f4a7c15u);
+  t_shuffle(order, NHB, 0x9e3779b97f4a7c15u);
   for (size_t k = 0; k < NHB / 3; k++) {
     size_t i = order[k];
     ct_token_unref(px[i]);
@@ -106,19 +111,16 @@ static void test_silent_server_loses_heartbeat_clients(void **state) {
    * answering: the most recent entries of the heap, so a heap that
    * failed to sink an entry whose key moved up would keep one of them on
    * top for good and hide the clients of the stopped server below it. */
-  char dir2[64], path2[96], addr2[256];
-  t_sock_path(dir2, path2);
-  struct child live;
-  char *largv[] = {NET_PEER, "serve", path2, "b", NULL};
-  t_start_server(&live, largv, addr2);
+  struct peer_srv live;
+  peer_start(&live, "b");
   ct_net_client *lc[NLIVE];
   ct_token *lpx[NLIVE];
   for (size_t i = 0; i < NLIVE; i++) {
-    lc[i] = connect_hb(addr2, (1000 + 100 * (int64_t)i) * MS);
+    lc[i] = connect_hb(live.addr, (1000 + 100 * (int64_t)i) * MS);
     ASSERT_OK(ct_net_client_get(lc[i], &lpx[i], "b", LONG_DEADLINE()));
   }
 
-  assert_int_equal(kill(srv.pid, SIGSTOP), 0);
+  assert_int_equal(kill(v.ch.pid, SIGSTOP), 0);
   for (size_t i = 0; i < NHB + NMORE; i++) {
     if (!hb[i])
       continue;
@@ -141,11 +143,8 @@ static void test_silent_server_loses_heartbeat_clients(void **state) {
     ct_token_unref(lpx[i]);
     ct_net_client_free(lc[i]);
   }
-  close(live.in); /* EOF: the server exits */
-  live.in = -1;
-  assert_int_equal(t_wait_child(&live), 0);
-  t_rmdir(dir2, path2);
-  assert_int_equal(kill(srv.pid, SIGKILL), 0);
+  peer_stop(&live);
+  assert_int_equal(kill(v.ch.pid, SIGKILL), 0);
   for (size_t i = 0; i < NPLAIN; i++) {
     ASSERT_OK(ct_token_wait(ppx[i], LONG_DEADLINE()));
     assert_int_equal(ct_token_reason(ppx[i], NULL), CT_REASON_OWNER_LOST);
@@ -159,19 +158,17 @@ static void test_silent_server_loses_heartbeat_clients(void **state) {
     ct_token_unref(px[i]);
     ct_net_client_free(hb[i]);
   }
-  assert_int_equal(t_wait_child(&srv), 128 + SIGKILL);
-  t_rmdir(dir, path);
+  assert_int_equal(t_wait_child(&v.ch), 128 + SIGKILL);
+  t_rmdir(v.dir, v.path);
 }
 
 #define NKEEP 20
 
 static void test_answering_server_keeps_heartbeat_clients(void **state) {
   (void)state;
-  char dir[64], path[96], addr[256];
-  t_sock_path(dir, path);
-  struct child srv;
-  char *sargv[] = {NET_PEER, "serve", path, "a", NULL};
-  t_start_server(&srv, sargv, addr);
+  struct peer_srv v;
+  peer_start(&v, "a");
+  const char *addr = v.addr;
   ct_net_client *c[NKEEP];
   ct_token *p[NKEEP];
   int64_t longest = 0;
@@ -191,9 +188,9 @@ static void test_answering_server_keeps_heartbeat_clients(void **state) {
     assert_false(ct_token_triggered(p[i]));
   }
   /* And they still work: a trigger at the server reaches every proxy. */
-  t_send_line(&srv, "trigger a");
+  t_send_line(&v.ch, "trigger a");
   char line[64];
-  assert_true(t_read_line(&srv, line, sizeof line, LONG_DEADLINE()));
+  assert_true(t_read_line(&v.ch, line, sizeof line, LONG_DEADLINE()));
   assert_string_equal(line, "ok");
   for (size_t i = 0; i < NKEEP; i++) {
     ASSERT_OK(ct_token_wait(p[i], LONG_DEADLINE()));
@@ -201,10 +198,7 @@ static void test_answering_server_keeps_heartbeat_clients(void **state) {
     ct_token_unref(p[i]);
     ct_net_client_free(c[i]);
   }
-  close(srv.in); /* EOF: the server exits */
-  srv.in = -1;
-  assert_int_equal(t_wait_child(&srv), 0);
-  t_rmdir(dir, path);
+  peer_stop(&v);
 }
 
 #define NRACE 200
@@ -224,11 +218,9 @@ static void *free_some(void *arg) {
 
 static void test_free_races_heartbeat_sweep(void **state) {
   (void)state;
-  char dir[64], path[96], addr[256];
-  t_sock_path(dir, path);
-  struct child srv;
-  char *sargv[] = {NET_PEER, "serve", path, "a", NULL};
-  t_start_server(&srv, sargv, addr);
+  struct peer_srv v;
+  peer_start(&v, "a");
+  const char *addr = v.addr;
   for (int round = 0; round < 3; round++) {
     static ct_net_client *c[NRACE];
     static size_t order[NRACE];
@@ -236,7 +228,7 @@ static void test_free_races_heartbeat_sweep(void **state) {
      * client is then lost for a slow pong does not matter here). */
     for (size_t i = 0; i < NRACE; i++)
       c[i] = connect_hb(addr, 1 * MS);
-    shuffle(order, NRACE, 0x2545f4914f6cdd1du + (uint64_t)round);
+    t_shuffle(order, NRACE, 0x2545f4914f6cdd1du + (uint64_t)round);
     struct freer a = {c, order, 0, NRACE / 2};
     struct freer b = {c, order, NRACE / 2, NRACE};
     pthread_t ta, tb;
@@ -250,17 +242,14 @@ static void test_free_races_heartbeat_sweep(void **state) {
   ct_net_client *c = connect_hb(addr, 0);
   ct_token *p;
   ASSERT_OK(ct_net_client_get(c, &p, "a", LONG_DEADLINE()));
-  t_send_line(&srv, "trigger a");
+  t_send_line(&v.ch, "trigger a");
   char line[64];
-  assert_true(t_read_line(&srv, line, sizeof line, LONG_DEADLINE()));
+  assert_true(t_read_line(&v.ch, line, sizeof line, LONG_DEADLINE()));
   ASSERT_OK(ct_token_wait(p, LONG_DEADLINE()));
   assert_int_equal(ct_token_reason(p, NULL), CT_REASON_TRIGGER);
   ct_token_unref(p);
   ct_net_client_free(c);
-  close(srv.in); /* EOF: the server exits */
-  srv.in = -1;
-  assert_int_equal(t_wait_child(&srv), 0);
-  t_rmdir(dir, path);
+  peer_stop(&v);
 }
 
 /* Any heartbeat_ns > 0 is accepted; the largest ones used to overflow

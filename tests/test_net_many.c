@@ -45,22 +45,6 @@ static void name_of(size_t i, char buf[32]) {
   snprintf(buf, 32, "many-%zu", i);
 }
 
-/* A reproducible permutation of 0..n-1 (xorshift from a fixed seed). */
-static void shuffle(size_t *a, size_t n, uint64_t seed) {
-  for (size_t i = 0; i < n; i++)
-    a[i] = i;
-  uint64_t x = seed | 1;
-  for (size_t i = n - 1; i > 0; i--) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    size_t j = (size_t)(x % (i + 1));
-    size_t t = a[i];
-    a[i] = a[j];
-    a[j] = t;
-  }
-}
-
 static uint64_t proxies_now(ct_net_server *s) {
   ct_net_server_stats st;
   ct_net_server_get_stats(s, &st);
@@ -90,7 +74,7 @@ static void *trigger_all(void *arg) {
     m->thread_errors = NMANY;
     return NULL;
   }
-  shuffle(ord, NMANY, 0x5eed1234);
+  t_shuffle(ord, NMANY, 0x5eed1234);
   for (size_t k = 0; k < NMANY; k++) {
     size_t i = ord[k];
     if (ct_token_trigger_reason(m->tok[i], CT_REASON_TRIGGER,
@@ -182,7 +166,7 @@ static void test_many_proxies_on_one_connection(void **state) {
   assert_int_equal(proxies_now(m->s), NMANY); /* GET replied: subscribed */
 
   /* All fire, from another thread, while half the proxies are dropped. */
-  shuffle(m->order, NMANY, 0xfeedbeef);
+  t_shuffle(m->order, NMANY, 0xfeedbeef);
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, trigger_all, m), 0);
   for (size_t k = 0; k < NMANY / 2; k++) {
@@ -260,7 +244,7 @@ static void test_many_client_triggers(void **state) {
   assert_int_equal(proxies_now(m->s), 2 * NMANY);
   /* a triggers every token but the last through its proxy, in a random
    * order, waiting for each ACK (1: this trigger fired it). */
-  shuffle(m->order, NMANY, 0xabcdef);
+  t_shuffle(m->order, NMANY, 0xabcdef);
   for (size_t k = 0; k < NMANY; k++) {
     size_t i = m->order[k];
     if (i == NMANY - 1)
