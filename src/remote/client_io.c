@@ -55,9 +55,8 @@
  *  key is then moved past now (heartbeat() leaves its next work after
  *  now, and the re-key takes now + 1 ns at least in any case), so the
  *  sweep ends.  The due times saturate at INT64_MAX, so any heartbeat_ns
- *  is safe.  A lost client leaves
- *  the heap there and then; a freed one, in client_loop_detach(), by its
- *  index `hb_idx`.  So a wake-up costs O(log n) per client with work and
+ *  is safe.  A lost client leaves the heap there and then; a freed one,
+ *  in client_loop_detach(), by its index `hb_idx`.  So a wake-up costs O(log n) per client with work and
  *  nothing per idle one, where it used to walk every slot twice (a notice
  *  to 10,000 heartbeat clients of one process walked 2 * 10,000 slots per
  *  batch of 64 events).
