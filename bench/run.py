@@ -589,7 +589,8 @@ def main():
     peers_order = [p for p in order if p != "ct"] or [None]
     # Who goes first alternates per (group, peer) pair, continuing from one
     # repetition to the next: over a run each side of every pair goes
-    # first in half its steps (one more for ours when the count is odd),
+    # first in half its steps (one more for the side that starts when the
+    # count is odd),
     # whatever the number of groups, peers and sub-runs.  (One global
     # counter balanced the run as a whole but could put the same side
     # first in every repetition of a one-sub-run group.)
