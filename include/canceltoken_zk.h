@@ -106,8 +106,9 @@ typedef struct ct_zk_options {
    * that is part of a quorum) before every proxy that is not triggered yet
    * is triggered locally with CT_REASON_UNREACHABLE.  Default (0): three
    * negotiated session timeouts.  Negative: never.  Any positive value
-   * up to INT64_MAX is valid (past the clock's range: never).  The unreachable
-   * trigger is local only: it is never written to the ensemble. */
+   * up to INT64_MAX is valid (past the clock's range: never).  The
+   * unreachable trigger is local only: it is never written to the
+   * ensemble. */
   int64_t unreachable_ns;
   /* Digest credentials ("user:password"), read from this file (one line;
    * the file must give no permission to group or others: mode 0600 or

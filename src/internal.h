@@ -106,8 +106,9 @@
  *  detach.  A child that was dying meanwhile (count at zero, waiting for
  *  the lock to unlink itself) finds CT_SLOT_GONE after a one-pass claim
  *  and decrements like the others, or, after a batched claim (which
- *  detaches nothing), its own index and clears its entry; a shrink that had looked at the array before the detach finds
- *  it detached under the lock and leaves it.
+ *  detaches nothing), its own index and clears its entry; a shrink that
+ *  had looked at the array before the detach finds it detached under the
+ *  lock and leaves it.
  *  A token with no INTEREST never had children, so its count is plain.
  *  A child whose count reaches zero removes itself under the parent's lock
  *  before it is freed, so anyone reading the children under that lock may

@@ -29,9 +29,10 @@
  *    compacted nor shrunk.
  *  - Arrays of CT_KIDS_MAP_MIN bytes and more are mapped, not malloc'd
  *    (see "Mapped" there).
- *  - Every function here except kids_alloc() and kids_maybe_shrink() is
- *    called with the parent's lock held; no allocation is ever made under
- *    it (kids_add() asks its caller for a block instead).
+ *  - Every function here except kids_alloc(), kids_free() and
+ *    kids_maybe_shrink() is called with the parent's lock held; no
+ *    allocation (or mapping) is ever made under it (kids_add() asks its
+ *    caller for a block instead).
  *  - Whether a child in this list holds a reference on its parent is
  *    token.c's business (it does not: see "Lifetime" in internal.h).
  */
